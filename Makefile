@@ -1,0 +1,33 @@
+# One-line entry points. `make test` and `make demo` work from a fresh clone: they make .venv
+# and install the project with pip first (torch/torchvision come from the local wheel store here).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow demo bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+demo: $(STAMP)
+	$(BIN)/lightning-unlearn fit --config configs/demo.yaml
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_synthesis.py
+	$(BIN)/python benchmarks/bench_lipschitz.py
+
+clean:
+	rm -rf $(VENV) runs lightning_logs

@@ -1,0 +1,15 @@
+"""lightning-unlearn: make a CLIP model forget a class from synthetic samples, with Lightning."""
+
+import lightning_unlearn.datasets  # noqa: F401  (registers the evaluation datasets)
+
+try:  # the demo world registers its datasets and tiny model config
+    import lightning_unlearn.demo  # noqa: F401
+except ImportError as _err:  # pragma: no cover - only while the demo package is incomplete
+    import warnings
+
+    warnings.warn(f"demo world unavailable: {_err}")
+
+from lightning_unlearn.module import UnlearningModule  # noqa: E402
+
+__all__ = ["UnlearningModule"]
+__version__ = "0.1.0"

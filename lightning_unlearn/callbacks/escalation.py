@@ -1,0 +1,417 @@
+r"""
+Noise and layer escalation
+^^^^^^^^^^^^^^^^^^^^^^^^^^
+
+Iterate and escalate: an epoch that does not improve the monitored value is undone (model and optimizer go back to
+the epoch start) and the next noise level ``sigma`` and layer counts ``k`` are taken from their schedules.
+
+"""
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Optional
+
+import torch
+from torch import Tensor
+from typing_extensions import override
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks.callback import Callback
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+from lightning_unlearn.callbacks.selection import GradientLayerSelection
+
+#: The noise schedule of Kravets & Namboodiri (WACV 2025).
+PAPER_SIGMA_SCHEDULE = (0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
+
+
+def _cpu_copy(obj: Any) -> Any:
+    """Deep copy of nested dicts/lists/tuples with every tensor detached and copied to CPU."""
+    if isinstance(obj, Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: _cpu_copy(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_cpu_copy(value) for value in obj]
+    if isinstance(obj, tuple):
+        return tuple(_cpu_copy(value) for value in obj)
+    return obj
+
+
+def _trainable_state(pl_module: "pl.LightningModule") -> dict[str, Tensor]:
+    """CPU copies of the parameters that require grad (frozen ones never change)."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in pl_module.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _load_trainable_state(pl_module: "pl.LightningModule", state: Mapping[str, Tensor]) -> None:
+    params = dict(pl_module.named_parameters())
+    missing = [name for name in state if name not in params]
+    if missing:
+        raise RuntimeError(f"Saved trainable state names parameters the module does not have: {missing[:5]}")
+    for name, value in state.items():
+        params[name].copy_(value)
+
+
+class NoiseLayerEscalation(Callback):
+    r"""Undo epochs that do not improve the monitored value and escalate noise level and layer counts.
+
+    * At each train epoch start: snapshot the trainable parameters (those with ``requires_grad``) and the optimizers'
+      state, on CPU.
+    * At each train epoch end: read ``monitor`` from ``trainer.callback_metrics``. If it improved on the best value so
+      far (strictly), record it and a copy of the trainable parameters as the best state. Otherwise restore model and
+      optimizers bit-exactly to the epoch-start snapshot and move every schedule one position on: set
+      ``pl_module.<sigma_attribute>`` and the ``k`` of the :class:`GradientLayerSelection` in ``trainer.callbacks``.
+    * When no position is left, training stops (``stop_reason = "schedule_exhausted"``).
+    * If the training loss returned by the step is NaN/Inf on any rank, the best state (the epoch-start snapshot if
+      there is none yet) is restored, the optimizers go back to the epoch-start snapshot, training stops with
+      ``stop_reason = "non_finite_loss"`` and a warning says so.
+    * At the end of training the best state is loaded into the module, so the final weights are the best ones.
+
+    Schedules of different lengths: all schedules move one position at each escalation; a schedule that has reached
+    its last value keeps it, and training stops at the first non-improving epoch once every schedule is at its end.
+    So the run has ``max(len(...))`` positions and no published value goes unused (for the paper's RN50 settings:
+    9 positions, sigma stays at 2 and the vision ``k`` at 25 while the text ``k`` goes on to 45).
+
+    The schedules' first values are applied at fit start (overriding the module's own ``sigma``). If the epoch that
+    stops training through another callback (e.g. :class:`SyntheticAccuracyStopping`) does not improve, it is not
+    undone and nothing escalates; the best state is loaded at the end all the same. Learning-rate schedulers are not
+    rewound.
+
+    Resuming with ``trainer.fit(ckpt_path=...)`` restores the schedule position, histories, best value and state and
+    the epoch-start snapshot (all tensors, lists, dicts, floats, ints and strings, so the checkpoint loads with
+    ``torch.load(weights_only=True)``); the current sigma and ``k`` are re-applied at fit start. A checkpoint saved in
+    the middle of an epoch keeps that epoch's start snapshot.
+
+    DDP: every rank snapshots and restores its own replica identically. The monitored value is the one Lightning
+    reduced across ranks when it was logged with ``sync_dist=True``; rank 0's value is broadcast before deciding in any
+    case, so every rank makes the same decision. The non-finite check is OR-reduced across ranks.
+
+    Args:
+        sigma_schedule: noise levels, one per position; positive and finite. Default: the paper's
+            ``(0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)``.
+        k_schedules: group -> ``k`` values (positive ints), applied with ``GradientLayerSelection.set_k``;
+            ``None`` leaves ``k`` alone. Requires a :class:`GradientLayerSelection` in ``trainer.callbacks``.
+        monitor: metric read at each train epoch end.
+        mode: ``"min"``: lower is better; ``"max"``: higher is better.
+        sigma_attribute: name of the LightningModule attribute that holds the noise level.
+        strict: raise if ``monitor`` was not logged by the end of an epoch; if ``False``, warn and skip the decision.
+        verbose: log a line at each decision.
+
+    Attributes:
+        sigma_history: sigma used in each completed epoch.
+        monitor_history: monitored value at each epoch end.
+        restored_epochs: epochs that were undone.
+        best_value: best monitored value so far (``None`` before the first epoch end).
+        best_epoch: epoch of ``best_value``.
+        stop_reason: ``None``, ``"schedule_exhausted"`` or ``"non_finite_loss"``.
+        position: current position in the schedules.
+
+    Raises:
+        ValueError: if a schedule or argument is invalid (the message quotes it).
+        MisconfigurationException: at setup, if ``k_schedules`` is given without a ``GradientLayerSelection`` callback,
+            or the module lacks ``sigma_attribute``.
+
+    Example::
+
+        >>> from lightning.pytorch import Trainer
+        >>> from lightning_unlearn.callbacks import GradientLayerSelection
+        >>> escalation = NoiseLayerEscalation(k_schedules={"vision": [5, 7, 10], "text": [5, 7, 12, 18]})
+        >>> trainer = Trainer(callbacks=[GradientLayerSelection(k=5), escalation], max_epochs=30)
+
+    """
+
+    STOP_SCHEDULE_EXHAUSTED = "schedule_exhausted"
+    STOP_NON_FINITE_LOSS = "non_finite_loss"
+
+    def __init__(
+        self,
+        sigma_schedule: Sequence[float] = PAPER_SIGMA_SCHEDULE,
+        k_schedules: Optional[dict[str, list[int]]] = None,
+        monitor: str = "forget/synthetic_acc",
+        mode: Literal["min", "max"] = "min",
+        sigma_attribute: str = "sigma",
+        strict: bool = True,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(sigma_schedule, (str, bytes)) or not isinstance(sigma_schedule, Sequence) or not sigma_schedule:
+            raise ValueError(f"`sigma_schedule` must be a non-empty list of numbers, got {sigma_schedule!r}")
+        for sigma in sigma_schedule:
+            is_number = isinstance(sigma, (int, float)) and not isinstance(sigma, bool)
+            if not (is_number and math.isfinite(sigma) and sigma > 0):
+                raise ValueError(f"`sigma_schedule` values must be finite and > 0, got {sigma!r} in {sigma_schedule!r}")
+        if k_schedules is not None:
+            if not isinstance(k_schedules, Mapping) or not k_schedules:
+                raise ValueError(f"`k_schedules` must be a non-empty dict of group -> list of k, got {k_schedules!r}")
+            for group, values in k_schedules.items():
+                if not isinstance(group, str):
+                    raise ValueError(f"`k_schedules` keys must be group names (str), got {group!r}")
+                if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+                    raise ValueError(
+                        f"`k_schedules[{group!r}]` must be a non-empty list of positive ints, got {values!r}"
+                    )
+                for value in values:
+                    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                        raise ValueError(
+                            f"`k_schedules[{group!r}]` values must be positive ints, got {value!r} in {values!r}"
+                        )
+        if mode not in ("min", "max"):
+            raise ValueError(f"`mode` must be 'min' or 'max', got {mode!r}")
+        if not isinstance(sigma_attribute, str) or not sigma_attribute.isidentifier():
+            raise ValueError(f"`sigma_attribute` must be an attribute name, got {sigma_attribute!r}")
+
+        self.sigma_schedule: list[float] = [float(s) for s in sigma_schedule]
+        self.k_schedules: Optional[dict[str, list[int]]] = (
+            {group: list(values) for group, values in k_schedules.items()} if k_schedules is not None else None
+        )
+        self.monitor = monitor
+        self.mode = mode
+        self.sigma_attribute = sigma_attribute
+        self.strict = strict
+        self.verbose = verbose
+
+        self.position = 0
+        self.sigma_history: list[float] = []
+        self.monitor_history: list[float] = []
+        self.restored_epochs: list[int] = []
+        self.best_value: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.stop_reason: Optional[str] = None
+
+        self._best_state: Optional[dict[str, Tensor]] = None
+        self._snapshot_state: Optional[dict[str, Tensor]] = None
+        self._snapshot_optimizers: Optional[list[dict[str, Any]]] = None
+        self._snapshot_epoch = -1
+        self._epoch_open = False  # between an epoch's start snapshot and its end decision
+        self._just_loaded = False
+        self._selection: Optional[GradientLayerSelection] = None
+
+    @property
+    @override
+    def state_key(self) -> str:
+        return self._generate_state_key(monitor=self.monitor, mode=self.mode, sigma_attribute=self.sigma_attribute)
+
+    # ------------------------------------------------------------------ schedules
+    @property
+    def num_positions(self) -> int:
+        """Number of schedule positions: the length of the longest schedule."""
+        lengths = [len(self.sigma_schedule)] + [len(v) for v in (self.k_schedules or {}).values()]
+        return max(lengths)
+
+    @property
+    def current_sigma(self) -> float:
+        """Sigma at the current position (a finished schedule keeps its last value)."""
+        return self.sigma_schedule[min(self.position, len(self.sigma_schedule) - 1)]
+
+    @property
+    def current_k(self) -> dict[str, int]:
+        """Group -> ``k`` at the current position (empty without ``k_schedules``)."""
+        return {g: v[min(self.position, len(v) - 1)] for g, v in (self.k_schedules or {}).items()}
+
+    @property
+    def best_state(self) -> Optional[dict[str, Tensor]]:
+        """CPU copy of the trainable parameters at ``best_epoch`` (``None`` before the first improvement)."""
+        return self._best_state
+
+    def _apply(self, pl_module: "pl.LightningModule") -> None:
+        setattr(pl_module, self.sigma_attribute, self.current_sigma)
+        if self._selection is not None:
+            for group, k in self.current_k.items():
+                self._selection.set_k(group, k)
+
+    # ------------------------------------------------------------------ hooks
+    @override
+    def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
+        if stage != "fit":
+            return
+        if not hasattr(pl_module, self.sigma_attribute):
+            raise MisconfigurationException(
+                f"`NoiseLayerEscalation` sets `{type(pl_module).__name__}.{self.sigma_attribute}`, which does not"
+                " exist; define it in the module's __init__ or set `sigma_attribute`."
+            )
+        selections = [cb for cb in trainer.callbacks if isinstance(cb, GradientLayerSelection)]
+        if len(selections) > 1:
+            raise MisconfigurationException(
+                f"`NoiseLayerEscalation` found {len(selections)} `GradientLayerSelection` callbacks; it needs one."
+            )
+        self._selection = selections[0] if selections else None
+        if self.k_schedules is not None and self._selection is None:
+            raise MisconfigurationException(
+                f"`NoiseLayerEscalation(k_schedules={self.k_schedules!r})` needs a `GradientLayerSelection` in"
+                " `trainer.callbacks`."
+            )
+
+    @override
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # runs after callbacks' `load_state_dict`, so a resumed run gets back its sigma and k here
+        self.stop_reason = None  # why *this* fit stopped
+        self._apply(pl_module)
+
+    @override
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # Resuming from a mid-epoch checkpoint, Lightning skips this hook and the loaded snapshot is used as it is; it
+        # does call it again if the checkpoint was written during this hook: keep the loaded snapshot then too.
+        resumed_mid_epoch = (
+            self._just_loaded and self._epoch_open and self._snapshot_epoch == trainer.current_epoch
+        )
+        self._just_loaded = False
+        if resumed_mid_epoch and self._snapshot_state is not None:
+            return  # keep the start snapshot of the interrupted epoch, not the weights it had reached
+        self._snapshot_state = _trainable_state(pl_module)
+        self._snapshot_optimizers = [_cpu_copy(opt.state_dict()) for opt in trainer.optimizers]
+        self._snapshot_epoch = trainer.current_epoch
+        self._epoch_open = True
+
+    @override
+    def on_train_batch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        bad = isinstance(loss, Tensor) and not bool(torch.isfinite(loss.detach()).all())
+        # called on every rank at every batch: stop everywhere if any rank saw a bad loss
+        bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad or self.stop_reason == self.STOP_NON_FINITE_LOSS:
+            return
+        if self._best_state is not None:
+            _load_trainable_state(pl_module, self._best_state)
+            what = f"the best state (epoch {self.best_epoch}, {self.monitor}={self.best_value:.6g})"
+        elif self._snapshot_state is not None:
+            _load_trainable_state(pl_module, self._snapshot_state)
+            what = f"the snapshot from the start of epoch {self._snapshot_epoch}"
+        else:
+            what = "nothing (no snapshot yet)"
+        self._restore_optimizers(trainer)
+        self.stop_reason = self.STOP_NON_FINITE_LOSS
+        trainer.should_stop = True
+        rank_zero_warn(
+            f"`NoiseLayerEscalation`: the training loss is not finite (loss={loss} on rank 0; checked on every rank)"
+            f" at epoch {trainer.current_epoch}, step {trainer.global_step}. Restored {what}, put the optimizer"
+            " state back to the start of the epoch and stopped training."
+        )
+
+    @override
+    def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if not self._epoch_open:
+            return
+        self._epoch_open = False
+        if self.stop_reason == self.STOP_NON_FINITE_LOSS:
+            return
+        value = self._read_monitor(trainer)
+        if value is None:
+            return
+        epoch = trainer.current_epoch
+        self.sigma_history.append(self.current_sigma)
+        self.monitor_history.append(value)
+
+        improved = math.isfinite(value) and (
+            self.best_value is None or (value < self.best_value if self.mode == "min" else value > self.best_value)
+        )
+        if improved:
+            self.best_value, self.best_epoch = value, epoch
+            self._best_state = _trainable_state(pl_module)
+            self._info(f"epoch {epoch}: {self.monitor}={value:.6g} is the new best (sigma={self.current_sigma}).")
+            return
+        if trainer.should_stop:
+            # another callback is ending the run (e.g. the goal was reached): no point undoing or escalating
+            return
+
+        assert self._snapshot_state is not None
+        _load_trainable_state(pl_module, self._snapshot_state)
+        self._restore_optimizers(trainer)
+        self.restored_epochs.append(epoch)
+        if self.position + 1 >= self.num_positions:
+            self.stop_reason = self.STOP_SCHEDULE_EXHAUSTED
+            trainer.should_stop = True
+            self._info(
+                f"epoch {epoch}: {self.monitor}={value:.6g} did not improve on {self.best_value}; restored the epoch"
+                " start and stopped: the schedules are exhausted."
+            )
+            return
+        self.position += 1
+        self._apply(pl_module)
+        self._info(
+            f"epoch {epoch}: {self.monitor}={value:.6g} did not improve on {self.best_value}; restored the epoch"
+            f" start, now sigma={self.current_sigma}, k={self.current_k}."
+        )
+
+    @override
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self._best_state is not None:
+            _load_trainable_state(pl_module, self._best_state)
+
+    # ------------------------------------------------------------------ helpers
+    def _read_monitor(self, trainer: "pl.Trainer") -> Optional[float]:
+        metric = trainer.callback_metrics.get(self.monitor)
+        if metric is None:
+            message = (
+                f"`NoiseLayerEscalation` monitors `{self.monitor}`, which was not logged by the end of epoch"
+                f" {trainer.current_epoch}. Logged: {sorted(trainer.callback_metrics)}."
+            )
+            if self.strict:
+                raise RuntimeError(message)
+            rank_zero_warn(message + " Skipping this epoch's decision.")
+            return None
+        value = float(metric.item()) if isinstance(metric, Tensor) else float(metric)
+        # Lightning reduces the value across ranks only if it was logged with `sync_dist=True`; take rank 0's value so
+        # that every rank makes the same decision (restore or not, escalate, stop) whatever the logging.
+        return float(trainer.strategy.broadcast(value, src=0))
+
+    def _restore_optimizers(self, trainer: "pl.Trainer") -> None:
+        if self._snapshot_optimizers is None:
+            return
+        if len(self._snapshot_optimizers) != len(trainer.optimizers):
+            raise RuntimeError(
+                f"The snapshot holds {len(self._snapshot_optimizers)} optimizer states but the trainer has"
+                f" {len(trainer.optimizers)} optimizers."
+            )
+        for optimizer, state in zip(trainer.optimizers, self._snapshot_optimizers):
+            # a fresh copy: `load_state_dict` may keep the given tensors (e.g. Adam's `step`) and update them in place
+            optimizer.load_state_dict(_cpu_copy(state))
+
+    def _info(self, message: str) -> None:
+        if self.verbose:
+            rank_zero_info(f"NoiseLayerEscalation: {message}")
+
+    # ------------------------------------------------------------------ state
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "sigma_history": list(self.sigma_history),
+            "monitor_history": list(self.monitor_history),
+            "restored_epochs": list(self.restored_epochs),
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "stop_reason": self.stop_reason,
+            "best_state": self._best_state,
+            "snapshot_state": self._snapshot_state,
+            "snapshot_optimizers": self._snapshot_optimizers,
+            "snapshot_epoch": self._snapshot_epoch,
+            "epoch_open": self._epoch_open,
+        }
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        position = int(state_dict.get("position", 0))
+        if position >= self.num_positions:
+            rank_zero_warn(
+                f"`NoiseLayerEscalation`: the checkpoint is at schedule position {position} but the schedules have"
+                f" {self.num_positions} positions; continuing at the last one."
+            )
+            position = self.num_positions - 1
+        self.position = position
+        self.sigma_history = [float(v) for v in state_dict.get("sigma_history", [])]
+        self.monitor_history = [float(v) for v in state_dict.get("monitor_history", [])]
+        self.restored_epochs = [int(v) for v in state_dict.get("restored_epochs", [])]
+        best_value = state_dict.get("best_value")
+        self.best_value = None if best_value is None else float(best_value)
+        self.best_epoch = state_dict.get("best_epoch")
+        self.stop_reason = state_dict.get("stop_reason")
+        self._best_state = state_dict.get("best_state")
+        self._snapshot_state = state_dict.get("snapshot_state")
+        self._snapshot_optimizers = state_dict.get("snapshot_optimizers")
+        self._snapshot_epoch = int(state_dict.get("snapshot_epoch", -1))
+        self._epoch_open = bool(state_dict.get("epoch_open", False))
+        self._just_loaded = True

@@ -1,0 +1,139 @@
+"""``UnlearningReport``: before/after evaluation, report files and the open_clip export."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+
+from lightning_unlearn.io import atomic_path, atomic_write_json, atomic_write_text
+from lightning_unlearn.report import build_report, print_report, render_markdown
+
+
+class UnlearningReport(Callback):
+    """Evaluates before and after unlearning and writes what a user keeps.
+
+    At fit start (after the synthetic set exists) it measures the synthetic accuracy and, if the
+    DataModule has evaluation datasets, zero-shot accuracy per dataset; at fit end (after the
+    escalation callback has loaded the best state) it measures again and writes, in
+    ``output_dir`` (default: the trainer's log directory): ``report.json``, ``report.md`` and
+    the unlearned weights as ``<export_name>`` (safetensors, loadable with
+    ``open_clip.create_model_and_transforms(name, pretrained=<file>)``). Every file is written
+    atomically on global rank zero; evaluation runs on every rank (metrics are reduced).
+
+    Args:
+        output_dir: where to write; default ``trainer.log_dir``.
+        evaluate_before: evaluate the datasets before unlearning.
+        evaluate_after: evaluate the datasets after unlearning.
+        export_name: file name of the exported weights (None: no export).
+        print_table: print a Rich table of the results at the end.
+    """
+
+    def __init__(
+        self,
+        output_dir: Optional[str] = None,
+        evaluate_before: bool = True,
+        evaluate_after: bool = True,
+        export_name: Optional[str] = "unlearned.safetensors",
+        print_table: bool = True,
+    ) -> None:
+        if export_name is not None and not export_name.endswith(".safetensors"):
+            raise ValueError(f"export_name must end with '.safetensors', got {export_name!r}")
+        self.output_dir = output_dir
+        self.evaluate_before = evaluate_before
+        self.evaluate_after = evaluate_after
+        self.export_name = export_name
+        self.print_table = print_table
+        self.before: dict[str, Any] = {}
+        self.after: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self._start = 0.0
+        self.synthetic_acc_history: list[float] = []
+        self.report: Optional[dict[str, Any]] = None
+
+    def _out_dir(self, trainer: pl.Trainer) -> Path:
+        return Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        out = self._out_dir(trainer)
+        # Fail before any work if the output folder cannot be written (rank zero decides).
+        ok = True
+        if trainer.is_global_zero:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=out).close()
+            except OSError as err:
+                ok = False
+                rank_zero_info(f"output folder {str(out)!r} is not writable: {err}")
+        if not trainer.strategy.reduce_boolean_decision(ok, all=True):
+            raise PermissionError(f"output folder {str(out)!r} is not writable; choose another output_dir")
+
+    def _measure(self, trainer: pl.Trainer, pl_module: Any, run_datasets: bool) -> dict[str, Any]:
+        dm = trainer.datamodule
+        synthetic = getattr(dm, "synthetic", None)
+        result: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        if synthetic is not None:
+            result["synthetic_acc"] = pl_module.synthetic_accuracy(synthetic.images, synthetic.class_index)
+        datasets = pl_module.eval_datasets() if run_datasets else {}
+        if datasets:
+            result["datasets"] = pl_module.run_evaluation(datasets)
+        result["seconds"] = time.perf_counter() - t0
+        return result
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+        if self.before:  # resumed: "before" was measured on the original weights
+            return
+        self.before = self._measure(trainer, pl_module, self.evaluate_before)
+        self.timings["evaluate_before"] = self.before.pop("seconds")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get("forget/synthetic_acc")
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and value is not None:
+            self.synthetic_acc_history.append(float(value))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "before": self.before,
+            "timings": dict(self.timings),
+            "synthetic_acc_history": list(self.synthetic_acc_history),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.before = state_dict.get("before", {})
+        self.timings = dict(state_dict.get("timings", {}))
+        self.synthetic_acc_history = list(state_dict.get("synthetic_acc_history", []))
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.timings["unlearn"] = self.timings.get("unlearn", 0.0) + time.perf_counter() - self._start
+        self.after = self._measure(trainer, pl_module, self.evaluate_after)
+        self.timings["evaluate_after"] = self.after.pop("seconds")
+        dm = trainer.datamodule
+        self.timings["synthesis"] = float(getattr(dm, "synthesis_seconds", 0.0))
+        self.report = build_report(trainer, pl_module, self.before, self.after, self.timings, self.synthetic_acc_history)
+        self._write(trainer, pl_module)
+
+    @rank_zero_only
+    def _write(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        out = self._out_dir(trainer)
+        if self.export_name:
+            from safetensors.torch import save_file
+
+            export = out / self.export_name
+            state = {k: v.detach().cpu().contiguous() for k, v in pl_module.model.state_dict().items()}
+            with atomic_path(export) as tmp:
+                save_file(state, str(tmp), metadata={"model": pl_module.hparams.model_name})
+            self.report["export"] = str(export)
+        atomic_write_json(out / "report.json", self.report)
+        atomic_write_text(out / "report.md", render_markdown(self.report))
+        if self.print_table:
+            print_report(self.report)
+        rank_zero_info(f"Report written to {out / 'report.json'} and {out / 'report.md'}")

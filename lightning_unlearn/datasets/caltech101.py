@@ -1,0 +1,108 @@
+"""Caltech101, read from the paper's CoOp layout or torchvision's layout.
+
+Class names follow the paper (CoOp): ``BACKGROUND_Google`` and ``Faces_easy`` are dropped,
+``airplanes``/``Faces``/``Leopards``/``Motorbikes`` become ``airplane``/``face``/``leopard``/
+``motorbike``, labels follow the sorted raw folder order (face=0, leopard=1, motorbike=2,
+accordion=3, ...), and underscores become spaces.
+
+torchvision's layout keeps ``Faces_easy`` as a class (101 classes). Here it is dropped there too,
+with its images: it shows the same people as ``Faces``, both would be prompted as "a photo of a
+face.", and dropping it gives both layouts the same 100 classes and the same labels (euphonium is
+37 in both, where torchvision itself says 38). torchvision's layout has no splits: ``split="test"``
+returns every image (with a warning); ``"train"``/``"val"`` need the paper's layout.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torchvision
+
+from lightning_unlearn.datasets._layouts import SPLITS, Layout, LayoutImageList, check_listed_files, locate, prompt_name
+from lightning_unlearn.datasets._splits import Samples, read_split_json
+from lightning_unlearn.datasets.base import Transform, register_dataset
+
+NAME = "caltech101"
+TITLE = "Caltech101"
+TEMPLATES = ["a photo of a {}."]
+SPLIT_FILE = "split_zhou_Caltech101.json"
+IMAGES = "101_ObjectCategories"
+DROPPED = frozenset({"BACKGROUND_Google", "Faces_easy"})
+RENAMES = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
+
+PAPER = Layout(
+    kind="paper",
+    folder="caltech-101",
+    markers=(SPLIT_FILE, IMAGES),
+    splits=SPLITS,
+    tree=f"{{{SPLIT_FILE}, {IMAGES}/<class>/image_0001.jpg ...}}",
+)
+STANDARD = Layout(
+    kind="standard",
+    folder="caltech101",
+    markers=(IMAGES, f"{IMAGES}/BACKGROUND_Google"),  # torchvision removes BACKGROUND_Google by name
+    splits=("test",),
+    tree=f"{IMAGES}/{{BACKGROUND_Google/, <class>/image_0001.jpg ...}} (torchvision; no splits)",
+    fixed_folder_name=True,
+)
+LAYOUTS = (PAPER, STANDARD)
+
+
+def caltech_classname(folder: str) -> str:
+    """The paper's name for a raw Caltech101 folder, e.g. ``Faces`` -> ``face``, ``car_side`` -> ``car side``."""
+    return prompt_name(RENAMES.get(folder, folder))
+
+
+def paper_class_folders(folders: Iterable[str]) -> list[str]:
+    """The raw folders the paper keeps, in label order (sorted, without background and Faces_easy)."""
+    return [folder for folder in sorted(folders) if folder not in DROPPED]
+
+
+def _read_torchvision(folder: Path) -> tuple[Samples, list[str]]:
+    """All images via torchvision's parser, relabelled to the paper's classes (Faces_easy dropped)."""
+    parsed = torchvision.datasets.Caltech101(str(folder.parent), download=False)
+    kept = paper_class_folders(parsed.categories)
+    new_label = {parsed.categories.index(name): label for label, name in enumerate(kept)}
+    # torchvision opens ``image_{i:04d}.jpg`` in the category folder; it has no public path list.
+    samples = [
+        (str(folder / IMAGES / parsed.categories[old] / f"image_{index:04d}.jpg"), new_label[old])
+        for old, index in zip(parsed.y, parsed.index)
+        if old in new_label
+    ]
+    return samples, [caltech_classname(name) for name in kept]
+
+
+@register_dataset(NAME)
+def caltech101(
+    root: Optional[str] = None,
+    split: str = "test",
+    transform: Optional[Transform] = None,
+    layout: str = "auto",
+) -> LayoutImageList:
+    """Caltech101 as the paper evaluates it (100 classes, prompt "a photo of a {}.").
+
+    Args:
+        root: the dataset folder (``caltech-101/`` or ``caltech101/``) or a data root holding one.
+        split: ``"train"``, ``"val"`` or ``"test"`` (paper layout); torchvision's layout only has
+            ``"test"``, which then means every image.
+        transform: applied to each PIL image.
+        layout: ``"auto"`` (paper first), ``"paper"`` or ``"standard"`` (torchvision's).
+    """
+    found = locate(TITLE, root, LAYOUTS, split, layout)
+    if found.layout is PAPER:
+        samples, classnames = read_split_json(TITLE, found.folder / SPLIT_FILE, found.folder / IMAGES, split, LAYOUTS)
+    else:
+        samples, classnames = _read_torchvision(found.folder)
+        numbered = "torchvision's Caltech101, which numbers each folder's files 1..n"
+        check_listed_files(TITLE, samples, LAYOUTS, source=numbered)
+        warnings.warn(
+            f"{TITLE}: torchvision's layout has no splits, so split='test' uses all {len(samples)} images; "
+            f"add {SPLIT_FILE} (paper layout) for the paper's test split.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return LayoutImageList(
+        samples, classnames, TEMPLATES, NAME, transform, layout=found.layout.kind, root=str(found.folder), split=split
+    )

@@ -1,0 +1,137 @@
+"""The run report: what was forgotten, accuracies before and after, and how the run went."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import lightning.pytorch as pl
+
+
+def _find(trainer: pl.Trainer, class_name: str) -> Any:
+    for cb in trainer.callbacks:
+        if type(cb).__name__ == class_name:
+            return cb
+    return None
+
+
+def _headline(measure: dict[str, Any], dataset: Optional[str]) -> dict[str, Any]:
+    """Per-dataset accuracies plus ``target``/``other_classes`` of the forgotten classes' dataset."""
+    datasets = measure.get("datasets", {})
+    own = datasets.get(dataset, {}) if dataset else {}
+    return {
+        "synthetic_acc": measure.get("synthetic_acc"),
+        "target": own.get("target"),
+        "other_classes": own.get("other_classes"),
+        "datasets": datasets,
+    }
+
+
+def build_report(
+    trainer: pl.Trainer,
+    module: Any,
+    before: dict[str, Any],
+    after: dict[str, Any],
+    timings: dict[str, float],
+    synthetic_acc_history: list[float],
+) -> dict[str, Any]:
+    """Assemble ``report.json`` from the module, the DataModule and the callbacks' state."""
+    spec = module.forget_spec()
+    escalation = _find(trainer, "NoiseLayerEscalation")
+    selection = _find(trainer, "GradientLayerSelection")
+    stopping = _find(trainer, "SyntheticAccuracyStopping")
+    synthetic = getattr(trainer.datamodule, "synthetic", None)
+    stop_reason = getattr(escalation, "stop_reason", None)
+    if stop_reason is None and stopping is not None and stopping.stopping_reason.name == "STOPPING_THRESHOLD":
+        stop_reason = "goal_reached"
+    if stop_reason is None:
+        stop_reason = "max_epochs_or_steps"
+    report: dict[str, Any] = {
+        "model": {"name": module.hparams.model_name, "pretrained": module.hparams.pretrained},
+        "classes": spec.names,
+        "forget_dataset": spec.dataset,
+        "prompts": spec.prompts,
+        "objective": module.hparams.objective,
+        "before": _headline(before, spec.dataset),
+        "after": _headline(after, spec.dataset),
+        "synthetic_acc_history": synthetic_acc_history,
+        "sigma_history": list(getattr(escalation, "sigma_history", [module.sigma])),
+        "epoch_acc_history": list(getattr(escalation, "monitor_history", [])),
+        "restored_epochs": list(getattr(escalation, "restored_epochs", [])),
+        "selected_parameters": dict(sorted(
+            getattr(selection, "selection_counts", {}).items(), key=lambda kv: (-kv[1], kv[0])
+        )),
+        "stop_reason": stop_reason,
+        "optimizer_steps": int(trainer.global_step),
+        "epochs": int(trainer.current_epoch),
+        "timings": {k: round(float(v), 3) for k, v in timings.items()},
+    }
+    if synthetic is not None:
+        report["synthetic_set"] = {
+            "images": int(len(synthetic.images)),
+            "mean_probability": float(synthetic.probability.mean()),
+            "min_probability": float(synthetic.probability.min()),
+            "reached_target": int(synthetic.reached.sum()),
+        }
+    return report
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    before, after = report["before"], report["after"]
+    rows = [
+        ("synthetic set", _pct(before.get("synthetic_acc")), _pct(after.get("synthetic_acc"))),
+    ]
+    if before.get("target") is not None or after.get("target") is not None:
+        rows.append((f"target ({', '.join(report['classes'])})", _pct(before.get("target")), _pct(after.get("target"))))
+        rows.append((f"other classes of {report['forget_dataset']}", _pct(before.get("other_classes")),
+                     _pct(after.get("other_classes"))))
+    for name in sorted(set(before.get("datasets", {})) | set(after.get("datasets", {}))):
+        b = before.get("datasets", {}).get(name, {})
+        a = after.get("datasets", {}).get(name, {})
+        for key, label in (("accuracy", ""),) + tuple((g, f" [{g}]") for g in sorted(a.get("groups", {}) or {})):
+            if key == "accuracy":
+                rows.append((f"{name} (all classes)", _pct(b.get("accuracy")), _pct(a.get("accuracy"))))
+            else:
+                rows.append((f"{name}{label}", _pct((b.get("groups") or {}).get(key)), _pct(a["groups"][key])))
+    return rows
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """``report.md``: a readable table of the same content as ``report.json``."""
+    lines = [
+        f"# Unlearning report: {', '.join(report['classes'])}",
+        "",
+        f"- model: `{report['model']['name']}` (`{report['model']['pretrained']}`)",
+        f"- objective: {report['objective']}; stopped: {report['stop_reason']} after "
+        f"{report['optimizer_steps']} optimizer steps, {report['epochs']} epochs",
+        f"- sigma per epoch: {report['sigma_history']}",
+        "",
+        "| zero-shot accuracy (%) | before | after |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {name} | {b} | {a} |" for name, b, a in _rows(report)]
+    lines += ["", "## Most selected parameter tensors (optimizer steps)", ""]
+    top = list(report["selected_parameters"].items())[:15]
+    lines += [f"- `{name}`: {count}" for name, count in top] or ["- none recorded"]
+    lines += ["", "## Time (seconds)", ""]
+    lines += [f"- {k}: {v}" for k, v in report["timings"].items()]
+    if "export" in report:
+        lines += ["", f"Unlearned weights: `{report['export']}`"]
+    return "\n".join(lines) + "\n"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """Print the before/after table with Rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Forgetting {', '.join(report['classes'])} ({report['model']['name']})")
+    table.add_column("zero-shot accuracy (%)")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for row in _rows(report):
+        table.add_row(*row)
+    Console().print(table)

@@ -1,0 +1,391 @@
+"""The unlearning objectives against direct computations of their formulas.
+
+A tiny linear "encoder" (``x -> flatten(x) @ W``, float64) stands in for the image tower; the noise
+is reconstructed from fresh generators seeded like the ones the functions consume
+(``perturbed_features`` draws one ``[B, C, H, W]`` set per perturbation, in order ``n = 0..N-1``;
+per-image generators draw one ``[C, H, W]`` tensor per image and perturbation). Exact
+(bit-for-bit) comparisons use the identity encoder, whose features are the perturbed images
+themselves, so they cannot depend on how a BLAS splits a matmul.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lightning_unlearn.objectives import (
+    draw_noise,
+    embedding_loss,
+    image_lipschitz_loss,
+    multimodal_lipschitz_loss,
+    perturbed_features,
+)
+
+B, C, H, W_ = 3, 2, 3, 3
+D = 5
+SEED = 1234
+SIGMA = 0.7
+
+
+def gen(seed: int = SEED) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def gens(batch: int = B, base: int = 100) -> list[torch.Generator]:
+    return [gen(base + i) for i in range(batch)]
+
+
+@pytest.fixture
+def data():
+    g = gen(0)
+    images = torch.randn(B, C, H, W_, generator=g, dtype=torch.float64)
+    weight = torch.randn(C * H * W_, D, generator=g, dtype=torch.float64)
+    text = torch.randn(B, D, generator=g, dtype=torch.float64)
+    return images, weight, text
+
+
+def linear(weight: torch.Tensor):
+    return lambda x: x.flatten(1) @ weight
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1)
+
+
+def norm(v: torch.Tensor) -> torch.Tensor:
+    """The L2 norm written out (not ``Tensor.norm``)."""
+    return torch.sqrt((v * v).sum())
+
+
+def reference_noise(n_pert: int, generator, shape=(B, C, H, W_), dtype=torch.float64) -> torch.Tensor:
+    """``[N, B, C, H, W]`` noise (times SIGMA) as the functions draw it, from fresh generators."""
+    if isinstance(generator, torch.Generator):
+        return torch.stack([torch.randn(shape, generator=generator, dtype=dtype) for _ in range(n_pert)]) * SIGMA
+    per_set = [
+        torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype) for g in generator]) for _ in range(n_pert)
+    ]
+    return torch.stack(per_set) * SIGMA
+
+
+def direct_terms(encode, images, text, noise, clamp=True, detach=True):
+    """Per (n, b): (||f(x) - f(x~)||, ||t - f(x~)||, ||eps||), looping over perturbations and images."""
+    lo, hi = images.min().detach(), images.max().detach()
+    out = []
+    for n in range(noise.shape[0]):
+        for b in range(images.shape[0]):
+            x = images[b : b + 1]
+            eps = noise[n, b : b + 1]
+            src = x.detach() if detach else x
+            xt = (src + eps).clamp(lo, hi) if clamp else src + eps
+            if detach:
+                with torch.no_grad():
+                    fp = encode(xt)[0]
+            else:
+                fp = encode(xt)[0]
+            fx = encode(x)[0]
+            t = text[b] if text is not None and text.shape[0] > 1 else (None if text is None else text[0])
+            out.append((norm(fx - fp), None if t is None else norm(t - fp), norm(eps)))
+    return out
+
+
+def direct_multimodal(encode, images, text, noise, **kw):
+    terms = direct_terms(encode, images, text, noise, **kw)
+    return sum((a + b) / e for a, b, e in terms) / len(terms)
+
+
+# --------------------------------------------------------------------------------------- formula
+
+
+@pytest.mark.parametrize("clamp", [True, False])
+@pytest.mark.parametrize("per_image", [False, True])
+def test_multimodal_loss_matches_formula(data, clamp, per_image):
+    images, weight, text = data
+    n_pert = 4
+    loss = multimodal_lipschitz_loss(
+        linear(weight), images, text, SIGMA, n_pert, clamp=clamp, generator=gens() if per_image else gen()
+    )
+    noise = reference_noise(n_pert, gens() if per_image else gen())
+    expected = direct_multimodal(linear(weight), images, text, noise, clamp=clamp)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+
+
+def test_clamp_changes_the_loss(data):
+    """Guard the formula test: with sigma this large, clamping really is exercised."""
+    images, weight, text = data
+    a = multimodal_lipschitz_loss(linear(weight), images, text, SIGMA, 3, clamp=True, generator=gen())
+    b = multimodal_lipschitz_loss(linear(weight), images, text, SIGMA, 3, clamp=False, generator=gen())
+    assert not torch.allclose(a, b)
+
+
+def test_text_features_broadcast_from_one_row(data):
+    images, weight, text = data
+    one = text[:1]
+    loss = multimodal_lipschitz_loss(linear(weight), images, one, SIGMA, 3, generator=gen())
+    expected = direct_multimodal(linear(weight), images, one, reference_noise(3, gen()))
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    tiled = multimodal_lipschitz_loss(linear(weight), images, one.expand(B, D), SIGMA, 3, generator=gen())
+    torch.testing.assert_close(loss, tiled, rtol=1e-12, atol=0)
+
+
+def test_precomputed_image_features_are_used(data):
+    images, weight, text = data
+    encode = linear(weight)
+    a = multimodal_lipschitz_loss(encode, images, text, SIGMA, 3, generator=gen())
+    b = multimodal_lipschitz_loss(encode, images, text, SIGMA, 3, generator=gen(), image_features=encode(images))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    shifted = encode(images) + 1.0
+    c = multimodal_lipschitz_loss(encode, images, text, SIGMA, 3, generator=gen(), image_features=shifted)
+    assert not torch.allclose(a, c)
+
+
+def test_noise_norms_are_those_of_the_drawn_noise(data):
+    images, _, _ = data
+    feats, norms = perturbed_features(identity, images, SIGMA, 3, clamp=True, generator=gen())
+    noise = reference_noise(3, gen())
+    assert feats.shape == (3, B, C * H * W_) and norms.shape == (3, B)
+    expected = torch.stack([torch.stack([norm(noise[n, b]) for b in range(B)]) for n in range(3)])
+    torch.testing.assert_close(norms, expected, rtol=1e-12, atol=0)
+    lo, hi = images.min(), images.max()
+    assert torch.equal(feats, (images.unsqueeze(0) + noise).clamp(lo, hi).flatten(2))
+
+
+def test_image_only_loss_matches_formula(data):
+    images, weight, _ = data
+    loss = image_lipschitz_loss(linear(weight), images, SIGMA, 4, generator=gen())
+    terms = direct_terms(linear(weight), images, None, reference_noise(4, gen()))
+    expected = sum(a / e for a, _, e in terms) / len(terms)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0, 0.3])
+def test_embedding_loss_matches_formula(data, alpha):
+    images, weight, text = data
+    encode = linear(weight)
+    loss = embedding_loss(encode, images, text, SIGMA, 4, alpha=alpha, generator=gen())
+    terms = direct_terms(encode, images, text, reference_noise(4, gen()))
+    distances = sum(a + b for a, b, _ in terms) / len(terms)
+    pull = sum(norm(encode(images[b : b + 1])[0] + text[b]) for b in range(B)) / B
+    torch.testing.assert_close(loss, distances + alpha * pull, rtol=1e-12, atol=0)
+
+
+# ------------------------------------------------------------------------------------- chunking
+
+
+@pytest.mark.parametrize("max_batch", [1, 2, 3, 4, 5, 7, 12, 100])
+@pytest.mark.parametrize("per_image", [False, True])
+def test_chunked_equals_unchunked_exactly(data, max_batch, per_image):
+    """B=3, N=4: max_batch below, equal to, not dividing, dividing B*N, and above it."""
+    images, _, text_ = data
+    text = text_.new_zeros(B, C * H * W_) + 0.1  # identity encoder: D = C*H*W
+    make = (lambda: gens()) if per_image else (lambda: gen())
+    full_f, full_n = perturbed_features(identity, images, SIGMA, 4, max_batch=None, generator=make())
+    part_f, part_n = perturbed_features(identity, images, SIGMA, 4, max_batch=max_batch, generator=make())
+    assert torch.equal(full_f, part_f) and torch.equal(full_n, part_n)
+    a = multimodal_lipschitz_loss(identity, images, text, SIGMA, 4, max_batch=None, generator=make())
+    b = multimodal_lipschitz_loss(identity, images, text, SIGMA, 4, max_batch=max_batch, generator=make())
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("max_batch", [1, 3, 5])
+def test_chunked_encoder_call_sizes(data, max_batch):
+    """Every forward gets at most max_batch images, and all B*N perturbed images are encoded once."""
+    images, weight, _ = data
+    sizes = []
+
+    def encode(x):
+        sizes.append(x.shape[0])
+        return x.flatten(1) @ weight
+
+    perturbed_features(encode, images, SIGMA, 4, max_batch=max_batch, generator=gen())
+    assert max(sizes) <= max_batch and sum(sizes) == B * 4
+    assert sizes[:-1] == [max_batch] * (len(sizes) - 1)  # only the last chunk may be short
+
+
+def test_chunked_gradients_match_unchunked(data):
+    images, weight, text = data
+    grads = []
+    for max_batch in (None, 2, 5):
+        for detach in (True, False):
+            w = weight.clone().requires_grad_(True)
+            x = images.clone().requires_grad_(True)
+            t = text.clone().requires_grad_(True)
+            loss = multimodal_lipschitz_loss(
+                linear(w), x, t, SIGMA, 4, max_batch=max_batch, detach_perturbed=detach, generator=gen()
+            )
+            loss.backward()
+            grads.append((detach, w.grad, x.grad, t.grad))
+    for detach in (True, False):
+        same = [g for g in grads if g[0] == detach]
+        for other in same[1:]:
+            for g0, g1 in zip(same[0][1:], other[1:]):
+                torch.testing.assert_close(g0, g1, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("splits", [[1, 2, 3], [4, 2], [6], [5, 1]])
+@pytest.mark.parametrize("max_batch", [None, 4])
+def test_per_image_generators_make_noise_independent_of_the_split(splits, max_batch):
+    """Each image gets the same noise whatever shard (DDP rank) and chunk it lands in.
+
+    ``clamp=False``: clamping uses the range of the batch at hand, which differs between shards.
+    """
+    g = gen(0)
+    images = torch.randn(6, C, H, W_, generator=g, dtype=torch.float64)
+    text = torch.randn(6, C * H * W_, generator=g, dtype=torch.float64)
+    full_f, full_n = perturbed_features(identity, images, SIGMA, 5, max_batch=max_batch, clamp=False, generator=gens(6))
+    parts_f, parts_n, losses = [], [], []
+    start = 0
+    for size in splits:
+        shard = slice(start, start + size)
+        shard_gens = [gen(100 + i) for i in range(start, start + size)]  # image i always owns seed 100+i
+        f, n = perturbed_features(identity, images[shard], SIGMA, 5, max_batch=max_batch, clamp=False, generator=shard_gens)
+        parts_f.append(f)
+        parts_n.append(n)
+        shard_gens = [gen(100 + i) for i in range(start, start + size)]
+        loss = multimodal_lipschitz_loss(
+            identity, images[shard], text[shard], SIGMA, 5, max_batch=max_batch, clamp=False, generator=shard_gens
+        )
+        losses.append(loss * size)
+        start += size
+    assert torch.equal(torch.cat(parts_f, dim=1), full_f)
+    assert torch.equal(torch.cat(parts_n, dim=1), full_n)
+    whole = multimodal_lipschitz_loss(identity, images, text, SIGMA, 5, clamp=False, generator=gens(6))
+    torch.testing.assert_close(sum(losses) / 6, whole, rtol=1e-12, atol=0)
+
+
+def test_single_generator_noise_depends_on_the_split():
+    """Contrast: one shared generator gives an image different noise in a different shard."""
+    images = torch.randn(4, C, H, W_, generator=gen(0), dtype=torch.float64)
+    full, _ = perturbed_features(identity, images, SIGMA, 2, clamp=False, generator=gen())
+    second_half, _ = perturbed_features(identity, images[2:], SIGMA, 2, clamp=False, generator=gen())
+    assert not torch.equal(full[:, 2:], second_half)
+
+
+def test_draw_noise_per_image_generators():
+    shape = torch.Size((3, C, H, W_))
+    noise = draw_noise(shape, gens(), "cpu", torch.float32)
+    for i, g in enumerate(gens()):
+        assert torch.equal(noise[i], torch.randn(shape[1:], generator=g))
+    assert torch.equal(draw_noise(shape, gen(), "cpu", torch.float32), torch.randn(shape, generator=gen()))
+
+
+def test_chunked_matches_unchunked_on_a_clip_tower(tiny_clip):
+    """Integration: the real tiny ViT, float32; conv/attention kernels may differ by batch size."""
+    model = tiny_clip("tiny-vit").model
+    images = torch.randn(3, 3, 32, 32, generator=gen(0))
+    text = torch.randn(1, 64, generator=gen(1))
+    with torch.no_grad():
+        a = multimodal_lipschitz_loss(model.encode_image, images, text, 0.5, 5, max_batch=None, generator=gens())
+        b = multimodal_lipschitz_loss(model.encode_image, images, text, 0.5, 5, max_batch=4, generator=gens())
+    assert math.isfinite(float(a))
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------ gradients
+
+
+def grads_of(loss_fn, images, weight, text, detach, **kw):
+    w = weight.clone().requires_grad_(True)
+    x = images.clone().requires_grad_(True)
+    t = text.clone().requires_grad_(True)
+    loss_fn(linear(w), x, t, detach, **kw).backward()
+    return w.grad, x.grad, t.grad
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_gradients_match_the_formula(data, detach):
+    """Gradients w.r.t. the encoder weights, the images and the text features equal those of the
+    direct formula in which the perturbed features are constants (detach) or not."""
+    images, weight, text = data
+
+    def ours(encode, x, t, detach):
+        return multimodal_lipschitz_loss(encode, x, t, SIGMA, 3, detach_perturbed=detach, generator=gen())
+
+    def direct(encode, x, t, detach):
+        return direct_multimodal(encode, x, t, reference_noise(3, gen()), detach=detach)
+
+    for g_ours, g_direct in zip(grads_of(ours, images, weight, text, detach), grads_of(direct, images, weight, text, detach)):
+        assert g_ours is not None
+        torch.testing.assert_close(g_ours, g_direct, rtol=1e-10, atol=1e-12)
+
+
+def test_detached_perturbed_branch_gets_no_gradient(data):
+    images, weight, text = data
+    outputs = []
+
+    def encode(x):
+        out = x.flatten(1) @ weight_param
+        outputs.append(out)
+        return out
+
+    for detach in (True, False):
+        weight_param = weight.clone().requires_grad_(True)
+        x = images.clone().requires_grad_(True)
+        t = text.clone().requires_grad_(True)
+        outputs.clear()
+        loss = multimodal_lipschitz_loss(encode, x, t, SIGMA, 4, max_batch=5, detach_perturbed=detach, generator=gen())
+        clean, perturbed = outputs[0], outputs[1:]
+        assert clean.requires_grad  # gradient flows through the clean branch ...
+        assert all(p.requires_grad != detach for p in perturbed)  # ... and the perturbed one iff not detached
+        loss.backward()
+        assert t.grad is not None and t.grad.abs().sum() > 0  # text features get a gradient
+        assert x.grad is not None and weight_param.grad.abs().sum() > 0
+
+
+def test_no_grad_mode_is_respected(data):
+    """Under no_grad nothing needs a graph; with detach=False inside enable_grad the graph exists."""
+    images, weight, text = data
+    w = weight.clone().requires_grad_(True)
+    with torch.no_grad():
+        loss = multimodal_lipschitz_loss(linear(w), images, text, SIGMA, 2, detach_perturbed=False, generator=gen())
+    assert not loss.requires_grad
+
+
+def test_text_gradient_matches_analytic_form(data):
+    """d/dt of mean_{n,b} ||t_b - f(x~)|| / ||eps|| is (t_b - f(x~)) / (||.|| ||eps|| N B), summed over n."""
+    images, weight, text = data
+    t = text.clone().requires_grad_(True)
+    multimodal_lipschitz_loss(linear(weight), images, t, SIGMA, 3, generator=gen()).backward()
+    noise = reference_noise(3, gen())
+    lo, hi = images.min(), images.max()
+    expected = torch.zeros_like(text)
+    for n in range(3):
+        for b in range(B):
+            fp = linear(weight)((images[b : b + 1] + noise[n, b : b + 1]).clamp(lo, hi))[0]
+            diff = text[b] - fp
+            expected[b] += diff / (norm(diff) * norm(noise[n, b]) * 3 * B)
+    torch.testing.assert_close(t.grad, expected, rtol=1e-10, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------------ arguments
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"sigma": 0.0}, r"sigma.*0\.0"),
+        ({"sigma": -1.0}, r"sigma.*-1\.0"),
+        ({"sigma": float("nan")}, r"sigma.*nan"),
+        ({"sigma": float("inf")}, r"sigma.*inf"),
+        ({"num_perturbations": 0}, r"num_perturbations.*\b0\b"),
+        ({"num_perturbations": -3}, r"num_perturbations.*-3"),
+        ({"max_batch": 0}, r"max_batch.*\b0\b"),
+        ({"max_batch": -2}, r"max_batch.*-2"),
+        ({"generator": [torch.Generator(), torch.Generator()]}, r"\b2 generators.*\b3 images"),
+    ],
+)
+@pytest.mark.parametrize("fn", ["multimodal", "image", "embedding", "features"])
+def test_bad_arguments_raise_value_error_naming_the_value(data, kwargs, pattern, fn):
+    images, weight, text = data
+    args = {"sigma": SIGMA, "num_perturbations": 2, **kwargs}
+    encode = linear(weight)
+    with pytest.raises(ValueError, match=pattern):
+        if fn == "multimodal":
+            multimodal_lipschitz_loss(encode, images, text, **args)
+        elif fn == "image":
+            image_lipschitz_loss(encode, images, **args)
+        elif fn == "embedding":
+            embedding_loss(encode, images, text, **args)
+        else:
+            perturbed_features(encode, images, **args)
