@@ -17,7 +17,7 @@ CONFIG = {
     "model": {
         "class_path": "lightning_unlearn.UnlearningModule",
         "init_args": {
-            "model_name": "tiny-vit", "pretrained": None, "forget_classes": ["dog"],
+            "model_name": "tiny-vit", "pretrained": None, "forget_classes": ["dog", "car"],
             "vocabulary": ["cat", "dog", "car", "tree"], "num_perturbations": 3, "sigma": 0.5, "lr": 0.005,
         },
     },
@@ -53,7 +53,7 @@ def test_fit_from_yaml_writes_outputs(tmp_path):
     cli = main(["fit", "--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
     log_dir = Path(cli.trainer.log_dir)
     report = json.loads((log_dir / "report.json").read_text())
-    assert report["classes"] == ["dog"] and report["after"]["synthetic_acc"] <= 0.1
+    assert report["classes"] == ["dog", "car"] and report["after"]["synthetic_acc"] <= 0.1
     assert (log_dir / "report.md").is_file() and (log_dir / "metrics.csv").is_file()
     model, _, _ = open_clip.create_model_and_transforms("tiny-vit", pretrained=str(log_dir / "unlearned.safetensors"))
     assert model is not None

@@ -239,3 +239,14 @@ def test_validate_on_evaluation_datasets_splits_target(tmp_path):
     overall = (results["target"] * 3 + results["other_classes"] * 9) / 12
     assert abs(overall - results["accuracy"]) < 1e-9
     assert abs(metrics["eval/image_folder/accuracy"] - results["accuracy"]) < 1e-6
+
+
+def test_towers_of_custom_text_clip():
+    model = load_clip("tiny-custom").model
+    assert type(model).__name__ == "CustomTextCLIP"
+    groups = eligible_groups(model, "paper")
+    assert all(n.startswith("text.transformer.resblocks.") for n, _ in groups["text"])
+    assert all(n.startswith("visual.") for n, _ in groups["vision"])
+    everything = eligible_groups(model, "all")
+    names = {n for params in everything.values() for n, _ in params}
+    assert "text.token_embedding.weight" in names and "logit_scale" not in names
