@@ -78,3 +78,14 @@ def test_bad_value_is_reported_by_the_cli(tmp_path, capsys):
     path = write_config(tmp_path, config)
     with pytest.raises((SystemExit, ValueError)):
         main(["fit", "--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_parse(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    assert "class_path: lightning_unlearn" in capsys.readouterr().out

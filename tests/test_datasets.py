@@ -399,7 +399,8 @@ def test_datamodule_without_transform(paper_root):
 @pytest.mark.parametrize("dataset", FOUR)
 def test_config_data_section(paper_root, dataset):
     text = (CONFIGS / f"rn50_{dataset}.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text)["data"]
+    # The run config nests the evaluation DataModule inside the synthetic forget-set DataModule.
+    data = yaml.safe_load(text)["data"]["init_args"]["evaluation"]
     module, _, cls = data["class_path"].rpartition(".")
     args = {**data["init_args"], "data_root": str(paper_root)}
     dm = getattr(importlib.import_module(module), cls)(**args)
