@@ -265,6 +265,9 @@ class UnlearningModule(pl.LightningModule):
                 + (f" of {spec.dataset!r}" if spec.dataset else "")
             )
 
+    def on_fit_start(self) -> None:
+        self.train()  # Lightning 2.6 no longer switches modes at fit start; BatchNorm stays eval
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.optimizer_factory is not None:

@@ -46,8 +46,8 @@ def perturbed_features(
 
     Returns ``(features [N, B, D], noise_norms [N, B])``. Noise is drawn one perturbation set
     ``[B, C, H, W]`` at a time in order ``n = 0..N-1``, so the result does not depend on
-    ``max_batch``. With ``clamp`` the perturbed images are clipped to the ``[min, max]`` of the
-    clean batch (as the published code does); the norms are those of the drawn noise.
+    ``max_batch``. With ``clamp`` the perturbed images are clipped to the ``[min, max]`` of their
+    clean image (the published code uses the clean batch's range); the norms are those of the drawn noise.
     """
     if sigma <= 0 or not torch.isfinite(torch.tensor(sigma)):
         raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
@@ -57,7 +57,10 @@ def perturbed_features(
         raise ValueError(f"max_batch must be >= 1 or None, got {max_batch!r}")
     batch = images.shape[0]
     chunk = max(1, (max_batch or batch * num_perturbations))
-    lo, hi = images.min().detach(), images.max().detach()
+    # Each image's own range (the published code uses the batch's): per image, the result does not
+    # depend on which other images share the batch, e.g. on a DDP shard.
+    lo = images.detach().flatten(1).amin(dim=1).view(-1, *([1] * (images.dim() - 1)))
+    hi = images.detach().flatten(1).amax(dim=1).view(-1, *([1] * (images.dim() - 1)))
     clean = images.detach() if detach else images
 
     features: list[torch.Tensor] = []
@@ -79,7 +82,7 @@ def perturbed_features(
         norms.append(noise.flatten(1).norm(dim=1))
         perturbed = clean + noise
         if clamp:
-            perturbed = perturbed.clamp(lo, hi)
+            perturbed = torch.maximum(torch.minimum(perturbed, hi), lo)
         start = 0
         while start < batch:  # split a set across chunks when max_batch < B
             take = min(batch - start, chunk - pending_count)
@@ -115,7 +118,7 @@ def multimodal_lipschitz_loss(
         num_perturbations: N, perturbations per image.
         max_batch: most perturbed images encoded in one forward pass (None: all at once).
         detach_perturbed: encode perturbed images without gradient (the published code).
-        clamp: clip perturbed images to the clean batch's range.
+        clamp: clip each perturbed image to its clean image's range.
         generator: random generator(s) for the noise: one, or one per image.
         image_features: ``encode_image(images)`` if already computed.
     """

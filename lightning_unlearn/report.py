@@ -8,8 +8,10 @@ import lightning.pytorch as pl
 
 
 def _find(trainer: pl.Trainer, class_name: str) -> Any:
+    """The first callback that is a ``class_name`` or a subclass of it (matched by name along the
+    MRO, so this module needs no import of the callbacks)."""
     for cb in trainer.callbacks:
-        if type(cb).__name__ == class_name:
+        if any(cls.__name__ == class_name for cls in type(cb).__mro__):
             return cb
     return None
 

@@ -66,6 +66,8 @@ class SynthesisConfig:
         for name in ("max_iterations", "step_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.blur_sigma > 0:
+            raise ValueError(f"blur_sigma must be positive, got {self.blur_sigma!r}")
         for name in ("max_restarts", "jitter", "blur_every", "probability_decay", "l2_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
@@ -139,7 +141,9 @@ def synthesize(
     finished = torch.zeros(total, dtype=torch.bool)
 
     def fresh(n: int) -> torch.Tensor:
-        return torch.randn((n, *shape), generator=generator).to(device)
+        # Clamped at once, so an image kept at its first iteration is a valid image too.
+        noise = torch.randn((n, *shape), generator=generator).to(device)
+        return torch.maximum(torch.minimum(noise, hi), lo)
 
     slots = cfg.batch_size or total
     pending = list(range(total))

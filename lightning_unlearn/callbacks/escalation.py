@@ -186,6 +186,7 @@ class NoiseLayerEscalation(Callback):
         self._snapshot_epoch = -1
         self._epoch_open = False  # between an epoch's start snapshot and its end decision
         self._just_loaded = False
+        self._last_monitor: Optional[float] = None
         self._selection: Optional[GradientLayerSelection] = None
 
     @property
@@ -342,8 +343,17 @@ class NoiseLayerEscalation(Callback):
             _load_trainable_state(pl_module, self._best_state)
 
     # ------------------------------------------------------------------ helpers
+    def on_validation_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # Remembered (and checkpointed) because callback_metrics are empty right after a resume
+        # from a checkpoint taken at an epoch's last validation.
+        metric = trainer.callback_metrics.get(self.monitor)
+        if metric is not None and not trainer.sanity_checking:
+            self._last_monitor = float(metric.item()) if isinstance(metric, Tensor) else float(metric)
+
     def _read_monitor(self, trainer: "pl.Trainer") -> Optional[float]:
         metric = trainer.callback_metrics.get(self.monitor)
+        if metric is None and self._last_monitor is not None:
+            metric = self._last_monitor
         if metric is None:
             message = (
                 f"`NoiseLayerEscalation` monitors `{self.monitor}`, which was not logged by the end of epoch"
@@ -390,6 +400,7 @@ class NoiseLayerEscalation(Callback):
             "snapshot_optimizers": self._snapshot_optimizers,
             "snapshot_epoch": self._snapshot_epoch,
             "epoch_open": self._epoch_open,
+            "last_monitor": self._last_monitor,
         }
 
     @override
@@ -415,3 +426,5 @@ class NoiseLayerEscalation(Callback):
         self._snapshot_epoch = int(state_dict.get("snapshot_epoch", -1))
         self._epoch_open = bool(state_dict.get("epoch_open", False))
         self._just_loaded = True
+        last = state_dict.get("last_monitor")
+        self._last_monitor = None if last is None else float(last)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +14,24 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from lightning_unlearn.io import atomic_path, atomic_write_json, atomic_write_text
 from lightning_unlearn.report import build_report, print_report, render_markdown
+
+
+def _check_creatable(path: Path) -> None:
+    """Raise ``ValueError`` if ``path`` can certainly not be created or written (no side effect).
+
+    The nearest existing ancestor must be a folder we may write into. Root passes permission
+    checks, but not a regular file standing where a folder is needed, nor a read-only mount.
+    """
+    probe = path.expanduser().absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(
+            f"output_dir {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder; "
+            "choose another output_dir"
+        )
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"output_dir {str(path)!r} is not writable: no write permission on {str(probe)!r}")
 
 
 class UnlearningReport(Callback):
@@ -27,7 +46,9 @@ class UnlearningReport(Callback):
     atomically on global rank zero; evaluation runs on every rank (metrics are reduced).
 
     Args:
-        output_dir: where to write; default ``trainer.log_dir``.
+        output_dir: where to write; default ``trainer.log_dir``. A folder that can certainly not
+            be created (a file in its path, a read-only parent) is rejected here, before any
+            synthesis; the default is checked in ``setup`` (after ``prepare_data``).
         evaluate_before: evaluate the datasets before unlearning.
         evaluate_after: evaluate the datasets after unlearning.
         export_name: file name of the exported weights (None: no export).
@@ -44,6 +65,9 @@ class UnlearningReport(Callback):
     ) -> None:
         if export_name is not None and not export_name.endswith(".safetensors"):
             raise ValueError(f"export_name must end with '.safetensors', got {export_name!r}")
+        if output_dir is not None:
+            # Checked now, without touching the disk: setup() comes after prepare_data (synthesis).
+            _check_creatable(Path(output_dir))
         self.output_dir = output_dir
         self.evaluate_before = evaluate_before
         self.evaluate_after = evaluate_after
@@ -53,6 +77,7 @@ class UnlearningReport(Callback):
         self.after: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
         self._start = 0.0
+        self._running = False  # between on_fit_start and on_fit_end
         self.synthetic_acc_history: list[float] = []
         self.report: Optional[dict[str, Any]] = None
 
@@ -90,6 +115,7 @@ class UnlearningReport(Callback):
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
+        self._running = True
         if self.before:  # resumed: "before" was measured on the original weights
             return
         self.before = self._measure(trainer, pl_module, self.evaluate_before)
@@ -101,9 +127,12 @@ class UnlearningReport(Callback):
             self.synthetic_acc_history.append(float(value))
 
     def state_dict(self) -> dict[str, Any]:
+        timings = dict(self.timings)
+        if self._running:  # a checkpoint during the fit: count the unlearning time so far, so a resume adds to it
+            timings["unlearn"] = timings.get("unlearn", 0.0) + time.perf_counter() - self._start
         return {
             "before": self.before,
-            "timings": dict(self.timings),
+            "timings": timings,
             "synthetic_acc_history": list(self.synthetic_acc_history),
         }
 
@@ -114,16 +143,19 @@ class UnlearningReport(Callback):
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timings["unlearn"] = self.timings.get("unlearn", 0.0) + time.perf_counter() - self._start
+        self._running = False
         self.after = self._measure(trainer, pl_module, self.evaluate_after)
         self.timings["evaluate_after"] = self.after.pop("seconds")
         dm = trainer.datamodule
         self.timings["synthesis"] = float(getattr(dm, "synthesis_seconds", 0.0))
         self.report = build_report(trainer, pl_module, self.before, self.after, self.timings, self.synthetic_acc_history)
-        self._write(trainer, pl_module)
+        # On every rank: `trainer.log_dir` is a collective (a broadcast from rank 0) under DDP, so it
+        # must not be resolved inside the rank-zero-only write (rank 1 would never join it).
+        out = self._out_dir(trainer)
+        self._write(out, pl_module)
 
     @rank_zero_only
-    def _write(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        out = self._out_dir(trainer)
+    def _write(self, out: Path, pl_module: Any) -> None:
         if self.export_name:
             from safetensors.torch import save_file
 

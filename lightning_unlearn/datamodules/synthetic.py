@@ -13,7 +13,7 @@ from typing import Any, Optional
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_unlearn.io import atomic_path, cache_dir as default_cache_dir
 from lightning_unlearn.models import model_fingerprint
@@ -190,7 +190,14 @@ class SyntheticForgetDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = SyntheticImages(self.synthetic, self.prompts, repeats=self.steps_per_epoch)
-        return DataLoader(dataset, batch_size=self._per_device_batch(), shuffle=False)
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Lightning would swap in a *shuffling* DistributedSampler; an explicit one is kept.
+            # Unshuffled, each step's shards together hold every image exactly once.
+            sampler = DistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
+        return DataLoader(dataset, batch_size=self._per_device_batch(), shuffle=False, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(SyntheticImages(self.synthetic, self.prompts), batch_size=self._per_device_batch())

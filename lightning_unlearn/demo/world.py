@@ -373,54 +373,82 @@ def _random_colour(rng: np.random.Generator, sat: tuple[float, float] = (0.35, 1
     return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val)))
 
 
-def _contrasting(rng: np.random.Generator, other: np.ndarray, min_luma_gap: float) -> np.ndarray:
-    """A random colour whose luma differs from ``other`` by at least ``min_luma_gap``.
+def _contrasting(rng: np.random.Generator, others: Sequence[np.ndarray], min_luma_gaps: Sequence[float]) -> np.ndarray:
+    """A random colour whose luma differs from each of ``others`` by its ``min_luma_gaps``.
 
     Rejection sampling; the draw count varies, but it only consumes ``rng``, so images stay
     deterministic.
     """
     for _ in range(64):
         colour = _random_colour(rng)
-        if abs(_luma(colour) - _luma(other)) >= min_luma_gap:
+        luma = _luma(colour)
+        if all(abs(luma - _luma(o)) >= gap for o, gap in zip(others, min_luma_gaps)):
             return colour
-    # Practically unreachable; fall back to the opposite of ``other``.
-    return np.clip(1.0 - other, 0.0, 1.0)
+    # Rarely reached (two constraints can conflict); contrast with the first colour only.
+    return np.clip(1.0 - others[0], 0.0, 1.0)
 
 
 def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Camera-like variation shared by both domains: lighting gradient, contrast, noise."""
     n = img.shape[0]
-    ramp = np.linspace(-0.5, 0.5, n)
+    ramp = _ramp(n)
     angle = rng.uniform(0, 2 * np.pi)
-    light = (np.cos(angle) * ramp[None, :] + np.sin(angle) * ramp[:, None]) * rng.uniform(0.0, 0.35)
-    img = img * rng.uniform(0.8, 1.15) + light[..., None]
-    img = img + rng.normal(0.0, rng.uniform(0.01, 0.05), size=img.shape)
+    strength = rng.uniform(0.0, 0.35)
+    light = (math.cos(angle) * strength) * ramp[None, :] + (math.sin(angle) * strength) * ramp[:, None]
+    img = img * np.float32(rng.uniform(0.8, 1.15)) + light[..., None]
+    img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(rng.uniform(0.01, 0.05))
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+_RAMPS: dict[int, np.ndarray] = {}
+
+
+def _ramp(n: int) -> np.ndarray:
+    if n not in _RAMPS:
+        _RAMPS[n] = np.linspace(-0.5, 0.5, n, dtype=np.float32)
+    return _RAMPS[n]
 
 
 # --------------------------------------------------------------------------------------------
 # Objects
 # --------------------------------------------------------------------------------------------
-def _background(rng: np.random.Generator, size: int, base: np.ndarray) -> np.ndarray:
-    """A plain colour with clutter strokes and dots, so the object is not the only edge."""
-    canvas = Image.new("RGB", (size, size), tuple(int(c * 255) for c in base))
-    draw = ImageDraw.Draw(canvas)
-    for _ in range(int(rng.integers(2, 7))):
-        colour = np.clip(base + rng.normal(0, 0.25, 3), 0, 1)
-        fill = tuple(int(c * 255) for c in colour)
+def _rgb255(colour: np.ndarray) -> tuple[int, int, int]:
+    r, g, b = (np.clip(colour, 0.0, 1.0) * 255.0 + 0.5).astype(int).tolist()
+    return r, g, b
+
+
+def _draw_clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, big: int, base: np.ndarray) -> None:
+    """Random strokes and dots near the background colour, so the object is not the only edge."""
+    unit = big / IMAGE_SIZE
+    for _ in range(int(rng.integers(1, 6))):
+        fill = _rgb255(base + rng.normal(0, 0.22, 3))
         if rng.random() < 0.6:
-            x0, y0, x1, y1 = rng.uniform(-4, size + 4, 4)
-            draw.line((x0, y0, x1, y1), fill=fill, width=int(rng.integers(1, 3)))
+            x0, y0, x1, y1 = rng.uniform(-0.1, 1.1, 4) * big
+            draw.line((x0, y0, x1, y1), fill=fill, width=int(unit * rng.uniform(0.7, 1.8)))
         else:
-            x, y = rng.uniform(0, size, 2)
-            r = rng.uniform(0.8, 2.2)
+            x, y = rng.uniform(0, big, 2)
+            r = rng.uniform(0.8, 2.2) * unit
             draw.ellipse((x - r, y - r, x + r, y + r), fill=fill)
-    return np.asarray(canvas, dtype=np.float64) / 255.0
 
 
-def _object_masks(class_index: int, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Alpha masks (main, accent) of one object at a random pose, antialiased."""
+def render_object(class_index: int, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
+    """One image of object class ``class_index``: uint8 array ``size x size x 3``.
+
+    Drawn on a supersampled canvas and box-filtered down, which antialiases edges (an aliased
+    32 px silhouette loses thin parts like a key's teeth).
+    """
+    bg_colour = _random_colour(rng, sat=(0.0, 0.8), val=(0.15, 1.0))
+    main_colour = _contrasting(rng, [bg_colour], [0.28])
+    # the accent must stand out from both the body and the background, or parts vanish
+    accent_colour = _contrasting(rng, [bg_colour, main_colour], [0.2, 0.12])
+    fills = {0: _rgb255(main_colour), 1: _rgb255(accent_colour), -1: _rgb255(bg_colour)}
+
     big = size * _SUPERSAMPLE
+    canvas = Image.new("RGB", (big, big), fills[-1])
+    draw = ImageDraw.Draw(canvas)
+    _draw_clutter(draw, rng, big, bg_colour)
+
+    # pose: canonical -> rotate(scale(p)) + centre, then [-1, 1] -> [0, big]
     angle = math.radians(rng.uniform(-35, 35))
     scale = rng.uniform(0.55, 0.85)
     aspect = rng.uniform(0.85, 1.15)
@@ -428,39 +456,17 @@ def _object_masks(class_index: int, rng: np.random.Generator, size: int) -> tupl
     centre = rng.uniform(-0.18, 0.18, 2)
     c, s = math.cos(angle), math.sin(angle)
     sx, sy = scale * aspect * flip, scale / aspect
-    # canonical -> pixel: rotate(scale(p)) + centre, then [-1, 1] -> [0, big]
     linear = np.array([[c * sx, -s * sy], [s * sx, c * sy]]) * (big / 2)
     offset = (centre + 1.0) * (big / 2)
     px_per_unit = scale * big / 2
-
-    main = Image.new("L", (big, big), 0)
-    accent = Image.new("L", (big, big), 0)
-    draw_main, draw_accent = ImageDraw.Draw(main), ImageDraw.Draw(accent)
+    # painter's order; a cut (hole) is painted in the background colour
     for kind, part, points, width in _OBJECT_PRIMITIVES[class_index]:
         xy = (points @ linear.T + offset).ravel().tolist()
-        # painter's order: a later primitive covers earlier ones in both masks
-        on_main, on_accent = (255, 0) if part == 0 else (0, 255) if part == 1 else (0, 0)
         if kind == "poly":
-            draw_main.polygon(xy, fill=on_main)
-            draw_accent.polygon(xy, fill=on_accent)
+            draw.polygon(xy, fill=fills[part])
         else:
-            w = max(1, int(round(width * px_per_unit)))
-            draw_main.line(xy, fill=on_main, width=w, joint="curve")
-            draw_accent.line(xy, fill=on_accent, width=w, joint="curve")
-    main = main.reduce(_SUPERSAMPLE)
-    accent = accent.reduce(_SUPERSAMPLE)
-    return np.asarray(main, dtype=np.float64) / 255.0, np.asarray(accent, dtype=np.float64) / 255.0
-
-
-def render_object(class_index: int, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
-    """One image of object class ``class_index``: uint8 array ``size x size x 3``."""
-    bg_colour = _random_colour(rng, sat=(0.0, 0.8), val=(0.15, 1.0))
-    main_colour = _contrasting(rng, bg_colour, 0.28)
-    accent_colour = _contrasting(rng, main_colour, 0.12)
-    img = _background(rng, size, bg_colour)
-    a_main, a_accent = _object_masks(class_index, rng, size)
-    img = img * (1 - a_main[..., None]) + main_colour * a_main[..., None]
-    img = img * (1 - a_accent[..., None]) + accent_colour * a_accent[..., None]
+            draw.line(xy, fill=fills[part], width=max(1, int(round(width * px_per_unit))), joint="curve")
+    img = np.asarray(canvas.reduce(_SUPERSAMPLE), dtype=np.float32) * (1.0 / 255.0)
     return _finish(img, rng)
 
 
@@ -555,18 +561,32 @@ def _tex_woven(u, v, rng):
 
 
 def _tex_cracked(u, v, rng):
-    # irregular cell borders: where the nearest and second-nearest seeds are almost equidistant
-    n = 40
-    cx, cy = rng.uniform(-3.0, 3.0, (2, n))
-    d = np.sort(np.hypot(u[..., None] - cx, v[..., None] - cy), axis=-1)
-    return ((d[..., 1] - d[..., 0]) < 0.12).astype(float)
+    # irregular cell borders (Worley noise): one jittered seed per unit cell; a pixel is on a
+    # crack where its nearest and second-nearest seeds (among the 3x3 cells around it) are
+    # almost equidistant
+    lo = int(np.floor(min(u.min(), v.min()))) - 1
+    n = int(np.ceil(max(u.max(), v.max()))) - lo + 2
+    jx, jy = rng.uniform(0.1, 0.9, (2, n * n))
+    cu, cv = np.floor(u).astype(np.intp) - lo, np.floor(v).astype(np.intp) - lo
+    d1 = np.full(u.shape, np.inf)
+    d2 = np.full(u.shape, np.inf)
+    for du in (-1, 0, 1):
+        for dv in (-1, 0, 1):
+            iu, iv = cu + du, cv + dv
+            cell = iu * n + iv
+            dx = u - (iu + lo + jx.take(cell))
+            dy = v - (iv + lo + jy.take(cell))
+            d = np.sqrt(dx * dx + dy * dy)
+            d2 = np.minimum(d2, np.maximum(d1, d))
+            d1 = np.minimum(d1, d)
+    return ((d2 - d1) < 0.12).astype(float)
 
 
 _TEXTURES: dict[str, tuple[Callable[..., np.ndarray], tuple[float, float]]] = {
     # name: (pattern, range of pattern periods across the image)
     "bubbly": (_tex_bubbly, (2.0, 2.6)),
     "chequered": (_tex_chequered, (3.0, 5.0)),
-    "cracked": (_tex_cracked, (3.0, 4.0)),
+    "cracked": (_tex_cracked, (2.8, 3.6)),
     "grid": (_tex_grid, (2.5, 4.0)),
     "honeycombed": (_tex_honeycombed, (2.5, 3.5)),
     "marbled": (_tex_marbled, (2.5, 3.5)),
@@ -604,7 +624,7 @@ def render_texture(class_index: int, rng: np.random.Generator, size: int = IMAGE
     mask = pattern(u, v, rng)
     mask = mask.reshape(size, over, size, over).mean(axis=(1, 3))
     bg_colour = _random_colour(rng, sat=(0.0, 1.0), val=(0.15, 1.0))
-    fg_colour = _contrasting(rng, bg_colour, 0.25)
+    fg_colour = _contrasting(rng, [bg_colour], [0.25])
     img = bg_colour * (1 - mask[..., None]) + fg_colour * mask[..., None]
     return _finish(img, rng)
 

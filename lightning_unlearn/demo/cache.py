@@ -1,0 +1,202 @@
+"""The cached weights of the demo CLIP: trained once on the demo world, then reused.
+
+``ensure_demo_clip()`` returns the path of a ``.safetensors`` state dict that
+``open_clip.create_model_and_transforms(DEMO_MODEL_NAME, pretrained=str(path))`` loads. The file
+name carries a key derived from every setting that shapes the weights (world version, model
+config, seed, steps, ...), so changing any of them trains a new file. Next to it a manifest
+(``<name>.json``) records the file's SHA-256, the settings, the measured zero-shot accuracy and
+the training time; it is written last, and a weights file whose manifest is missing, different or
+whose hash does not match is never loaded: it is trained again.
+
+Rebuild from the shell::
+
+    python -m lightning_unlearn.demo.cache [--seed 0] [--steps N] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from lightning_unlearn import io
+from lightning_unlearn.demo import DEMO_MODEL_NAME, MODEL_CONFIG_DIR, world
+
+log = logging.getLogger(__name__)
+
+#: Sub-folder of the project cache that holds the demo CLIP.
+CACHE_SUBDIR = "demo_clip"
+#: Bump when the training recipe changes in a way the settings below do not capture.
+RECIPE_VERSION = 1
+DEFAULT_STEPS = 1200
+
+
+def demo_settings(
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    model_name: str = DEMO_MODEL_NAME,
+    train_per_class: int = 400,
+    batch_repeats: int = 1,
+    lr: float = 2e-3,
+) -> dict[str, Any]:
+    """Everything that determines the demo CLIP's weights, as a JSON-able dict (the cache key)."""
+    config_path = MODEL_CONFIG_DIR / f"{model_name}.json"
+    model_config = json.loads(config_path.read_text()) if config_path.is_file() else None
+    return {
+        "recipe_version": RECIPE_VERSION,
+        "world_version": world.WORLD_VERSION,
+        "image_size": world.IMAGE_SIZE,
+        "classes": {d: list(world.CLASSES[d]) for d in world.DOMAINS},
+        "model_name": model_name,
+        "model_config": model_config,
+        "seed": seed,
+        "steps": steps,
+        "train_per_class": train_per_class,
+        "batch_repeats": batch_repeats,
+        "lr": lr,
+    }
+
+
+def _key(settings: dict[str, Any]) -> str:
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_paths(settings: dict[str, Any], cache_dir: Optional[str | Path] = None) -> tuple[Path, Path]:
+    """``(weights, manifest)`` paths for ``settings`` under ``cache_dir`` (default: project cache)."""
+    root = Path(cache_dir) / CACHE_SUBDIR if cache_dir is not None else io.cache_dir(CACHE_SUBDIR)
+    stem = f"{settings['model_name']}-seed{settings['seed']}-{_key(settings)}"
+    return root / f"{stem}.safetensors", root / f"{stem}.json"
+
+
+def read_valid_manifest(weights: Path, manifest: Path, settings: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The manifest if it matches ``settings`` and the weights file's hash; else ``None`` (and why, logged)."""
+    if not weights.is_file() or not manifest.is_file():
+        return None
+    try:
+        meta = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        log.warning("demo CLIP manifest %s unreadable (%s); retraining", manifest, err)
+        return None
+    if meta.get("settings") != settings:
+        log.warning("demo CLIP manifest %s has other settings; retraining", manifest)
+        return None
+    if meta.get("size") != weights.stat().st_size or meta.get("sha256") != sha256_file(weights):
+        log.warning("demo CLIP weights %s do not match their manifest (truncated or modified); retraining",
+                    weights)
+        return None
+    return meta
+
+
+def train_demo_clip(settings: dict[str, Any], progress: bool = True) -> tuple[dict[str, Any], dict[str, float], float]:
+    """Train the demo CLIP for ``settings``; returns ``(state_dict, zero-shot accuracy, seconds)``."""
+    import lightning as L
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from lightning_unlearn.demo.pretrain import DemoClipPretraining, DemoWorldDataModule, zero_shot_accuracy
+
+    L.seed_everything(settings["seed"], workers=True, verbose=False)
+    datamodule = DemoWorldDataModule(
+        seed=settings["seed"], train_per_class=settings["train_per_class"],
+        batch_repeats=settings["batch_repeats"], model_name=settings["model_name"],
+    )
+    module = DemoClipPretraining(model_name=settings["model_name"], lr=settings["lr"])
+    steps = settings["steps"]
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=steps, deterministic=True,
+        logger=False, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=progress, callbacks=[RichProgressBar()] if progress else [],
+        val_check_interval=max(1, steps // 2), check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    model = module.model
+    accuracy = zero_shot_accuracy(model, module.tokenizer, split="test", seed=settings["seed"])
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    return state, accuracy, seconds
+
+
+def ensure_demo_clip(
+    seed: int = 0,
+    steps: int = DEFAULT_STEPS,
+    cache_dir: Optional[str | Path] = None,
+    progress: bool = True,
+    force: bool = False,
+    **settings_overrides: Any,
+) -> Path:
+    """Path of the cached demo CLIP weights for these settings, training them first if needed.
+
+    Args:
+        seed: world and training seed.
+        steps: optimiser steps of pretraining.
+        cache_dir: cache root; default ``$LIGHTNING_UNLEARN_CACHE`` or ``~/.cache/lightning_unlearn``.
+        progress: show Lightning's Rich progress bar while training.
+        force: retrain even if a valid cached file exists.
+        **settings_overrides: other :func:`demo_settings` arguments (``train_per_class``, ``lr``...).
+
+    Returns:
+        Path of a ``.safetensors`` file for
+        ``open_clip.create_model_and_transforms(DEMO_MODEL_NAME, pretrained=str(path))``.
+    """
+    from safetensors.torch import save_file
+
+    settings = demo_settings(seed=seed, steps=steps, **settings_overrides)
+    weights, manifest = cache_paths(settings, cache_dir)
+    if not force and read_valid_manifest(weights, manifest, settings) is not None:
+        return weights
+
+    state, accuracy, seconds = train_demo_clip(settings, progress=progress)
+    # weights first, manifest last: a crash in between leaves no manifest, hence a retrain
+    manifest.unlink(missing_ok=True)
+    with io.atomic_path(weights) as tmp:
+        save_file(state, str(tmp))
+    io.atomic_write_json(manifest, {
+        "file": weights.name,
+        "sha256": sha256_file(weights),
+        "size": weights.stat().st_size,
+        "settings": settings,
+        "zero_shot_accuracy": accuracy,
+        "train_seconds": round(seconds, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    return weights
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest written next to a cached weights file (``.safetensors`` -> ``.json``)."""
+    return json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    """``python -m lightning_unlearn.demo.cache``: (re)build the demo CLIP cache."""
+    parser = argparse.ArgumentParser(prog="python -m lightning_unlearn.demo.cache",
+                                     description="Train (once) and cache the demo CLIP.")
+    parser.add_argument("--seed", type=int, default=0, help="world and training seed")
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="pretraining steps")
+    parser.add_argument("--cache-dir", default=None, help="cache root (default: $LIGHTNING_UNLEARN_CACHE)")
+    parser.add_argument("--force", action="store_true", help="retrain even if cached")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    path = ensure_demo_clip(seed=args.seed, steps=args.steps, cache_dir=args.cache_dir,
+                            progress=not args.no_progress, force=args.force)
+    meta = read_manifest(path)
+    print(f"{path}\nzero-shot accuracy: {meta['zero_shot_accuracy']}  train seconds: {meta['train_seconds']}")
+
+
+if __name__ == "__main__":
+    main()

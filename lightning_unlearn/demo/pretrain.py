@@ -1,0 +1,275 @@
+"""Pretraining the demo CLIP on the demo world, with Lightning.
+
+``DemoWorldDataModule`` serves image-caption batches rendered from the world (captions from
+several templates, tokenized with open_clip's tokenizer) and the two domains' zero-shot
+validation sets; ``DemoClipPretraining`` trains an open_clip model with open_clip's ``ClipLoss``
+and logs the per-domain zero-shot accuracy.
+
+Batches are class-balanced: each ``ClipLoss`` call sees every class of both domains exactly
+once. In a CLIP batch, two images of the same class are each other's false negatives; with only
+a few dozen classes a random batch of 256 would hold ~8 per class and the loss would fight
+itself. ``batch_repeats`` such groups make one optimiser step.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional
+
+import lightning as L
+import numpy as np
+import open_clip
+import torch
+from open_clip.loss import ClipLoss
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_unlearn.demo import DEMO_MODEL_NAME, world
+from lightning_unlearn.demo.datasets import DemoWorldDataset
+
+_MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
+
+
+def to_model_input(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 ``N x H x W x 3`` images -> normalised float ``N x 3 x H x W``.
+
+    Equals open_clip's eval preprocess of the demo model on the world's native-size images
+    (its resize and centre crop are identities there), without the PIL round trip.
+    """
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - _MEAN) / _STD
+
+
+class _CaptionedBatches(IterableDataset):
+    """An endless, seeded stream of class-balanced image-caption batches.
+
+    Each batch holds ``repeats`` groups; a group is one image of every class (in random order),
+    each with a caption from a random template of its domain. Yields images
+    ``[repeats, classes, 3, H, W]`` and tokens ``[repeats, classes, context]``.
+    """
+
+    def __init__(self, images: Tensor, tokens: Tensor, num_templates: Tensor, repeats: int, seed: int) -> None:
+        self.images = images  # uint8 [classes, per_class, H, W, 3]
+        self.tokens = tokens  # [classes, max_templates, context]
+        self.num_templates = num_templates  # [classes]
+        self.repeats = repeats
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        num_classes, per_class = self.images.shape[:2]
+        while True:
+            cls = torch.stack([torch.randperm(num_classes, generator=gen) for _ in range(self.repeats)])
+            idx = torch.randint(0, per_class, cls.shape, generator=gen)
+            tmpl = (torch.rand(cls.shape, generator=gen) * self.num_templates[cls]).long()
+            images = to_model_input(self.images[cls.flatten(), idx.flatten()])
+            yield images.view(*cls.shape, *images.shape[1:]), self.tokens[cls, tmpl]
+
+
+class _TensorImages(Dataset):
+    """A demo dataset's images as model input tensors (validation)."""
+
+    def __init__(self, dataset: DemoWorldDataset) -> None:
+        self.images = to_model_input(dataset.images)
+        self.labels = torch.as_tensor(dataset.labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+
+class DemoWorldDataModule(L.LightningDataModule):
+    """Image-caption training batches and zero-shot validation sets from the demo world.
+
+    Args:
+        seed: world seed; the training images, their order and captions all follow from it.
+        train_per_class: rendered training images per class (drawn with replacement each step).
+        val_per_class: validation images per class and domain (the ``val`` split).
+        batch_repeats: class-balanced groups per training batch (see the module docstring).
+        model_name: open_clip model whose tokenizer encodes the captions.
+        val_batch_size: batch size of the validation loaders.
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        train_per_class: int = 400,
+        val_per_class: int = 20,
+        batch_repeats: int = 1,
+        model_name: str = DEMO_MODEL_NAME,
+        val_batch_size: int = 512,
+    ) -> None:
+        super().__init__()
+        if batch_repeats < 1:
+            raise ValueError(f"batch_repeats must be >= 1, got {batch_repeats}")
+        self.seed = seed
+        self.train_per_class = train_per_class
+        self.val_per_class = val_per_class
+        self.batch_repeats = batch_repeats
+        self.model_name = model_name
+        self.val_batch_size = val_batch_size
+        self.domains: tuple[str, ...] = world.DOMAINS
+        self._train: Optional[_CaptionedBatches] = None
+        self._val: dict[str, DemoWorldDataset] = {}
+
+    def setup(self, stage: str) -> None:
+        # Rendering is seeded per image, so every rank builds identical sets.
+        if stage == "fit" and self._train is None:
+            tokenizer = open_clip.get_tokenizer(self.model_name)
+            images, captions = [], []
+            for domain in self.domains:
+                ds = DemoWorldDataset(domain, split="train", num_per_class=self.train_per_class, seed=self.seed)
+                images.append(torch.from_numpy(ds.images).view(len(ds.classnames), self.train_per_class,
+                                                               *ds.images.shape[1:]))
+                captions += [[t.format(name) for t in ds.templates] for name in ds.classnames]
+            width = max(len(c) for c in captions)
+            # pad each class's caption list to a common length; only the first n are sampled
+            tokens = torch.stack([tokenizer(c + [c[0]] * (width - len(c))) for c in captions])
+            num_templates = torch.tensor([len(c) for c in captions])
+            self._train = _CaptionedBatches(torch.cat(images), tokens, num_templates,
+                                            self.batch_repeats, self.seed)
+        if stage in ("fit", "validate") and not self._val:
+            self._val = {d: DemoWorldDataset(d, split="val", num_per_class=self.val_per_class, seed=self.seed)
+                         for d in self.domains}
+
+    @property
+    def num_classes(self) -> int:
+        return sum(len(world.CLASSES[d]) for d in self.domains)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self._train is not None, "call setup('fit') first"
+        # batch_size=None: the dataset yields whole batches
+        return DataLoader(self._train, batch_size=None)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(_TensorImages(self._val[d]), batch_size=self.val_batch_size) for d in self.domains]
+
+
+def _decays(name: str, param: nn.Parameter) -> bool:
+    # CLIP convention: no weight decay on gains, biases, embeddings and the temperature
+    return param.ndim >= 2 and "embedding" not in name and "logit_scale" not in name
+
+
+class DemoClipPretraining(L.LightningModule):
+    """Contrastive pretraining of an open_clip CLIP on the demo world (open_clip's ``ClipLoss``).
+
+    Logs ``train/loss`` and, per domain of the world, the zero-shot accuracy on the validation
+    split with the domain's first template as ``val/acc_<domain>``.
+
+    Args:
+        model_name: open_clip model name (random init; the demo config is registered on import
+            of ``lightning_unlearn.demo``).
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay on weight matrices (not on gains, biases, embeddings).
+        warmup_steps: linear warm-up steps; then cosine decay to zero at the trainer's last step.
+        freeze_token_embedding: keep the text tower's token embedding at its random init. It is
+            49,408 x width parameters of which the demo uses a few hundred rows; its dense AdamW
+            update would cost more than the rest of a small step.
+        max_logit_scale: the learned temperature is clamped to at most this, as in CLIP.
+    """
+
+    def __init__(
+        self,
+        model_name: str = DEMO_MODEL_NAME,
+        lr: float = 2e-3,
+        weight_decay: float = 0.1,
+        warmup_steps: int = 50,
+        freeze_token_embedding: bool = True,
+        max_logit_scale: float = 100.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = open_clip.create_model(model_name, output_dict=True)
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        if freeze_token_embedding:
+            self.model.token_embedding.weight.requires_grad_(False)
+        self.loss = ClipLoss()
+        self.domains: tuple[str, ...] = world.DOMAINS
+        self.val_acc = nn.ModuleList(
+            MulticlassAccuracy(num_classes=len(world.CLASSES[d]), average="micro") for d in self.domains
+        )
+        self._class_embeddings: list[Tensor] = []
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, tokens = batch  # [groups, classes, ...]: see DemoWorldDataModule
+        groups, per_group = tokens.shape[:2]
+        out = self.model(images.flatten(0, 1), tokens.flatten(0, 1))
+        img, txt, scale = out["image_features"], out["text_features"], out["logit_scale"]
+        # one ClipLoss per class-balanced group: no class twice in a loss
+        losses = [self.loss(img[g * per_group:(g + 1) * per_group], txt[g * per_group:(g + 1) * per_group], scale)
+                  for g in range(groups)]
+        loss = torch.stack(losses).mean()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, math.log(self.hparams.max_logit_scale))
+
+    @torch.no_grad()
+    def class_embeddings(self, domain: str) -> Tensor:
+        """Normalised text embeddings ``[C, D]`` of a domain's classes with its first template."""
+        template = world.TEMPLATES[domain][0]
+        tokens = self.tokenizer([template.format(c) for c in world.CLASSES[domain]]).to(self.device)
+        return self.model.encode_text(tokens, normalize=True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._class_embeddings = [self.class_embeddings(d) for d in self.domains]
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, labels = batch
+        features = self.model.encode_image(images, normalize=True)
+        self.val_acc[dataloader_idx].update(features @ self._class_embeddings[dataloader_idx].T, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        for domain, metric in zip(self.domains, self.val_acc):
+            self.log(f"val/acc_{domain}", metric.compute(), prog_bar=True)
+            metric.reset()
+
+    def configure_optimizers(self):
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for n, p in named if _decays(n, p)], "weight_decay": self.hparams.weight_decay},
+            {"params": [p for n, p in named if not _decays(n, p)], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=(0.9, 0.98), eps=1e-6)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = max(1, self.hparams.warmup_steps)
+
+        def factor(step: int) -> float:
+            return min(1.0, (step + 1) / warmup) * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+@torch.no_grad()
+def zero_shot_accuracy(
+    model: nn.Module,
+    tokenizer,
+    split: str = "test",
+    num_per_class: int = 50,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> dict[str, float]:
+    """Zero-shot accuracy of ``model`` on each demo domain (first template), as a dict."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    result: dict[str, float] = {}
+    for domain in world.DOMAINS:
+        ds = DemoWorldDataset(domain, split=split, num_per_class=num_per_class, seed=seed)
+        template = ds.templates[0]
+        text = model.encode_text(tokenizer([template.format(c) for c in ds.classnames]).to(device), normalize=True)
+        x = to_model_input(ds.images)
+        preds = torch.cat([
+            (model.encode_image(x[i:i + batch_size].to(device), normalize=True) @ text.T).argmax(1).cpu()
+            for i in range(0, len(x), batch_size)
+        ])
+        result[domain] = float((preds == torch.as_tensor(ds.labels)).float().mean())
+    model.train(was_training)
+    return result
