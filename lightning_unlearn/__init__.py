@@ -13,3 +13,19 @@ from lightning_unlearn.module import UnlearningModule  # noqa: E402
 
 __all__ = ["UnlearningModule"]
 __version__ = "0.1.0"
+
+
+def _demo_weights() -> str:
+    """The cached demo CLIP (trained on first use): ``pretrained: demo-world`` resolves here."""
+    from lightning_unlearn.demo.cache import ensure_demo_clip
+
+    return str(ensure_demo_clip())
+
+
+try:
+    from lightning_unlearn.demo import DEMO_MODEL_NAME as _DEMO_MODEL_NAME
+    from lightning_unlearn.models import register_pretrained as _register_pretrained
+
+    _register_pretrained(_DEMO_MODEL_NAME, "demo-world", _demo_weights)
+except ImportError:  # pragma: no cover
+    pass

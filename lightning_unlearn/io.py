@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 CACHE_ENV = "LIGHTNING_UNLEARN_CACHE"
+# Read once at import: os.umask can only be read by setting it, which is process-wide.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def cache_dir(sub: str = "") -> Path:
@@ -35,9 +38,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         if tmp_path.exists():  # mkstemp makes 0600 files; give the usual umask permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

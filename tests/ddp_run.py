@@ -21,9 +21,8 @@ Each rank writes ``<out>/ranks/rank<R>.json`` with what it saw:
 - the escalation's sigma history, selection counts and the report (written to ``<out>/report``:
   the trainer's ``default_root_dir``, or ``UnlearningReport(output_dir=...)`` with ``--explicit-output``).
 
-Diagnostic switches (for the DDP-vs-one-device comparison, see docs/multi_gpu.md):
-``--sharded-sampler`` (an unshuffled DistributedSampler for training) and ``--no-clamp`` (no
-clamping of perturbed images to the batch's range).
+``--devices 1 --strategy auto`` runs the same thing in one process: the reference that
+``tests/test_ddp.py`` compares the DDP weights with (docs/multi_gpu.md, "DDP versus one device").
 
 Usage: ``python tests/ddp_run.py --out DIR --cache DIR [--eval-root DIR] [--devices 2 --strategy ddp]``.
 """
@@ -156,36 +155,7 @@ def main(argv=None) -> None:
     parser.add_argument("--explicit-output", action="store_true",
                         help="give UnlearningReport an output_dir instead of using the trainer's log dir")
     parser.add_argument("--objective", default="lipschitz", choices=["lipschitz", "image_lipschitz", "embedding"])
-    parser.add_argument("--no-clamp", action="store_true",
-                        help="diagnostic: encode perturbed images without clamping them to the batch's range")
-    parser.add_argument("--sharded-sampler", action="store_true",
-                        help="diagnostic: give the training DataLoader an unshuffled DistributedSampler (Lightning's "
-                             "automatic one shuffles training data)")
     args = parser.parse_args(argv)
-
-    if args.sharded_sampler:
-        from torch.utils.data import DataLoader, DistributedSampler
-
-        def sharded_train_dataloader(self):
-            dataset = synthetic_dm.SyntheticImages(self.synthetic, self.prompts, repeats=self.steps_per_epoch)
-            world, rank = self.trainer.world_size, self.trainer.global_rank
-            if world == 1:
-                return DataLoader(dataset, batch_size=self._per_device_batch(), shuffle=False)
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
-            return DataLoader(dataset, batch_size=self._per_device_batch(), sampler=sampler)
-
-        SyntheticForgetDataModule.train_dataloader = sharded_train_dataloader
-
-    if args.no_clamp:
-        import lightning_unlearn.objectives as objectives
-
-        original = objectives.perturbed_features
-
-        def unclamped(encode_image, images, sigma, num_perturbations, max_batch=None, detach=True, clamp=True,
-                      generator=None):
-            return original(encode_image, images, sigma, num_perturbations, max_batch, detach, False, generator)
-
-        objectives.perturbed_features = unclamped
 
     out = Path(args.out)
     pl.seed_everything(args.seed, verbose=False)

@@ -5,7 +5,9 @@ is reconstructed from fresh generators seeded like the ones the functions consum
 (``perturbed_features`` draws one ``[B, C, H, W]`` set per perturbation, in order ``n = 0..N-1``;
 per-image generators draw one ``[C, H, W]`` tensor per image and perturbation). Exact
 (bit-for-bit) comparisons use the identity encoder, whose features are the perturbed images
-themselves, so they cannot depend on how a BLAS splits a matmul.
+themselves, so they cannot depend on how a BLAS splits a matmul. With ``clamp`` each perturbed image
+is clipped to the [min, max] of its own clean image (the published code used the batch's range,
+which made an image's loss depend on the other images of its batch or DDP shard).
 """
 
 from __future__ import annotations
@@ -70,14 +72,15 @@ def reference_noise(n_pert: int, generator, shape=(B, C, H, W_), dtype=torch.flo
 
 
 def direct_terms(encode, images, text, noise, clamp=True, detach=True):
-    """Per (n, b): (||f(x) - f(x~)||, ||t - f(x~)||, ||eps||), looping over perturbations and images."""
-    lo, hi = images.min().detach(), images.max().detach()
+    """Per (n, b): (||f(x) - f(x~)||, ||t - f(x~)||, ||eps||), looping over perturbations and images;
+    x~ = x + eps, clipped to the range of x."""
     out = []
     for n in range(noise.shape[0]):
         for b in range(images.shape[0]):
             x = images[b : b + 1]
             eps = noise[n, b : b + 1]
             src = x.detach() if detach else x
+            lo, hi = float(x.detach().min()), float(x.detach().max())
             xt = (src + eps).clamp(lo, hi) if clamp else src + eps
             if detach:
                 with torch.no_grad():
@@ -147,8 +150,19 @@ def test_noise_norms_are_those_of_the_drawn_noise(data):
     assert feats.shape == (3, B, C * H * W_) and norms.shape == (3, B)
     expected = torch.stack([torch.stack([norm(noise[n, b]) for b in range(B)]) for n in range(3)])
     torch.testing.assert_close(norms, expected, rtol=1e-12, atol=0)
-    lo, hi = images.min(), images.max()
-    assert torch.equal(feats, (images.unsqueeze(0) + noise).clamp(lo, hi).flatten(2))
+    for b in range(B):
+        own = (images[b].unsqueeze(0) + noise[:, b]).clamp(float(images[b].min()), float(images[b].max()))
+        assert torch.equal(feats[:, b], own.flatten(1))
+
+
+def test_clamp_uses_each_images_own_range():
+    """An image with a narrow range is clipped to it, not to the wider range of the batch."""
+    images = torch.stack([torch.full((C, H, W_), 0.5), torch.linspace(-3, 3, C * H * W_).view(C, H, W_)]).double()
+    images[0, 0, 0, 0] = 0.25  # image 0 spans [0.25, 0.5]
+    feats, _ = perturbed_features(identity, images, 2.0, 4, generator=gen())
+    assert float(feats[:, 0].min()) >= 0.25 and float(feats[:, 0].max()) <= 0.5
+    assert float(feats[:, 0].min()) == 0.25 and float(feats[:, 0].max()) == 0.5  # sigma 2 hits both ends
+    assert float(feats[:, 1].min()) >= -3.0 and float(feats[:, 1].max()) <= 3.0
 
 
 def test_image_only_loss_matches_formula(data):
@@ -225,32 +239,31 @@ def test_chunked_gradients_match_unchunked(data):
 
 @pytest.mark.parametrize("splits", [[1, 2, 3], [4, 2], [6], [5, 1]])
 @pytest.mark.parametrize("max_batch", [None, 4])
-def test_per_image_generators_make_noise_independent_of_the_split(splits, max_batch):
-    """Each image gets the same noise whatever shard (DDP rank) and chunk it lands in.
-
-    ``clamp=False``: clamping uses the range of the batch at hand, which differs between shards.
-    """
+@pytest.mark.parametrize("clamp", [True, False])
+def test_per_image_generators_make_results_independent_of_the_split(splits, max_batch, clamp):
+    """Each image gets the same noise, perturbed features and loss terms whatever shard (DDP rank)
+    and chunk it lands in, so the shards' losses, weighted by size, give the whole batch's."""
     g = gen(0)
     images = torch.randn(6, C, H, W_, generator=g, dtype=torch.float64)
     text = torch.randn(6, C * H * W_, generator=g, dtype=torch.float64)
-    full_f, full_n = perturbed_features(identity, images, SIGMA, 5, max_batch=max_batch, clamp=False, generator=gens(6))
+    full_f, full_n = perturbed_features(identity, images, SIGMA, 5, max_batch=max_batch, clamp=clamp, generator=gens(6))
     parts_f, parts_n, losses = [], [], []
     start = 0
     for size in splits:
         shard = slice(start, start + size)
         shard_gens = [gen(100 + i) for i in range(start, start + size)]  # image i always owns seed 100+i
-        f, n = perturbed_features(identity, images[shard], SIGMA, 5, max_batch=max_batch, clamp=False, generator=shard_gens)
+        f, n = perturbed_features(identity, images[shard], SIGMA, 5, max_batch=max_batch, clamp=clamp, generator=shard_gens)
         parts_f.append(f)
         parts_n.append(n)
         shard_gens = [gen(100 + i) for i in range(start, start + size)]
         loss = multimodal_lipschitz_loss(
-            identity, images[shard], text[shard], SIGMA, 5, max_batch=max_batch, clamp=False, generator=shard_gens
+            identity, images[shard], text[shard], SIGMA, 5, max_batch=max_batch, clamp=clamp, generator=shard_gens
         )
         losses.append(loss * size)
         start += size
     assert torch.equal(torch.cat(parts_f, dim=1), full_f)
     assert torch.equal(torch.cat(parts_n, dim=1), full_n)
-    whole = multimodal_lipschitz_loss(identity, images, text, SIGMA, 5, clamp=False, generator=gens(6))
+    whole = multimodal_lipschitz_loss(identity, images, text, SIGMA, 5, clamp=clamp, generator=gens(6))
     torch.testing.assert_close(sum(losses) / 6, whole, rtol=1e-12, atol=0)
 
 
@@ -348,11 +361,11 @@ def test_text_gradient_matches_analytic_form(data):
     t = text.clone().requires_grad_(True)
     multimodal_lipschitz_loss(linear(weight), images, t, SIGMA, 3, generator=gen()).backward()
     noise = reference_noise(3, gen())
-    lo, hi = images.min(), images.max()
     expected = torch.zeros_like(text)
     for n in range(3):
         for b in range(B):
-            fp = linear(weight)((images[b : b + 1] + noise[n, b : b + 1]).clamp(lo, hi))[0]
+            x = images[b : b + 1]
+            fp = linear(weight)((x + noise[n, b : b + 1]).clamp(float(x.min()), float(x.max())))[0]
             diff = text[b] - fp
             expected[b] += diff / (norm(diff) * norm(noise[n, b]) * 3 * B)
     torch.testing.assert_close(t.grad, expected, rtol=1e-10, atol=1e-14)

@@ -1,26 +1,34 @@
 """Resume: an interrupted unlearning run, resumed with ``trainer.fit(ckpt_path=...)``, ends where an
 uninterrupted run with the same seed ends: same weights (bit for bit), sigma, k, selection counts,
-escalation state and report (accuracy histories, before/after evaluation).
+escalation state and report (accuracy histories, before/after evaluation), and it trains in the
+same mode (the CLIP in train mode at every step).
 
 The run: tiny-vit (random init, seeded) forgetting "dog" of a 4-class image_folder dataset, 8
 synthetic images, 2 steps per epoch, validation after every step. Uninterrupted it takes 10
 optimizer steps over 5 epochs: epochs 0-2 improve, epoch 3 does not and is undone (sigma escalates
 from 0.5 to 1.0), and the goal (synthetic accuracy 0) is reached at step 10.
 
-Checkpoints: Lightning's ``ModelCheckpoint(every_n_train_steps=1)`` saves in ``on_train_batch_end``,
-*before* the validation that follows the step, and on resume Lightning does not run that
-validation again (nor, at an epoch's last step, the epoch end): the run loses a history entry, or
-an escalation decision. Checkpoints must be saved after each validation instead:
+Checkpoints must be saved after each validation:
 ``ModelCheckpoint(every_n_epochs=1, save_on_train_epoch_end=False, save_top_k=-1)`` saves in
-``on_validation_end`` (after the other callbacks' ``on_validation_end``).
+``on_validation_end`` (after the other callbacks' ``on_validation_end``). Lightning's
+``ModelCheckpoint(every_n_train_steps=1)`` saves in ``on_train_batch_end``, *before* the
+validation that follows the step, and on resume Lightning does not run that validation again
+(nor, at an epoch's last step, the epoch end): the run loses a history entry, or an escalation
+decision (``test_train_batch_end_checkpoints_lose_the_following_validation`` shows it).
 
-Known core bug (xfail below): resuming from the checkpoint saved after the *last* validation of an
-epoch fails: Lightning then runs that epoch's ``on_train_epoch_end``, but ``trainer.callback_metrics``
-is empty after a restore, and ``NoiseLayerEscalation`` (strict) raises "monitors
-`forget/synthetic_acc`, which was not logged". Fix in callbacks/escalation.py: remember the last
-monitored value in ``on_validation_end``, save it in ``state_dict``, and fall back on it in
-``_read_monitor`` when ``callback_metrics`` lacks it (checked here with a subclass doing exactly
-that: the resume is then exact at every step).
+What is shown, with validation-end checkpoints and the plain callbacks:
+
+- mid-epoch (step 3, by default) and at epoch ends (steps 2 and 8, by default; step 8 ends epoch 3,
+  which is then undone): the resumed run ends exactly as the uninterrupted one. At an epoch's last
+  validation Lightning resumes into that epoch's ``on_train_epoch_end`` with empty
+  ``trainer.callback_metrics``; ``NoiseLayerEscalation`` decides on the monitored value it saved
+  in its checkpoint state (``last_monitor``);
+- the checkpoint holds the callbacks' state (selection counts, the escalation's epoch-start
+  snapshot and ``last_monitor``, the report's history, evaluation before unlearning and unlearning
+  time so far) and loads with ``torch.load(weights_only=True)``;
+- the resumed run trains the CLIP in train mode, as the uninterrupted one does
+  (``UnlearningModule.on_fit_start``; Lightning 2.6 no longer switches modes at fit start);
+- slow: interrupted after every step of the run (1-9), the resume is exact each time.
 """
 
 from __future__ import annotations
@@ -50,8 +58,6 @@ from lightning_unlearn.synthesis import SynthesisConfig
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*callbacks used to create the checkpoint need to be provided.*"),
     pytest.mark.filterwarnings("ignore:.*your dataloader is not resumable.*"),
-    # the resumed run trains the CLIP in eval mode: see test_resumed_run_trains_in_the_same_mode
-    pytest.mark.filterwarnings("ignore:.*module\\(s\\) in eval mode at the start of training.*"),
 ]
 
 CLASSES = ("cat", "dog", "car", "tree")
@@ -105,31 +111,6 @@ class ModeProbe(Callback):
         self.modes.append(pl_module.model.training)
 
 
-class LastMonitorEscalation(NoiseLayerEscalation):
-    """NoiseLayerEscalation with the proposed fix: it remembers the last monitored value itself."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._last_monitor: Optional[float] = None
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is not None and not trainer.sanity_checking:
-            self._last_monitor = float(value)
-
-    def _read_monitor(self, trainer) -> Optional[float]:
-        if self.monitor not in trainer.callback_metrics and self._last_monitor is not None:
-            return float(trainer.strategy.broadcast(self._last_monitor, src=0))
-        return super()._read_monitor(trainer)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "last_monitor": self._last_monitor}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        self._last_monitor = state_dict.get("last_monitor")
-
-
 def validation_end_checkpoints(dirpath: Path) -> ModelCheckpoint:
     return ModelCheckpoint(dirpath=dirpath, filename="{step}", every_n_epochs=1, save_on_train_epoch_end=False,
                            save_top_k=-1)
@@ -140,8 +121,7 @@ def train_batch_end_checkpoints(dirpath: Path) -> ModelCheckpoint:
 
 
 def run(world: dict[str, Path], out: Path, *, checkpoint: Optional[ModelCheckpoint] = None,
-        stop_at: Optional[int] = None, ckpt_path: Optional[Path] = None,
-        escalation_cls: type = NoiseLayerEscalation) -> Optional[dict[str, Any]]:
+        stop_at: Optional[int] = None, ckpt_path: Optional[Path] = None) -> Optional[dict[str, Any]]:
     """One run; the end state, or None if it was interrupted."""
     pl.seed_everything(0, verbose=False)
     module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["dog"],
@@ -150,7 +130,8 @@ def run(world: dict[str, Path], out: Path, *, checkpoint: Optional[ModelCheckpoi
     data = SyntheticForgetDataModule(images_per_class=8, steps_per_epoch=2, synthesis=SYNTHESIS,
                                      evaluation=evaluation, cache_dir=str(world["cache"]), progress=False)
     selection = GradientLayerSelection(k=2)
-    escalation = escalation_cls(sigma_schedule=[0.5, 1.0, 2.0], k_schedules={"vision": [2, 4, 8], "text": [2, 4, 8]})
+    escalation = NoiseLayerEscalation(sigma_schedule=[0.5, 1.0, 2.0],
+                                      k_schedules={"vision": [2, 4, 8], "text": [2, 4, 8]})
     report = UnlearningReport(output_dir=str(out), print_table=False)
     probe = ModeProbe()
     callbacks: list[Callback] = [selection, SyntheticAccuracyStopping(goal=0.0), escalation, report, probe]
@@ -203,11 +184,10 @@ def reference(world) -> dict[str, Any]:
     return end
 
 
-def interrupt_then_resume(world, tmp_path: Path, step: int, make_checkpoint=validation_end_checkpoints,
-                          escalation_cls: type = NoiseLayerEscalation) -> dict[str, Any]:
+def interrupt_then_resume(world, tmp_path: Path, step: int,
+                          make_checkpoint=validation_end_checkpoints) -> dict[str, Any]:
     ckpts = tmp_path / "ckpts"
-    first = run(world, tmp_path / "first", checkpoint=make_checkpoint(ckpts), stop_at=step,
-                escalation_cls=escalation_cls)
+    first = run(world, tmp_path / "first", checkpoint=make_checkpoint(ckpts), stop_at=step)
     assert first is None, "the run should have been interrupted"
     assert not (tmp_path / "first" / "report.json").exists()  # nothing written by the interrupted run
     saved = sorted(ckpts.glob("*.ckpt"))
@@ -215,7 +195,7 @@ def interrupt_then_resume(world, tmp_path: Path, step: int, make_checkpoint=vali
     for path in saved:  # every checkpoint loads without unpickling arbitrary objects
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         assert checkpoint["global_step"] == int(path.stem.split("=")[1])
-    return run(world, tmp_path / "resumed", ckpt_path=ckpts / f"step={step}.ckpt", escalation_cls=escalation_cls)
+    return run(world, tmp_path / "resumed", ckpt_path=ckpts / f"step={step}.ckpt")
 
 
 @pytest.fixture(scope="module")
@@ -249,6 +229,8 @@ def test_checkpoint_holds_the_callbacks_state(world, reference, tmp_path):
     assert sum(selection["selection_counts"].values()) == 2 * 4  # 2 steps x (2 vision + 2 text)
     escalation = next(v for k, v in states.items() if k.startswith("NoiseLayerEscalation"))
     assert escalation["epoch_open"] and escalation["snapshot_epoch"] == 0  # saved before epoch 0's end
+    # the value the epoch-end decision needs on resume (callback_metrics are empty after a restore)
+    assert escalation["last_monitor"] == reference["report"]["synthetic_acc_history"][1]
     report = next(v for k, v in states.items() if k.startswith("UnlearningReport"))
     # the unlearning time so far is saved, so a resumed run's report counts it too
     assert report["timings"]["unlearn"] > 0 and "evaluate_before" in report["timings"]
@@ -262,10 +244,9 @@ def test_resume_from_the_last_step_of_an_undone_epoch(world, reference, tmp_path
     assert_same_end(interrupt_then_resume(world, tmp_path, step=8), reference)
 
 
-@pytest.mark.parametrize("step", [2, 8])
-def test_resume_at_epoch_ends_with_the_proposed_escalation_fix(world, reference, tmp_path, step):
-    resumed = interrupt_then_resume(world, tmp_path, step=step, escalation_cls=LastMonitorEscalation)
-    assert_same_end(resumed, reference)
+def test_resume_at_the_end_of_an_improving_epoch(world, reference, tmp_path):
+    """Step 2 ends epoch 0, which improves: the resume runs its epoch end on the saved ``last_monitor``."""
+    assert_same_end(interrupt_then_resume(world, tmp_path, step=2), reference)
 
 
 def test_train_batch_end_checkpoints_lose_the_following_validation(world, reference, tmp_path):
@@ -282,7 +263,5 @@ def test_train_batch_end_checkpoints_lose_the_following_validation(world, refere
 @pytest.mark.slow
 @pytest.mark.parametrize("step", range(1, TOTAL_STEPS))
 def test_resume_after_every_step(world, reference, tmp_path, step):
-    """Every step of the run as the interruption point: exact as is mid-epoch (odd steps), and at
-    epoch ends (even steps) with the proposed escalation fix."""
-    escalation_cls = NoiseLayerEscalation if step % 2 else LastMonitorEscalation
-    assert_same_end(interrupt_then_resume(world, tmp_path, step=step, escalation_cls=escalation_cls), reference)
+    """Every step of the run as the interruption point: mid-epoch (odd steps) and epoch ends (even)."""
+    assert_same_end(interrupt_then_resume(world, tmp_path, step=step), reference)

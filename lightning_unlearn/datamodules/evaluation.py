@@ -6,7 +6,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 import lightning_unlearn.datasets  # noqa: F401  (registers the datasets)
-from lightning_unlearn.datasets.base import ZeroShotDataset, close_matches, get_dataset_factory
+from lightning_unlearn.datasets.base import ZeroShotDataset, close_matches, get_dataset_factory, needs_root
 
 
 def _class_key(name: str) -> str:
@@ -59,7 +59,7 @@ class EvaluationDataModule(LightningDataModule):
     @staticmethod
     def _resolve_roots(
         datasets: Union[dict[str, Optional[str]], list[str]], data_root: Optional[str]
-    ) -> dict[str, str]:
+    ) -> dict[str, Optional[str]]:
         """Each dataset's root (its own or ``data_root``); fails on unknown names or no root."""
         pairs = dict(datasets) if isinstance(datasets, dict) else {name: None for name in datasets}
         if not pairs:
@@ -67,7 +67,7 @@ class EvaluationDataModule(LightningDataModule):
         roots = {}
         for name, root in pairs.items():
             get_dataset_factory(name)  # raises with the registered names
-            if root is None and data_root is None:
+            if root is None and data_root is None and needs_root(name):
                 raise ValueError(
                     f"EvaluationDataModule: dataset {name!r} has no root; give it one "
                     f"(datasets={{{name!r}: '/path'}}) or set data_root."

@@ -20,7 +20,7 @@ from lightning_unlearn.models import model_fingerprint
 from lightning_unlearn.synthesis import SynthesisConfig, SyntheticSet, synthesize
 from lightning_unlearn.zeroshot import encode_classes
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # bump when synthesis changes what it makes: old caches are then remade
 
 
 class SyntheticImages(Dataset):

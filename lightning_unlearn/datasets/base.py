@@ -91,16 +91,27 @@ class ImageListDataset(Dataset):
 
 DatasetFactory = Callable[..., ZeroShotDataset]
 _REGISTRY: dict[str, DatasetFactory] = {}
+_ROOTLESS: set[str] = set()
 
 
-def register_dataset(name: str) -> Callable[[DatasetFactory], DatasetFactory]:
-    """Register ``factory(root, split="test", transform=None, **kwargs)`` under ``name``."""
+def register_dataset(name: str, needs_root: bool = True) -> Callable[[DatasetFactory], DatasetFactory]:
+    """Register ``factory(root, split="test", transform=None, **kwargs)`` under ``name``.
+
+    ``needs_root=False`` marks datasets that read no files (the demo world): they take ``root=None``.
+    """
 
     def wrap(factory: DatasetFactory) -> DatasetFactory:
         _REGISTRY[name] = factory
+        if not needs_root:
+            _ROOTLESS.add(name)
         return factory
 
     return wrap
+
+
+def needs_root(name: str) -> bool:
+    """Whether the dataset registered as ``name`` reads files from a root folder."""
+    return name not in _ROOTLESS
 
 
 def available_datasets() -> list[str]:

@@ -87,5 +87,5 @@ def _factory(domain: str):
     return factory
 
 
-demo_objects = register_dataset(DATASET_NAMES["objects"])(_factory("objects"))
-demo_textures = register_dataset(DATASET_NAMES["textures"])(_factory("textures"))
+demo_objects = register_dataset(DATASET_NAMES["objects"], needs_root=False)(_factory("objects"))
+demo_textures = register_dataset(DATASET_NAMES["textures"], needs_root=False)(_factory("textures"))
