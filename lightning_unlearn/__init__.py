@@ -17,9 +17,13 @@ __version__ = "0.1.0"
 
 def _demo_weights() -> str:
     """The cached demo CLIP (trained on first use): ``pretrained: demo-world`` resolves here."""
+    import contextvars
+
     from lightning_unlearn.demo.cache import ensure_demo_clip
 
-    return str(ensure_demo_clip())
+    # A fresh context: LightningCLI passes the outer module's config through a ContextVar that
+    # the pretraining module's save_hyperparameters() would otherwise pick up.
+    return str(contextvars.Context().run(ensure_demo_clip))
 
 
 try:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 CACHE_SUBDIR = "demo_clip"
 #: Bump when the training recipe changes in a way the settings below do not capture.
 RECIPE_VERSION = 1
-DEFAULT_STEPS = 1200
+DEFAULT_STEPS = 500
 
 
 def demo_settings(
