@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -m slow
 
 demo: $(STAMP)
 	$(BIN)/lightning-unlearn fit --config configs/demo.yaml

@@ -64,12 +64,12 @@ class SynthesisConfig:
                 f"({self.target_probability})"
             )
         for name in ("max_iterations", "step_size"):
-            if getattr(self, name) <= 0:
+            if not getattr(self, name) > 0:  # "not >" also rejects NaN
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not self.blur_sigma > 0:
             raise ValueError(f"blur_sigma must be positive, got {self.blur_sigma!r}")
         for name in ("max_restarts", "jitter", "blur_every", "probability_decay", "l2_weight"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size!r}")
