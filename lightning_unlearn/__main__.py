@@ -1,3 +1,3 @@
-from lightning_unlearn.cli import main
+from lightning_unlearn.cli import console_main as main
 
 main()

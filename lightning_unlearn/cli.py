@@ -26,7 +26,7 @@ class UnlearnCLI(LightningCLI):
 
 
 def main(args: Any = None, run: bool = True) -> UnlearnCLI:
-    """Entry point of the ``lightning-unlearn`` console script."""
+    """Run the CLI (``args`` as on the command line); returns the ``UnlearnCLI`` for inspection."""
     return UnlearnCLI(
         LightningModule,
         LightningDataModule,
@@ -44,5 +44,10 @@ def main(args: Any = None, run: bool = True) -> UnlearnCLI:
     )
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``lightning-unlearn`` console script (returns nothing, so nothing extra is printed)."""
     main()
+
+
+if __name__ == "__main__":
+    console_main()

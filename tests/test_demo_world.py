@@ -166,7 +166,7 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
 
     calls: list[dict] = []
 
-    def fake(settings: dict, progress: bool = True):
+    def fake(settings: dict, progress: bool = True, num_threads=None):
         calls.append(settings)
         torch.manual_seed(len(calls))
         model = open_clip.create_model(settings["model_name"])

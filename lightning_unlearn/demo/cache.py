@@ -16,12 +16,13 @@ Rebuild from the shell::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from lightning_unlearn import io
 from lightning_unlearn.demo import DEMO_MODEL_NAME, MODEL_CONFIG_DIR, world
@@ -33,15 +34,21 @@ CACHE_SUBDIR = "demo_clip"
 #: Bump when the training recipe changes in a way the settings below do not capture.
 RECIPE_VERSION = 1
 DEFAULT_STEPS = 500
+DEFAULT_TRAIN_PER_CLASS = 400
+DEFAULT_BATCH_REPEATS = 4
+DEFAULT_LR = 3e-3
 
 
 def demo_settings(
     seed: int = 0,
     steps: int = DEFAULT_STEPS,
     model_name: str = DEMO_MODEL_NAME,
-    train_per_class: int = 400,
-    batch_repeats: int = 1,
-    lr: float = 2e-3,
+    train_per_class: int = DEFAULT_TRAIN_PER_CLASS,
+    batch_repeats: int = DEFAULT_BATCH_REPEATS,
+    lr: float = DEFAULT_LR,
+    warmup_steps: int = 50,
+    weight_decay: float = 0.1,
+    augment: bool = False,
 ) -> dict[str, Any]:
     """Everything that determines the demo CLIP's weights, as a JSON-able dict (the cache key)."""
     config_path = MODEL_CONFIG_DIR / f"{model_name}.json"
@@ -58,6 +65,9 @@ def demo_settings(
         "train_per_class": train_per_class,
         "batch_repeats": batch_repeats,
         "lr": lr,
+        "warmup_steps": warmup_steps,
+        "weight_decay": weight_decay,
+        "augment": augment,
     }
 
 
@@ -101,8 +111,29 @@ def read_valid_manifest(weights: Path, manifest: Path, settings: dict[str, Any])
     return meta
 
 
-def train_demo_clip(settings: dict[str, Any], progress: bool = True) -> tuple[dict[str, Any], dict[str, float], float]:
+@contextlib.contextmanager
+def _torch_threads(num_threads: Optional[int]) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(num_threads)`` (``None``: leave as is)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_demo_clip(
+    settings: dict[str, Any], progress: bool = True, num_threads: Optional[int] = None
+) -> tuple[dict[str, Any], dict[str, float], float]:
     """Train the demo CLIP for ``settings``; returns ``(state_dict, zero-shot accuracy, seconds)``."""
+    with _torch_threads(num_threads):
+        return _train(settings, progress)
+
+
+def _train(settings: dict[str, Any], progress: bool) -> tuple[dict[str, Any], dict[str, float], float]:
     import lightning as L
     from lightning.pytorch.callbacks import RichProgressBar
 
@@ -111,9 +142,10 @@ def train_demo_clip(settings: dict[str, Any], progress: bool = True) -> tuple[di
     L.seed_everything(settings["seed"], workers=True, verbose=False)
     datamodule = DemoWorldDataModule(
         seed=settings["seed"], train_per_class=settings["train_per_class"],
-        batch_repeats=settings["batch_repeats"], model_name=settings["model_name"],
+        batch_repeats=settings["batch_repeats"], augment=settings["augment"], model_name=settings["model_name"],
     )
-    module = DemoClipPretraining(model_name=settings["model_name"], lr=settings["lr"])
+    module = DemoClipPretraining(model_name=settings["model_name"], lr=settings["lr"],
+                                 warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"])
     steps = settings["steps"]
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=steps, deterministic=True,
@@ -137,6 +169,7 @@ def ensure_demo_clip(
     cache_dir: Optional[str | Path] = None,
     progress: bool = True,
     force: bool = False,
+    num_threads: Optional[int] = None,
     **settings_overrides: Any,
 ) -> Path:
     """Path of the cached demo CLIP weights for these settings, training them first if needed.
@@ -147,6 +180,8 @@ def ensure_demo_clip(
         cache_dir: cache root; default ``$LIGHTNING_UNLEARN_CACHE`` or ``~/.cache/lightning_unlearn``.
         progress: show Lightning's Rich progress bar while training.
         force: retrain even if a valid cached file exists.
+        num_threads: torch CPU threads while training (``None``: torch's current setting). On a
+            machine shared with other busy processes, 1 is steadier than 2.
         **settings_overrides: other :func:`demo_settings` arguments (``train_per_class``, ``lr``...).
 
     Returns:
@@ -160,7 +195,7 @@ def ensure_demo_clip(
     if not force and read_valid_manifest(weights, manifest, settings) is not None:
         return weights
 
-    state, accuracy, seconds = train_demo_clip(settings, progress=progress)
+    state, accuracy, seconds = train_demo_clip(settings, progress=progress, num_threads=num_threads)
     # weights first, manifest last: a crash in between leaves no manifest, hence a retrain
     manifest.unlink(missing_ok=True)
     with io.atomic_path(weights) as tmp:
@@ -190,10 +225,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="pretraining steps")
     parser.add_argument("--cache-dir", default=None, help="cache root (default: $LIGHTNING_UNLEARN_CACHE)")
     parser.add_argument("--force", action="store_true", help="retrain even if cached")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads while training")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     path = ensure_demo_clip(seed=args.seed, steps=args.steps, cache_dir=args.cache_dir,
-                            progress=not args.no_progress, force=args.force)
+                            progress=not args.no_progress, force=args.force, num_threads=args.threads)
     meta = read_manifest(path)
     print(f"{path}\nzero-shot accuracy: {meta['zero_shot_accuracy']}  train seconds: {meta['train_seconds']}")
 

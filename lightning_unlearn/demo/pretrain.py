@@ -64,7 +64,7 @@ class _CaptionedBatches(IterableDataset):
     """
 
     def __init__(self, images: Tensor, tokens: Tensor, num_templates: Tensor, repeats: int, seed: int,
-                 augment: bool = True) -> None:
+                 augment: bool = False) -> None:
         self.images = images  # uint8 [classes, per_class, H, W, 3]
         self.tokens = tokens  # [classes, max_templates, context]
         self.num_templates = num_templates  # [classes]
@@ -119,7 +119,7 @@ class DemoWorldDataModule(L.LightningDataModule):
         train_per_class: int = 400,
         val_per_class: int = 20,
         batch_repeats: int = 4,
-        augment: bool = True,
+        augment: bool = False,
         model_name: str = DEMO_MODEL_NAME,
         val_batch_size: int = 512,
     ) -> None:
