@@ -145,9 +145,9 @@ def test_reduced_pretraining_learns(tmp_path: Path) -> None:
     losses = Losses()
     dm = DemoWorldDataModule(seed=0, train_per_class=24, val_per_class=10, batch_repeats=2)
     module = DemoClipPretraining(lr=3e-3, warmup_steps=10)
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=80, deterministic=True, logger=False,
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=160, deterministic=True, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[losses], val_check_interval=80, check_val_every_n_epoch=None,
+                        callbacks=[losses], val_check_interval=160, check_val_every_n_epoch=None,
                         num_sanity_val_steps=0, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=dm)
     first, last = np.mean(losses.values[:10]), np.mean(losses.values[-10:])
