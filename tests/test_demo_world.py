@@ -128,7 +128,27 @@ def test_model_config_registered_and_preprocess_matches_the_world() -> None:
     assert torch.equal(preprocess(ds[0][0]), to_model_input(ds.images[:1])[0])
 
 
-def test_reduced_pretraining_learns(tmp_path: Path) -> None:
+def test_training_batches_are_class_balanced_and_seeded() -> None:
+    from lightning_unlearn.demo.pretrain import DemoWorldDataModule
+
+    def first_batches(seed: int, noise_std: float):
+        dm = DemoWorldDataModule(seed=seed, train_per_class=3, batch_repeats=2, noise_std=noise_std)
+        dm.setup("fit")
+        it = iter(dm.train_dataloader())
+        return [next(it) for _ in range(2)]
+
+    a = first_batches(0, 0.5)
+    images, tokens = a[0]
+    classes = len(world.OBJECT_CLASSES) + len(world.TEXTURE_CLASSES)
+    assert images.shape == (2, classes, 3, world.IMAGE_SIZE, world.IMAGE_SIZE)
+    assert tokens.shape == (classes, open_clip.get_tokenizer(DEMO_MODEL_NAME).context_length)
+    b = first_batches(0, 0.5)
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
+    assert not torch.equal(a[0][0], first_batches(0, 0.0)[0][0])  # the noise is applied
+    assert not torch.equal(a[0][0], first_batches(1, 0.5)[0][0])
+
+
+def test_reduced_pretraining_learns(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
@@ -141,6 +161,10 @@ def test_reduced_pretraining_learns(tmp_path: Path) -> None:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             self.values.append(float(outputs["loss"]))
 
+    # one thread: steady under contention (two threads on a busy 2-core machine can crawl)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     L.seed_everything(0, verbose=False)
     losses = Losses()
     dm = DemoWorldDataModule(seed=0, train_per_class=24, val_per_class=10, batch_repeats=2)
@@ -234,6 +258,17 @@ def test_failed_write_leaves_no_file(tmp_path: Path, fake_training: list[dict],
     weights, manifest = cache_paths(demo_settings(seed=0, steps=5), tmp_path)
     assert not weights.exists() and not manifest.exists()
     assert list(weights.parent.iterdir()) == []
+
+
+def test_training_restores_torch_threads_and_determinism_flag() -> None:
+    from lightning_unlearn.demo.cache import _torch_state
+
+    threads, flag = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    with _torch_state(1):
+        assert torch.get_num_threads() == 1
+        torch.use_deterministic_algorithms(True)  # what Trainer(deterministic=True) does
+    assert torch.get_num_threads() == threads
+    assert torch.are_deterministic_algorithms_enabled() == flag
 
 
 def test_cache_folder_follows_the_environment(tmp_path: Path, fake_training: list[dict],

@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -32,11 +33,15 @@ log = logging.getLogger(__name__)
 #: Sub-folder of the project cache that holds the demo CLIP.
 CACHE_SUBDIR = "demo_clip"
 #: Bump when the training recipe changes in a way the settings below do not capture.
-RECIPE_VERSION = 1
-DEFAULT_STEPS = 500
+RECIPE_VERSION = 2
+DEFAULT_STEPS = 600
 DEFAULT_TRAIN_PER_CLASS = 400
 DEFAULT_BATCH_REPEATS = 4
 DEFAULT_LR = 3e-3
+#: Gaussian noise on training images (per-image std uniform in [0, this], normalised units). It
+#: makes the features robust to the noise that synthesis starts from, so synthetic images of a
+#: class carry its real features and forgetting them transfers to real images (docs/demo_world.md).
+DEFAULT_NOISE_STD = 0.5
 
 
 def demo_settings(
@@ -49,6 +54,7 @@ def demo_settings(
     warmup_steps: int = 50,
     weight_decay: float = 0.1,
     augment: bool = False,
+    noise_std: float = DEFAULT_NOISE_STD,
 ) -> dict[str, Any]:
     """Everything that determines the demo CLIP's weights, as a JSON-able dict (the cache key)."""
     config_path = MODEL_CONFIG_DIR / f"{model_name}.json"
@@ -68,6 +74,7 @@ def demo_settings(
         "warmup_steps": warmup_steps,
         "weight_decay": weight_decay,
         "augment": augment,
+        "noise_std": noise_std,
     }
 
 
@@ -112,24 +119,29 @@ def read_valid_manifest(weights: Path, manifest: Path, settings: dict[str, Any])
 
 
 @contextlib.contextmanager
-def _torch_threads(num_threads: Optional[int]) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(num_threads)`` (``None``: leave as is)."""
+def _torch_state(num_threads: Optional[int]) -> Iterator[None]:
+    """Run the block with ``num_threads`` torch threads (``None``: as is); afterwards restore the
+    thread count and the deterministic-algorithms flag (``Trainer(deterministic=True)`` sets it
+    for the whole process)."""
     import torch
 
-    before = torch.get_num_threads()
+    threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def train_demo_clip(
-    settings: dict[str, Any], progress: bool = True, num_threads: Optional[int] = None
+    settings: dict[str, Any], progress: bool = True, num_threads: Optional[int] = 1
 ) -> tuple[dict[str, Any], dict[str, float], float]:
     """Train the demo CLIP for ``settings``; returns ``(state_dict, zero-shot accuracy, seconds)``."""
-    with _torch_threads(num_threads):
+    with _torch_state(num_threads):
         return _train(settings, progress)
 
 
@@ -142,7 +154,8 @@ def _train(settings: dict[str, Any], progress: bool) -> tuple[dict[str, Any], di
     L.seed_everything(settings["seed"], workers=True, verbose=False)
     datamodule = DemoWorldDataModule(
         seed=settings["seed"], train_per_class=settings["train_per_class"],
-        batch_repeats=settings["batch_repeats"], augment=settings["augment"], model_name=settings["model_name"],
+        batch_repeats=settings["batch_repeats"], augment=settings["augment"],
+        noise_std=settings["noise_std"], model_name=settings["model_name"],
     )
     module = DemoClipPretraining(model_name=settings["model_name"], lr=settings["lr"],
                                  warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"])
@@ -155,7 +168,10 @@ def _train(settings: dict[str, Any], progress: bool) -> tuple[dict[str, Any], di
         num_sanity_val_steps=0,
     )
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    with warnings.catch_warnings():
+        # the batches are made in-process on purpose (rendered once, indexed per step)
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
     model = module.model
     accuracy = zero_shot_accuracy(model, module.tokenizer, split="test", seed=settings["seed"])
@@ -169,7 +185,7 @@ def ensure_demo_clip(
     cache_dir: Optional[str | Path] = None,
     progress: bool = True,
     force: bool = False,
-    num_threads: Optional[int] = None,
+    num_threads: Optional[int] = 1,
     **settings_overrides: Any,
 ) -> Path:
     """Path of the cached demo CLIP weights for these settings, training them first if needed.
@@ -180,8 +196,10 @@ def ensure_demo_clip(
         cache_dir: cache root; default ``$LIGHTNING_UNLEARN_CACHE`` or ``~/.cache/lightning_unlearn``.
         progress: show Lightning's Rich progress bar while training.
         force: retrain even if a valid cached file exists.
-        num_threads: torch CPU threads while training (``None``: torch's current setting). On a
-            machine shared with other busy processes, 1 is steadier than 2.
+        num_threads: torch CPU threads while training (``None``: torch's current setting). The
+            default 1 is the steady choice: two threads are ~1.4x faster on an idle dual-core
+            machine but can be many times slower when other processes compete for the cores,
+            and a fixed count keeps the weights reproducible across machines.
         **settings_overrides: other :func:`demo_settings` arguments (``train_per_class``, ``lr``...).
 
     Returns:
@@ -207,6 +225,7 @@ def ensure_demo_clip(
         "settings": settings,
         "zero_shot_accuracy": accuracy,
         "train_seconds": round(seconds, 1),
+        "num_threads": num_threads,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
     return weights
@@ -225,11 +244,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="pretraining steps")
     parser.add_argument("--cache-dir", default=None, help="cache root (default: $LIGHTNING_UNLEARN_CACHE)")
     parser.add_argument("--force", action="store_true", help="retrain even if cached")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads while training")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads while training (0: torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     path = ensure_demo_clip(seed=args.seed, steps=args.steps, cache_dir=args.cache_dir,
-                            progress=not args.no_progress, force=args.force, num_threads=args.threads)
+                            progress=not args.no_progress, force=args.force,
+                            num_threads=args.threads or None)
     meta = read_manifest(path)
     print(f"{path}\nzero-shot accuracy: {meta['zero_shot_accuracy']}  train seconds: {meta['train_seconds']}")
 

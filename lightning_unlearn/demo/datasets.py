@@ -40,16 +40,18 @@ class DemoWorldDataset(Dataset):
         seed: int = 0,
         transform: Optional[Transform] = None,
     ) -> None:
+        if domain not in DATASET_NAMES:
+            raise ValueError(f"unknown demo domain {domain!r}; expected one of {list(DATASET_NAMES)}")
         if num_per_class < 1:
             raise ValueError(f"num_per_class must be >= 1, got {num_per_class}")
         self.domain = domain
         self.split = split
         self.seed = seed
-        self.name = DATASET_NAMES[domain] if domain in DATASET_NAMES else domain
-        self.classnames: list[str] = list(world.CLASSES[domain]) if domain in world.CLASSES else []
-        self.templates: list[str] = list(world.TEMPLATES.get(domain, ()))
-        labels = world.balanced_labels(len(world.CLASSES.get(domain, ())), num_per_class)
-        # render_many validates domain and split
+        self.name = DATASET_NAMES[domain]
+        self.classnames: list[str] = list(world.CLASSES[domain])
+        self.templates: list[str] = list(world.TEMPLATES[domain])
+        labels = world.balanced_labels(len(self.classnames), num_per_class)
+        # rendered once here (thousands take seconds); render_many validates the split
         self.images: np.ndarray = world.render_many(domain, labels, seed=seed, split=split)
         self.labels: np.ndarray = labels
         self.transform = transform

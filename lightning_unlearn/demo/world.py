@@ -15,7 +15,6 @@ so an image never depends on how many others were asked for.
 
 from __future__ import annotations
 
-import colorsys
 import math
 from typing import Callable, Sequence
 
@@ -23,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 #: Bump when any drawing changes: it is part of the demo CLIP's cache key.
-WORLD_VERSION = 1
+WORLD_VERSION = 2
 #: Side of every generated image, in pixels.
 IMAGE_SIZE = 32
 #: Supersampling factor: objects are drawn this many times larger, then box-filtered down,
@@ -336,26 +335,46 @@ _OBJECT_PRIMITIVES: tuple[list[Primitive], ...] = tuple(_SHAPES[name]() for name
 # --------------------------------------------------------------------------------------------
 # Colours
 # --------------------------------------------------------------------------------------------
-def _luma(rgb: np.ndarray) -> float:
-    return float(rgb @ np.array([0.299, 0.587, 0.114]))
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+_HSV_OFFSETS = np.array([5.0, 3.0, 1.0])
+
+
+def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Vectorised HSV -> RGB (all in [0, 1]); returns ``[n, 3]``.
+
+    Uses c = v - v s clip(min(k, 4 - k), 0, 1) with k = (n + 6 h) mod 6, n = 5, 3, 1 for R, G, B.
+    """
+    k = (_HSV_OFFSETS + 6.0 * h[:, None]) % 6.0
+    return v[:, None] * (1.0 - s[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+
+
+def _random_colours(rng: np.random.Generator, n: int, sat: tuple[float, float] = (0.35, 1.0),
+                    val: tuple[float, float] = (0.25, 1.0)) -> np.ndarray:
+    """``n`` random RGB colours, ``[n, 3]`` in [0, 1]: uniform hue, saturation and value ranges."""
+    return _hsv_to_rgb(rng.random(n), rng.uniform(*sat, n), rng.uniform(*val, n))
 
 
 def _random_colour(rng: np.random.Generator, sat: tuple[float, float] = (0.35, 1.0),
                    val: tuple[float, float] = (0.25, 1.0)) -> np.ndarray:
-    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(*sat), rng.uniform(*val)))
+    return _random_colours(rng, 1, sat, val)[0]
 
 
 def _contrasting(rng: np.random.Generator, others: Sequence[np.ndarray], min_luma_gaps: Sequence[float]) -> np.ndarray:
     """A random colour whose luma differs from each of ``others`` by its ``min_luma_gaps``.
 
-    Rejection sampling; the draw count varies, but it only consumes ``rng``, so images stay
+    Rejection sampling on batches of candidates; the draws only consume ``rng``, so images stay
     deterministic.
     """
-    for _ in range(64):
-        colour = _random_colour(rng)
-        luma = _luma(colour)
-        if all(abs(luma - _luma(o)) >= gap for o, gap in zip(others, min_luma_gaps)):
-            return colour
+    for _ in range(8):
+        candidates = _random_colours(rng, 16)
+        luma = candidates @ _LUMA
+        ok = np.ones(len(candidates), dtype=bool)
+        for other, gap in zip(others, min_luma_gaps):
+            ok &= np.abs(luma - float(other @ _LUMA)) >= gap
+        if ok.any():
+            return candidates[int(np.argmax(ok))]
     # Rarely reached (two constraints can conflict); contrast with the first colour only.
     return np.clip(1.0 - others[0], 0.0, 1.0)
 
@@ -385,8 +404,9 @@ def _ramp(n: int) -> np.ndarray:
 # Objects
 # --------------------------------------------------------------------------------------------
 def _rgb255(colour: np.ndarray) -> tuple[int, int, int]:
-    r, g, b = (np.clip(colour, 0.0, 1.0) * 255.0 + 0.5).astype(int).tolist()
-    return r, g, b
+    r, g, b = colour.tolist()
+    return (int(min(max(r, 0.0), 1.0) * 255 + 0.5), int(min(max(g, 0.0), 1.0) * 255 + 0.5),
+            int(min(max(b, 0.0), 1.0) * 255 + 0.5))
 
 
 def _draw_clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator, big: int, base: np.ndarray) -> None:
@@ -653,4 +673,4 @@ def save_sample_grid(path: str, per_class: int = 6, seed: int = 0) -> None:
     from lightning_unlearn.io import atomic_path
 
     with atomic_path(path) as tmp:
-        sample_grid(per_class=per_class, seed=seed).save(tmp, format="PNG")
+        sample_grid(per_class=per_class, seed=seed).save(tmp, format="PNG", optimize=True)
