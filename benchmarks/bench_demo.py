@@ -7,6 +7,11 @@ and on the other domain, the drops against the issue's bars, and the wall time o
 demo CLIP is trained once, on the first run, and cached).
 
     python benchmarks/bench_demo.py [--classes anchor kite rocket] [--seeds 0 1 2] [--out DIR]
+        [--no-repeat] [CLI overrides, e.g. --model.init_args.lr 1e-3]
+
+Arguments it does not know are passed to the CLI after the config, so variants of the demo are
+measured the same way. The first (class, seed) is run a second time and the two reports are
+compared number by number (the issue's "same numbers from two runs with the same seed").
 """
 
 from __future__ import annotations
@@ -24,15 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 BARS = {"before_min": 0.85, "target_after_max": 0.05, "other_drop_max": 0.03, "domain_drop_max": 0.02}
 
 
-def run_once(cls: str, seed: int, out: Path, config: Path) -> dict:
+def run_once(cls: str, seed: int, out: Path, config: Path, overrides: list[str], name: str = "") -> dict:
     args = [
-        "fit", "--config", str(config),
+        "fit", "--config", str(config), *overrides,
         "--seed_everything", str(seed),
         "--model.init_args.forget_classes", json.dumps([cls]),
         "--model.init_args.noise_seed", str(seed),
         "--data.init_args.seed", str(seed),
         "--trainer.logger.init_args.save_dir", str(out),
-        "--trainer.logger.init_args.name", f"{cls}_{seed}",
+        "--trainer.logger.init_args.name", name or f"{cls}_{seed}",
     ]
     start = time.perf_counter()
     cli = cli_main(args)
@@ -62,13 +67,25 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
-    args = parser.parse_args()
+    parser.add_argument("--no-repeat", action="store_true", help="skip the second run of the first (class, seed)")
+    args, overrides = parser.parse_known_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_demo_"))
+    config = Path(args.config)
 
-    rows = []
+    rows, reports = [], []
     for cls in args.classes:
         for seed in args.seeds:
-            rows.append({"seed": seed, **summarise(run_once(cls, seed, out, Path(args.config)))})
+            reports.append(run_once(cls, seed, out, config, overrides))
+            rows.append({"seed": seed, **summarise(reports[-1])})
+    repeat_identical = None
+    if not args.no_repeat:
+        cls, seed = args.classes[0], args.seeds[0]
+        again = run_once(cls, seed, out, config, overrides, name=f"{cls}_{seed}_repeat")
+        differences = [key for key in ("before", "after", "optimizer_steps", "stop_reason", "selected_parameters")
+                       if again.get(key) != reports[0].get(key)]
+        repeat_identical = not differences
+        print(f"\nREPEAT {cls} seed {seed}: " + ("identical before/after numbers, steps, stop reason and selected "
+                                               "tensors" if repeat_identical else f"DIFFERENT in {differences}"))
 
     print("\nclass      seed  target bf->af   other bf->af    textures bf->af  steps stop              s")
     for r in rows:
@@ -94,7 +111,10 @@ def main() -> None:
         "other_domain": domain_drop <= BARS["domain_drop_max"],
     }
     print("BARS " + " ".join(f"{k}={'pass' if v else 'FAIL'}" for k, v in verdict.items()))
-    (out / "bench_demo.json").write_text(json.dumps({"rows": rows, "verdict": verdict}, indent=2))
+    if overrides:
+        print("overrides: " + " ".join(overrides))
+    (out / "bench_demo.json").write_text(json.dumps(
+        {"rows": rows, "verdict": verdict, "repeat_identical": repeat_identical, "overrides": overrides}, indent=2))
     print(f"runs and bench_demo.json in {out}")
 
 
