@@ -250,3 +250,25 @@ def test_towers_of_custom_text_clip():
     everything = eligible_groups(model, "all")
     names = {n for params in everything.values() for n, _ in params}
     assert "text.token_embedding.weight" in names and "logit_scale" not in names
+
+
+def test_report_table_comes_after_the_progress_bar(tmp_path, monkeypatch):
+    """The Rich table and the file names are the last lines of a run, not followed by a redrawn bar."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    from lightning_unlearn.callbacks import report as report_module
+
+    events: list[str] = []
+    bar = RichProgressBar()
+    bar_teardown = bar.teardown
+    monkeypatch.setattr(bar, "teardown", lambda *a, **k: (events.append("bar closed"), bar_teardown(*a, **k)))
+    monkeypatch.setattr(report_module, "print_report", lambda report: events.append("table"))
+    pl.seed_everything(0)
+    module = tiny_module(num_perturbations=2, lr=5e-3)
+    data = SyntheticForgetDataModule(images_per_class=4, steps_per_epoch=1, synthesis=EASY_SYNTHESIS, progress=False)
+    callbacks = _callbacks(tmp_path / "out")[:-1] + [UnlearningReport(output_dir=str(tmp_path / "out")), bar]
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, val_check_interval=1, num_sanity_val_steps=0,
+                         callbacks=callbacks, logger=False, enable_checkpointing=False)
+    trainer.fit(module, data)
+    assert "table" in events and events.index("bar closed") < events.index("table"), events
+    assert events.count("table") == 1

@@ -73,6 +73,7 @@ class UnlearningReport(Callback):
         self.evaluate_after = evaluate_after
         self.export_name = export_name
         self.print_table = print_table
+        self._announce: Optional[Path] = None  # output folder whose report is still to be shown
         self.before: dict[str, Any] = {}
         self.after: dict[str, Any] = {}
         self.timings: dict[str, float] = {}
@@ -166,6 +167,17 @@ class UnlearningReport(Callback):
             self.report["export"] = str(export)
         atomic_write_json(out / "report.json", self.report)
         atomic_write_text(out / "report.md", render_markdown(self.report))
+        self._announce = out  # printed in `teardown`, once the progress bar has finished
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        out, self._announce = self._announce, None
+        if out is None or not trainer.is_global_zero:
+            return
+        # A live Rich bar would redraw itself below the table: close it first (idempotent) so the
+        # table and the file names are the last lines of the run.
+        bar = trainer.progress_bar_callback
+        if bar is not None and bar is not self:
+            bar.teardown(trainer, pl_module, stage)
         if self.print_table:
             print_report(self.report)
         rank_zero_info(f"Report written to {out / 'report.json'} and {out / 'report.md'}")

@@ -25,6 +25,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from lightning.pytorch.utilities import rank_zero_info
+
 from lightning_unlearn import io
 from lightning_unlearn.demo import DEMO_MODEL_NAME, MODEL_CONFIG_DIR, world
 
@@ -161,7 +163,8 @@ def _train(settings: dict[str, Any], progress: bool) -> tuple[dict[str, Any], di
                                  warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"])
     steps = settings["steps"]
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=steps, deterministic=True,
+        # max_epochs=1: the stream is endless, max_steps ends the run (the bar then reads "Epoch 0/0")
+        accelerator="cpu", devices=1, max_steps=steps, max_epochs=1, deterministic=True,
         logger=False, enable_checkpointing=False, enable_model_summary=False,
         enable_progress_bar=progress, callbacks=[RichProgressBar()] if progress else [],
         val_check_interval=max(1, steps // 2), check_val_every_n_epoch=None,
@@ -213,6 +216,8 @@ def ensure_demo_clip(
     if not force and read_valid_manifest(weights, manifest, settings) is not None:
         return weights
 
+    rank_zero_info(f"Demo CLIP: not cached yet; training it once ({settings['steps']} steps, about 2 minutes "
+                   f"on one CPU core) into {weights.parent}")
     state, accuracy, seconds = train_demo_clip(settings, progress=progress, num_threads=num_threads)
     # weights first, manifest last: a crash in between leaves no manifest, hence a retrain
     manifest.unlink(missing_ok=True)
@@ -228,6 +233,8 @@ def ensure_demo_clip(
         "num_threads": num_threads,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
+    rank_zero_info("Demo CLIP trained in {:.0f} s, zero-shot accuracy {}: {}".format(
+        seconds, ", ".join(f"{d} {100 * a:.1f}%" for d, a in accuracy.items()), weights))
     return weights
 
 

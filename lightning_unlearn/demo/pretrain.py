@@ -13,6 +13,8 @@ itself. ``batch_repeats`` such groups make one optimiser step.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from typing import Iterator, Optional
 
@@ -184,6 +186,23 @@ class DemoWorldDataModule(L.LightningDataModule):
         return [DataLoader(_TensorImages(self._val[d]), batch_size=self.val_batch_size) for d in self.domains]
 
 
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init() -> Iterator[None]:
+    """Hide open_clip's warning that no pretrained weights were loaded: random init is the point here."""
+    notice = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
+
+
 def _decays(name: str, param: nn.Parameter) -> bool:
     # CLIP convention: no weight decay on gains, biases, embeddings and the temperature
     return param.ndim >= 2 and "embedding" not in name and "logit_scale" not in name
@@ -221,7 +240,8 @@ class DemoClipPretraining(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = open_clip.create_model(model_name, output_dict=True)
+        with _quiet_random_init():
+            self.model = open_clip.create_model(model_name, output_dict=True)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         if freeze_token_embedding:
             self.model.token_embedding.weight.requires_grad_(False)
