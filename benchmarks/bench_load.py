@@ -15,10 +15,11 @@ The script exits with status 1 if a peak exceeds ``--limit-gib`` (24 by default)
 Models:
 
 - ``--model demo``: the pretrained demo CLIP of ``lightning_unlearn.demo`` (``demo-clip-rn``;
-  ``ensure_demo_clip()`` trains it first if the cache lacks it, about 3 minutes on 2 busy CPU cores);
-  the 5 classes are ``demo_objects`` classes and the vocabulary is that dataset's (27 classes).
-  Measured (1 thread, 2 shared cores): 260 images (all reached the target), 25 perturbations,
-  4 optimizer steps: peak RSS 1.09 GiB, synthesis 31 s, unlearning 16 s, whole fit 48 s.
+  ``ensure_demo_clip()`` trains it first if the cache lacks it, about 2 minutes on one core);
+  the 5 classes are ``demo_objects`` classes and the vocabulary is that dataset's (24 classes).
+  Measured 2026-11-28 (1 thread, 2 cores, CLIP cached): 260 images (all reached the target),
+  25 perturbations, 4 optimizer steps: peak RSS 1.02 GiB, synthesis 3 s, unlearning 10 s, whole
+  fit 14 s.
 - ``--model tiny-vit`` (the default: needs no pretraining): the random-init tiny
   ViT of ``tests/model_configs`` with a 36-class vocabulary (the demo world's 27 object and first 9
   texture names). A random model cannot make most classes its arg-max, so synthesis cannot reach
