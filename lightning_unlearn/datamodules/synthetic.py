@@ -92,6 +92,7 @@ class SyntheticForgetDataModule(pl.LightningDataModule):
         self.seed = seed
         self.evaluation = evaluation
         self.cache_dir = cache_dir
+        self._path_for: Optional[tuple[int, Path]] = None  # (id of the module, its cache path)
         self.use_cache = use_cache
         self.batch_size = batch_size
         self.progress = progress
@@ -131,6 +132,12 @@ class SyntheticForgetDataModule(pl.LightningDataModule):
         root = Path(self.cache_dir) if self.cache_dir else default_cache_dir("synthetic")
         return root / f"{digest}.pt"
 
+    def _resolved_cache_path(self, module: Any) -> Path:
+        # prepare_data and setup both need the path; hashing large weights (RN50: ~1 s) once is enough
+        if self._path_for is None or self._path_for[0] != id(module):
+            self._path_for = (id(module), self.cache_path(module))
+        return self._path_for[1]
+
     def make(self, module: Any) -> SyntheticSet:
         """Synthesise the set for ``module`` (no caching)."""
         spec = module.forget_spec()
@@ -153,7 +160,7 @@ class SyntheticForgetDataModule(pl.LightningDataModule):
         # Disk work only, once per node: later every rank loads the same file in setup().
         self._link_evaluation()
         module = self._module()
-        path = self.cache_path(module)
+        path = self._resolved_cache_path(module)
         if self.use_cache and _load(path) is not None:
             rank_zero_info(f"Synthetic forget set: using cache {path}")
             return
@@ -170,7 +177,8 @@ class SyntheticForgetDataModule(pl.LightningDataModule):
         if stage not in ("fit", "validate") or self.synthetic is not None:
             return
         module = self._module()
-        path = self.cache_path(module)
+        path = self._resolved_cache_path(module)
+        self._path_for = None  # a later fit may start from other weights: hash them again then
         payload = _load(path)
         if payload is None:
             # prepare_data was skipped (e.g. prepare_data_per_node and a node-local disk).
