@@ -52,3 +52,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_open_clip_weights(path: str | Path, weights: Any, metadata: dict[str, str] | None = None) -> Path:
+    """Write a model's (or a state dict's) tensors atomically as ``.safetensors``, the file that
+    ``open_clip``'s ``pretrained=<file>`` loads; returns the path."""
+    from safetensors.torch import save_file
+
+    tensors = weights.state_dict() if hasattr(weights, "state_dict") else weights
+    state = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return Path(path)

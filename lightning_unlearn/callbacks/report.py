@@ -12,7 +12,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lightning_unlearn.io import atomic_path, atomic_write_json, atomic_write_text
+from lightning_unlearn.io import atomic_write_json, atomic_write_text, save_open_clip_weights
 from lightning_unlearn.report import build_report, print_report, render_markdown
 
 
@@ -158,12 +158,8 @@ class UnlearningReport(Callback):
     @rank_zero_only
     def _write(self, out: Path, pl_module: Any) -> None:
         if self.export_name:
-            from safetensors.torch import save_file
-
-            export = out / self.export_name
-            state = {k: v.detach().cpu().contiguous() for k, v in pl_module.model.state_dict().items()}
-            with atomic_path(export) as tmp:
-                save_file(state, str(tmp), metadata={"model": pl_module.hparams.model_name})
+            export = save_open_clip_weights(out / self.export_name, pl_module.model,
+                                            metadata={"model": pl_module.hparams.model_name})
             self.report["export"] = str(export)
         atomic_write_json(out / "report.json", self.report)
         atomic_write_text(out / "report.md", render_markdown(self.report))

@@ -178,8 +178,7 @@ def _train(settings: dict[str, Any], progress: bool) -> tuple[dict[str, Any], di
     seconds = time.perf_counter() - start
     model = module.model
     accuracy = zero_shot_accuracy(model, module.tokenizer, split="test", seed=settings["seed"])
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    return state, accuracy, seconds
+    return model.state_dict(), accuracy, seconds
 
 
 def ensure_demo_clip(
@@ -209,8 +208,6 @@ def ensure_demo_clip(
         Path of a ``.safetensors`` file for
         ``open_clip.create_model_and_transforms(DEMO_MODEL_NAME, pretrained=str(path))``.
     """
-    from safetensors.torch import save_file
-
     settings = demo_settings(seed=seed, steps=steps, **settings_overrides)
     weights, manifest = cache_paths(settings, cache_dir)
     if not force and read_valid_manifest(weights, manifest, settings) is not None:
@@ -221,8 +218,7 @@ def ensure_demo_clip(
     state, accuracy, seconds = train_demo_clip(settings, progress=progress, num_threads=num_threads)
     # weights first, manifest last: a crash in between leaves no manifest, hence a retrain
     manifest.unlink(missing_ok=True)
-    with io.atomic_path(weights) as tmp:
-        save_file(state, str(tmp))
+    io.save_open_clip_weights(weights, state)
     io.atomic_write_json(manifest, {
         "file": weights.name,
         "sha256": sha256_file(weights),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from pathlib import Path
 from typing import Iterator, Optional
 
 import lightning as L
@@ -31,6 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_unlearn.demo import DEMO_MODEL_NAME, world
 from lightning_unlearn.demo.datasets import DemoWorldDataset
+from lightning_unlearn.io import save_open_clip_weights
 
 _MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
@@ -298,15 +298,7 @@ class DemoClipPretraining(L.LightningModule):
 
     def on_fit_end(self) -> None:
         if self.hparams.export and self.trainer.is_global_zero:
-            from safetensors.torch import save_file
-
-            from lightning_unlearn.io import atomic_path
-
-            path = Path(self.hparams.export)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            state = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-            with atomic_path(path) as tmp:
-                save_file(state, str(tmp), metadata={"model": self.hparams.model_name})
+            path = save_open_clip_weights(self.hparams.export, self.model, metadata={"model": self.hparams.model_name})
             rank_zero_info(f"Demo CLIP weights written to {path} (open_clip pretrained={str(path)!r})")
 
     def configure_optimizers(self):
