@@ -213,8 +213,8 @@ def ensure_demo_clip(
     if not force and read_valid_manifest(weights, manifest, settings) is not None:
         return weights
 
-    rank_zero_info(f"Demo CLIP: not cached yet; training it once ({settings['steps']} steps, about 2 minutes "
-                   f"on one CPU core) into {weights.parent}")
+    rank_zero_info(f"Demo CLIP: not cached yet; training it once ({settings['steps']} steps; the default "
+                   f"{DEFAULT_STEPS} take about 2 minutes on one CPU core) into {weights.parent}")
     state, accuracy, seconds = train_demo_clip(settings, progress=progress, num_threads=num_threads)
     # weights first, manifest last: a crash in between leaves no manifest, hence a retrain
     manifest.unlink(missing_ok=True)
