@@ -80,7 +80,7 @@ def _recording(fn):
     return wrapper
 
 
-report_callback.atomic_path = _recording(report_callback.atomic_path)
+report_callback.save_open_clip_weights = _recording(report_callback.save_open_clip_weights)
 report_callback.atomic_write_json = _recording(report_callback.atomic_write_json)
 report_callback.atomic_write_text = _recording(report_callback.atomic_write_text)
 synthetic_dm.atomic_path = _recording(synthetic_dm.atomic_path)
