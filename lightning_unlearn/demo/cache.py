@@ -213,8 +213,9 @@ def ensure_demo_clip(
     if not force and read_valid_manifest(weights, manifest, settings) is not None:
         return weights
 
-    rank_zero_info(f"Demo CLIP: not cached yet; training it once ({settings['steps']} steps; the default "
-                   f"{DEFAULT_STEPS} take about 2 minutes on one CPU core) into {weights.parent}")
+    duration = ", about 2 minutes on one CPU core" if settings["steps"] == DEFAULT_STEPS else ""
+    rank_zero_info(f"Demo CLIP: not cached yet; training it once ({settings['steps']} steps{duration}) "
+                   f"into {weights.parent}")
     state, accuracy, seconds = train_demo_clip(settings, progress=progress, num_threads=num_threads)
     # weights first, manifest last: a crash in between leaves no manifest, hence a retrain
     manifest.unlink(missing_ok=True)
