@@ -71,3 +71,13 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     path.mkdir()
     monkeypatch.setenv(CACHE_ENV, str(path))
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread for a whole test module (``pytestmark = usefixtures("one_thread")``):
+    with tiny models on a shared 2-core machine, threads only contend (30x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

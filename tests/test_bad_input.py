@@ -40,15 +40,7 @@ except ImportError:  # tests/ is not a package: pytest put this folder on sys.pa
 VOCAB = ["cat", "dog", "car", "tree"]
 EASY = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100)
 OUTPUTS = ("report.json", "report.md", "unlearned.safetensors")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: intra-op threads only contend.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sha(path: Path) -> str:

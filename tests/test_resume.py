@@ -56,6 +56,7 @@ from lightning_unlearn.synthesis import SynthesisConfig
 # Expected here: the resumed run has no ModelCheckpoint (the first one had), and the synthetic
 # DataLoader is not resumable (harmless: every batch is the whole set, see docs/multi_gpu.md).
 pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
     pytest.mark.filterwarnings("ignore:.*callbacks used to create the checkpoint need to be provided.*"),
     pytest.mark.filterwarnings("ignore:.*your dataloader is not resumable.*"),
 ]
@@ -63,15 +64,6 @@ pytestmark = [
 CLASSES = ("cat", "dog", "car", "tree")
 SYNTHESIS = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100)
 TOTAL_STEPS = 10
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny models on a shared 2-core machine: intra-op threads only contend (30x slower under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -28,14 +28,7 @@ INDEX = [DOG, CAR, DOG, CAR]
 SIZE = 32
 CFG = SynthesisConfig(target_probability=0.35, min_probability=0.3, max_iterations=60, max_restarts=2, step_size=10.0, jitter=4)
 EPS = 1e-6  # float32 slack on the pixel bounds
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
