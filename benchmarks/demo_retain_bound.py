@@ -68,9 +68,9 @@ def bound(weights: str, cls: str, tower: str, steps: int, lr: float, train, test
     optimizer = torch.optim.Adam([p for _, p in groups[tower]], lr=lr)
     tokens = {d: tokenizer([world.TEMPLATES[d][0].format(c) for c in world.CLASSES[d]]) for d in world.DOMAINS}
     gen = torch.Generator().manual_seed(0)
+    model.train()
+    set_batchnorm_eval(model)  # frozen trunk: its BatchNorm statistics stay as trained
     for _ in range(steps):
-        model.train()
-        set_batchnorm_eval(model)
         loss = torch.zeros(())
         for domain, (x, y) in train.items():
             idx = torch.randperm(len(y), generator=gen)[:256]
