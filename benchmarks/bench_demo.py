@@ -7,11 +7,15 @@ and on the other domain, the drops against the issue's bars, and the wall time o
 demo CLIP is trained once, on the first run, and cached).
 
     python benchmarks/bench_demo.py [--classes anchor kite rocket] [--seeds 0 1 2] [--out DIR]
-        [--no-repeat] [CLI overrides, e.g. --model.init_args.lr 1e-3]
+        [--no-repeat] [--forget-images {synthetic,real}] [CLI overrides, e.g. --model.init_args.lr 1e-3]
 
 Arguments it does not know are passed to the CLI after the config, so variants of the demo are
 measured the same way. The first (class, seed) is run a second time and the two reports are
 compared number by number (the issue's "same numbers from two runs with the same seed").
+
+``--forget-images real`` replaces the synthetic set by as many real train-split images of the
+class (``real_forget_set.py``): a reference for how selective the method would be if synthetic
+images transferred perfectly, not a result of the method.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -68,7 +73,12 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temporary one)")
     parser.add_argument("--no-repeat", action="store_true", help="skip the second run of the first (class, seed)")
+    parser.add_argument("--forget-images", choices=("synthetic", "real"), default="synthetic",
+                        help="real: real train images of the class instead of the synthetic set (a reference)")
     args, overrides = parser.parse_known_args()
+    if args.forget_images == "real":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes real_forget_set importable
+        overrides = ["--data.class_path", "real_forget_set.RealImagesForgetDataModule", *overrides]
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_demo_"))
     config = Path(args.config)
 
