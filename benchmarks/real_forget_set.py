@@ -10,7 +10,6 @@ images transferred perfectly to the real class? Used by ``bench_demo.py --forget
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from lightning_unlearn.datamodules import SyntheticForgetDataModule
 from lightning_unlearn.demo.datasets import DemoWorldDataset
 from lightning_unlearn.demo.pretrain import to_model_input
 from lightning_unlearn.synthesis import SyntheticSet
-from lightning_unlearn.zeroshot import LOGIT_SCALE, encode_classes
+from lightning_unlearn.zeroshot import encode_classes, zero_shot_logits
 
 DOMAIN_OF = {"demo_objects": "objects", "demo_textures": "textures"}
 
@@ -51,13 +50,12 @@ class RealImagesForgetDataModule(SyntheticForgetDataModule):
         model.eval()
         with torch.no_grad():
             embeddings = encode_classes(model, module.tokenizer, spec.vocabulary, spec.templates, module.device)
-            features = torch.nn.functional.normalize(module.encode_image(images.to(module.device)), dim=-1)
-            probs = (LOGIT_SCALE * features @ torch.nn.functional.normalize(embeddings, dim=-1).T).softmax(-1).cpu()
+            probs = zero_shot_logits(module.encode_image(images.to(module.device)), embeddings).softmax(-1).cpu()
         model.train(was_training)
         probability = probs.gather(1, class_index.unsqueeze(1)).squeeze(1)
         return SyntheticSet(
             images=images, class_index=class_index, probability=probability,
             target=torch.zeros(len(keep)), iterations=torch.zeros(len(keep), dtype=torch.long),
             reached=torch.ones(len(keep), dtype=torch.bool),
-            info={"seconds": 0.0, "source": json.dumps({"real": dataset_name, "split": "train"})},
+            info={"seconds": 0.0, "source": f"real {dataset_name} train-split images"},
         )
