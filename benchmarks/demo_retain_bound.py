@@ -30,7 +30,7 @@ from lightning_unlearn.demo.cache import ensure_demo_clip
 from lightning_unlearn.demo.datasets import DemoWorldDataset
 from lightning_unlearn.demo.pretrain import to_model_input
 from lightning_unlearn.models import eligible_groups, freeze_ineligible, load_clip, set_batchnorm_eval
-from lightning_unlearn.zeroshot import encode_classes
+from lightning_unlearn.zeroshot import encode_classes, zero_shot_logits
 
 
 def split_tensors(split: str, per_class: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -49,7 +49,7 @@ def accuracies(model, tokenizer, test, target: int) -> dict[str, float]:
     result = {}
     for domain, (x, y) in test.items():
         classes = encode_classes(model, tokenizer, world.CLASSES[domain], world.TEMPLATES[domain])
-        correct = ((F.normalize(model.encode_image(x), dim=-1) @ classes.T).argmax(1) == y).float()
+        correct = (zero_shot_logits(model.encode_image(x), classes).argmax(1) == y).float()
         if domain == "objects":
             result["target"] = correct[y == target].mean().item()
             result["other"] = correct[y != target].mean().item()

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from lightning_unlearn.datamodules import SyntheticForgetDataModule
-from lightning_unlearn.demo.datasets import DemoWorldDataset
+from lightning_unlearn.demo.datasets import DATASET_NAMES, DemoWorldDataset
 from lightning_unlearn.demo.pretrain import to_model_input
 from lightning_unlearn.synthesis import SyntheticSet
 from lightning_unlearn.zeroshot import encode_classes, zero_shot_logits
 
-DOMAIN_OF = {"demo_objects": "objects", "demo_textures": "textures"}
+DOMAIN_OF = {name: domain for domain, name in DATASET_NAMES.items()}  # dataset name -> world domain
 
 
 class RealImagesForgetDataModule(SyntheticForgetDataModule):
