@@ -1,15 +1,31 @@
-"""Command line: ``lightning-unlearn fit|validate|test --config FILE`` (a LightningCLI)."""
+"""Command line: ``lightning-unlearn fit|validate|test --config FILE_OR_NAME`` (a LightningCLI).
+
+- ``--config`` takes a file, or the name of a config shipped in the package
+  (``lightning-unlearn fit --config demo`` works from any folder; ``rn50_stanford_dogs``, ...).
+- A bad input (an unknown model, class or dataset, a missing or unreadable checkpoint, a bad
+  value) prints the project's one-line message on stderr and exits with status 2. ``--debug``
+  anywhere on the line, or ``LIGHTNING_UNLEARN_DEBUG=1``, shows the full traceback instead.
+- Lightning's informational lines go to stdout, so stderr carries only warnings and errors.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+import os
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any, Optional, Sequence
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
 
-import lightning_unlearn  # noqa: F401  (registers datasets and model configs on every rank)
+from lightning_unlearn.errors import MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.names import close_matches
+
+PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
+DEBUG_ENV = "LIGHTNING_UNLEARN_DEBUG"
 
 
 class UnlearnCLI(LightningCLI):
@@ -25,8 +41,49 @@ class UnlearnCLI(LightningCLI):
         }
 
 
+def packaged_configs() -> list[str]:
+    """Names of the configs shipped in the package (``demo``, ``rn50_stanford_dogs``, ...)."""
+    return sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml"))
+
+
+def resolve_config(value: str) -> str:
+    """A ``--config`` value: an existing file as is, else the packaged config of that name."""
+    if Path(value).is_file():
+        return value
+    packaged = PACKAGED_CONFIGS / (value if value.endswith((".yaml", ".yml")) else f"{value}.yaml")
+    if packaged.is_file() and not os.sep in value:
+        return str(packaged)
+    names = packaged_configs()
+    if os.sep in value or value.endswith((".yaml", ".yml")):
+        raise MissingFileError(f"config file {value!r} does not exist; packaged configs: {', '.join(names)}")
+    hint = close_matches(value, names)
+    raise UnknownNameError(
+        f"unknown config {value!r}" + (f"; close matches: {', '.join(map(repr, hint))}" if hint else "")
+        + f". Packaged configs: {', '.join(names)}"
+    )
+
+
+def resolve_config_args(args: Sequence[str]) -> list[str]:
+    """Replace packaged config names after ``--config``/``-c`` (also ``--config=NAME``) by their paths."""
+    out, pending = [], False
+    for arg in args:
+        if pending:
+            out.append(resolve_config(arg))
+            pending = False
+        elif arg in ("--config", "-c"):
+            out.append(arg)
+            pending = True
+        elif arg.startswith("--config="):
+            out.append("--config=" + resolve_config(arg.split("=", 1)[1]))
+        else:
+            out.append(arg)
+    return out
+
+
 def main(args: Any = None, run: bool = True) -> UnlearnCLI:
     """Run the CLI (``args`` as on the command line); returns the ``UnlearnCLI`` for inspection."""
+    if isinstance(args, (list, tuple)):
+        args = resolve_config_args(args)
     return UnlearnCLI(
         LightningModule,
         LightningDataModule,
@@ -44,9 +101,42 @@ def main(args: Any = None, run: bool = True) -> UnlearnCLI:
     )
 
 
-def console_main() -> None:
-    """The ``lightning-unlearn`` console script (returns nothing, so nothing extra is printed)."""
-    main()
+def project_error(err: BaseException) -> Optional[UnlearnError]:
+    """The project's error that caused ``err`` (``err`` itself, or one in its cause/context chain)."""
+    seen, queue = set(), deque([err])
+    while queue:
+        current = queue.popleft()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, UnlearnError):
+            return current
+        queue.extend([current.__cause__, current.__context__])
+    return None
+
+
+def _info_to_stdout() -> None:
+    """Send Lightning's info lines ("Seed set to 0", "GPU available", ...) to stdout."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_unlearn"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(sys.stdout)
+
+
+def console_main(argv: Optional[Sequence[str]] = None) -> None:
+    """The ``lightning-unlearn`` console script: bad input ends in one line on stderr and status 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    _info_to_stdout()
+    try:
+        main(resolve_config_args(args))
+    except Exception as err:  # noqa: BLE001 - only the project's own errors are shortened
+        cause = project_error(err)
+        if cause is None or debug:
+            raise
+        print(f"lightning-unlearn: error: {cause}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

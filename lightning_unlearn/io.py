@@ -5,14 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 CACHE_ENV = "LIGHTNING_UNLEARN_CACHE"
-# Read once at import: os.umask can only be read by setting it, which is process-wide.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 def cache_dir(sub: str = "") -> Path:
@@ -27,18 +24,15 @@ def cache_dir(sub: str = "") -> Path:
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
-    On any error the temporary file is removed and ``path`` is left as it was, so a crash
+    The temporary file is not created here: the writer creates it, with the usual permissions of
+    the process's umask. On any error it is removed and ``path`` is left as it was, so a crash
     never leaves a half-written file under the final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
         yield tmp_path
-        if tmp_path.exists():  # mkstemp makes 0600 files; give the usual umask permissions
-            os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -46,11 +40,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-
-def _find(trainer: pl.Trainer, class_name: str) -> Any:
-    """The first callback that is a ``class_name`` or a subclass of it (matched by name along the
-    MRO, so this module needs no import of the callbacks)."""
-    for cb in trainer.callbacks:
-        if any(cls.__name__ == class_name for cls in type(cb).__mro__):
-            return cb
-    return None
+from lightning_unlearn.callbacks.escalation import EscalationStopReason, NoiseLayerEscalation
+from lightning_unlearn.callbacks.selection import GradientLayerSelection
+from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
+from lightning_unlearn.datamodules.forget import ForgetDataModule
+from lightning_unlearn.methods import zero_shot_type
 
 
 def _headline(measure: dict[str, Any], dataset: Optional[str]) -> dict[str, Any]:
@@ -28,6 +26,20 @@ def _headline(measure: dict[str, Any], dataset: Optional[str]) -> dict[str, Any]
     }
 
 
+def stop_reason(trainer: pl.Trainer, module: Any) -> str:
+    """Why the run ended: training_free, goal_reached, schedule_exhausted, non_finite_loss or
+    max_epochs_or_steps."""
+    if not module.method.trains:
+        return "training_free"
+    for cb in trainer.callbacks:
+        if isinstance(cb, NoiseLayerEscalation) and cb.stopping_reason is not EscalationStopReason.NOT_STOPPED:
+            return str(cb.stopping_reason.value)
+    for cb in trainer.callbacks:
+        if isinstance(cb, SyntheticAccuracyStopping) and cb.stopping_reason is EarlyStoppingReason.STOPPING_THRESHOLD:
+            return "goal_reached"
+    return "max_epochs_or_steps"
+
+
 def build_report(
     trainer: pl.Trainer,
     module: Any,
@@ -37,22 +49,20 @@ def build_report(
     synthetic_acc_history: list[float],
 ) -> dict[str, Any]:
     """Assemble ``report.json`` from the module, the DataModule and the callbacks' state."""
-    spec = module.forget_spec()
-    escalation = _find(trainer, "NoiseLayerEscalation")
-    selection = _find(trainer, "GradientLayerSelection")
-    stopping = _find(trainer, "SyntheticAccuracyStopping")
-    synthetic = getattr(trainer.datamodule, "synthetic", None)
-    stop_reason = getattr(escalation, "stop_reason", None)
-    if stop_reason is None and stopping is not None and stopping.stopping_reason.name == "STOPPING_THRESHOLD":
-        stop_reason = "goal_reached"
-    if stop_reason is None:
-        stop_reason = "max_epochs_or_steps"
+    spec = module.spec
+    escalation = next((cb for cb in trainer.callbacks if isinstance(cb, NoiseLayerEscalation)), None)
+    selection = next((cb for cb in trainer.callbacks if isinstance(cb, GradientLayerSelection)), None)
+    datamodule = trainer.datamodule
+    forget = datamodule if isinstance(datamodule, ForgetDataModule) else None
+    method = module.method
     report: dict[str, Any] = {
         "model": {"name": module.hparams.model_name, "pretrained": module.hparams.pretrained},
-        "classes": spec.names,
+        "classes": list(spec.names),
         "forget_dataset": spec.dataset,
-        "prompts": spec.prompts,
-        "objective": module.hparams.objective,
+        "prompts": list(spec.prompts),
+        "method": {"name": method.short_name or type(method).__name__,
+                   "zero_shot": zero_shot_type(method, bool(forget and forget.real_forget_images)),
+                   **method.describe()},
         "before": _headline(before, spec.dataset),
         "after": _headline(after, spec.dataset),
         "synthetic_acc_history": synthetic_acc_history,
@@ -62,18 +72,18 @@ def build_report(
         "selected_parameters": dict(sorted(
             getattr(selection, "selection_counts", {}).items(), key=lambda kv: (-kv[1], kv[0])
         )),
-        "stop_reason": stop_reason,
+        "stop_reason": stop_reason(trainer, module),
         "optimizer_steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "timings": {k: round(float(v), 3) for k, v in timings.items()},
     }
-    if synthetic is not None:
-        report["synthetic_set"] = {
-            "images": int(len(synthetic.images)),
-            "mean_probability": float(synthetic.probability.mean()),
-            "min_probability": float(synthetic.probability.min()),
-            "reached_target": int(synthetic.reached.sum()),
-        }
+    if forget is not None:
+        report["forget_set"] = forget.forget_set.summary()
+    if module.method_report is not None:
+        report[method.short_name or "method_report"] = module.method_report
+    extra = method.report_section()
+    if extra:
+        report.update(extra)
     return report
 
 
@@ -83,9 +93,10 @@ def _pct(value: Optional[float]) -> str:
 
 def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     before, after = report["before"], report["after"]
-    rows = [
-        ("synthetic set", _pct(before.get("synthetic_acc")), _pct(after.get("synthetic_acc"))),
-    ]
+    rows = []
+    if before.get("synthetic_acc") is not None or after.get("synthetic_acc") is not None:
+        label = "synthetic set" if report.get("forget_set", {}).get("kind", "synthetic") == "synthetic" else "forget set"
+        rows.append((label, _pct(before.get("synthetic_acc")), _pct(after.get("synthetic_acc"))))
     if before.get("target") is not None or after.get("target") is not None:
         rows.append((f"target ({', '.join(report['classes'])})", _pct(before.get("target")), _pct(after.get("target"))))
         rows.append((f"other classes of {report['forget_dataset']}", _pct(before.get("other_classes")),
@@ -107,7 +118,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"# Unlearning report: {', '.join(report['classes'])}",
         "",
         f"- model: `{report['model']['name']}` (`{report['model']['pretrained']}`)",
-        f"- objective: {report['objective']}; stopped: {report['stop_reason']} after "
+        f"- method: {report['method']['name']} ({report['method']['zero_shot']}); stopped: {report['stop_reason']} after "
         f"{report['optimizer_steps']} optimizer steps, {report['epochs']} epochs",
         f"- sigma per epoch: {report['sigma_history']}",
         "",

@@ -12,12 +12,15 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
+from lightning_unlearn.datamodules.forget import ForgetDataModule
+from lightning_unlearn.errors import ConfigError, OutputError
 from lightning_unlearn.io import atomic_write_json, atomic_write_text, save_open_clip_weights
 from lightning_unlearn.report import build_report, print_report, render_markdown
 
 
-def _check_creatable(path: Path) -> None:
-    """Raise ``ValueError`` if ``path`` can certainly not be created or written (no side effect).
+def _output_dir_validation(path: Path) -> None:
+    """Raise :class:`OutputError` if ``path`` can certainly not be created or written (no side effect).
 
     The nearest existing ancestor must be a folder we may write into. Root passes permission
     checks, but not a regular file standing where a folder is needed, nor a read-only mount.
@@ -26,29 +29,26 @@ def _check_creatable(path: Path) -> None:
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
-        raise ValueError(
-            f"output_dir {str(path)!r} cannot be created: {str(probe)!r} is a file, not a folder; "
-            "choose another output_dir"
-        )
+        raise OutputError(f"output_dir {str(path)!r} cannot be a folder: {str(probe)!r} is a file; choose another")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"output_dir {str(path)!r} is not writable: no write permission on {str(probe)!r}")
+        raise OutputError(f"output_dir {str(path)!r} is not writable: no write permission on {str(probe)!r}")
 
 
 class UnlearningReport(Callback):
     """Evaluates before and after unlearning and writes what a user keeps.
 
-    At fit start (after the synthetic set exists) it measures the synthetic accuracy and, if the
-    DataModule has evaluation datasets, zero-shot accuracy per dataset; at fit end (after the
+    At fit start (before a training-free method edits the weights) it measures the forget-set
+    accuracy and the zero-shot accuracy on every evaluation dataset; at fit end (after the
     escalation callback has loaded the best state) it measures again and writes, in
-    ``output_dir`` (default: the trainer's log directory): ``report.json``, ``report.md`` and
-    the unlearned weights as ``<export_name>`` (safetensors, loadable with
+    ``output_dir`` (default: the trainer's log directory): ``report.json``, ``report.md`` and the
+    unlearned weights as ``<export_name>`` (safetensors, loadable with
     ``open_clip.create_model_and_transforms(name, pretrained=<file>)``). Every file is written
-    atomically on global rank zero; evaluation runs on every rank (metrics are reduced).
+    atomically on global rank zero; evaluation runs on every rank (counts are summed).
 
     Args:
         output_dir: where to write; default ``trainer.log_dir``. A folder that can certainly not
-            be created (a file in its path, a read-only parent) is rejected here, before any
-            synthesis; the default is checked in ``setup`` (after ``prepare_data``).
+            be created (a file in its path, a read-only parent) is rejected here, before any work;
+            the default is checked in ``setup``.
         evaluate_before: evaluate the datasets before unlearning.
         evaluate_after: evaluate the datasets after unlearning.
         export_name: file name of the exported weights (None: no export).
@@ -64,10 +64,9 @@ class UnlearningReport(Callback):
         print_table: bool = True,
     ) -> None:
         if export_name is not None and not export_name.endswith(".safetensors"):
-            raise ValueError(f"export_name must end with '.safetensors', got {export_name!r}")
+            raise ConfigError(f"export_name must end with '.safetensors', got {export_name!r}")
         if output_dir is not None:
-            # Checked now, without touching the disk: setup() comes after prepare_data (synthesis).
-            _check_creatable(Path(output_dir))
+            _output_dir_validation(Path(output_dir))
         self.output_dir = output_dir
         self.evaluate_before = evaluate_before
         self.evaluate_after = evaluate_after
@@ -89,28 +88,26 @@ class UnlearningReport(Callback):
         if stage != "fit":
             return
         out = self._out_dir(trainer)
-        # Fail before any work if the output folder cannot be written (rank zero decides).
-        ok = True
+        ok = True  # rank zero decides, before any work
         if trainer.is_global_zero:
             try:
                 out.mkdir(parents=True, exist_ok=True)
                 tempfile.TemporaryFile(dir=out).close()
-            except OSError as err:
+            except OSError:
                 ok = False
-                rank_zero_info(f"output folder {str(out)!r} is not writable: {err}")
         if not trainer.strategy.reduce_boolean_decision(ok, all=True):
-            raise PermissionError(f"output folder {str(out)!r} is not writable; choose another output_dir")
+            raise OutputError(f"output folder {str(out)!r} is not writable; choose another output_dir")
 
     def _measure(self, trainer: pl.Trainer, pl_module: Any, run_datasets: bool) -> dict[str, Any]:
         dm = trainer.datamodule
-        synthetic = getattr(dm, "synthetic", None)
         result: dict[str, Any] = {}
         t0 = time.perf_counter()
-        if synthetic is not None:
-            result["synthetic_acc"] = pl_module.synthetic_accuracy(synthetic.images, synthetic.class_index)
-        datasets = pl_module.eval_datasets() if run_datasets else {}
-        if datasets:
-            result["datasets"] = pl_module.run_evaluation(datasets)
+        if isinstance(dm, ForgetDataModule):
+            forget = dm.forget_set
+            result["synthetic_acc"] = pl_module.synthetic_accuracy(forget.images, forget.labels)
+        if run_datasets and isinstance(dm, EvaluationDataModule):
+            result["datasets"] = pl_module.evaluate_datasets(dm.evaluation_loaders(trainer.global_rank,
+                                                                                   trainer.world_size))
         result["seconds"] = time.perf_counter() - t0
         return result
 
@@ -131,11 +128,7 @@ class UnlearningReport(Callback):
         timings = dict(self.timings)
         if self._running:  # a checkpoint during the fit: count the unlearning time so far, so a resume adds to it
             timings["unlearn"] = timings.get("unlearn", 0.0) + time.perf_counter() - self._start
-        return {
-            "before": self.before,
-            "timings": timings,
-            "synthetic_acc_history": list(self.synthetic_acc_history),
-        }
+        return {"before": self.before, "timings": timings, "synthetic_acc_history": list(self.synthetic_acc_history)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.before = state_dict.get("before", {})
@@ -148,12 +141,12 @@ class UnlearningReport(Callback):
         self.after = self._measure(trainer, pl_module, self.evaluate_after)
         self.timings["evaluate_after"] = self.after.pop("seconds")
         dm = trainer.datamodule
-        self.timings["synthesis"] = float(getattr(dm, "synthesis_seconds", 0.0))
+        if isinstance(dm, ForgetDataModule):
+            self.timings["synthesis"] = float(dm.forget_set.seconds)
         self.report = build_report(trainer, pl_module, self.before, self.after, self.timings, self.synthetic_acc_history)
         # On every rank: `trainer.log_dir` is a collective (a broadcast from rank 0) under DDP, so it
         # must not be resolved inside the rank-zero-only write (rank 1 would never join it).
-        out = self._out_dir(trainer)
-        self._write(out, pl_module)
+        self._write(self._out_dir(trainer), pl_module)
 
     @rank_zero_only
     def _write(self, out: Path, pl_module: Any) -> None:

@@ -1,6 +1,7 @@
-"""LightningDataModules: the synthetic forget set and the evaluation datasets."""
+"""LightningDataModules: the evaluation datasets and the forget sets methods train on."""
 
 from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
+from lightning_unlearn.datamodules.forget import ForgetDataModule, ForgetImages, ForgetSet
 from lightning_unlearn.datamodules.synthetic import SyntheticForgetDataModule
 
-__all__ = ["EvaluationDataModule", "SyntheticForgetDataModule"]
+__all__ = ["EvaluationDataModule", "ForgetDataModule", "ForgetImages", "ForgetSet", "SyntheticForgetDataModule"]

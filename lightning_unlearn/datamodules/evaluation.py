@@ -1,25 +1,26 @@
-"""Zero-shot evaluation over any registered datasets, one DataLoader per dataset."""
+"""Zero-shot evaluation datasets, one DataLoader per dataset, and their vocabularies."""
+
+from __future__ import annotations
 
 from typing import Any, Callable, Literal, Optional, Union
 
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
-import lightning_unlearn.datasets  # noqa: F401  (registers the datasets)
-from lightning_unlearn.datasets.base import ZeroShotDataset, close_matches, get_dataset_factory, needs_root
-
-
-def _class_key(name: str) -> str:
-    """Case- and underscore-insensitive form of a class name ("Scotch_terrier" == "scotch terrier")."""
-    return " ".join(name.replace("_", " ").lower().split())
+from lightning_unlearn._validation import _choice_validation, _positive_int_validation
+from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory, needs_root
+from lightning_unlearn.errors import ConfigError
+from lightning_unlearn.spec import Vocabulary
 
 
 class EvaluationDataModule(LightningDataModule):
     """Zero-shot evaluation datasets, each with its own (unshuffled) DataLoader.
 
-    Dataset names and roots are checked when the module is created (unknown names list the
-    registered ones); the datasets themselves are read in :meth:`setup`. Images go through
-    ``self.transform`` if set, else through ``trainer.lightning_module.preprocess``.
+    Dataset names and roots are checked when the DataModule is created (unknown names list the
+    registered ones); the datasets are read in :meth:`setup`, once, and their class lists are
+    offered as :attr:`vocabularies`, which the LightningModule resolves the forget spec against.
+    Images go through :attr:`transform` if set, else through the LightningModule's ``preprocess``
+    (the model decides its input format).
 
     Args:
         datasets: registered dataset names, in evaluation order, each mapped to its root (the
@@ -46,7 +47,9 @@ class EvaluationDataModule(LightningDataModule):
         dataset_kwargs: Optional[dict[str, dict]] = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        _choice_validation("split", split, ("train", "val", "test"))
+        _positive_int_validation("batch_size", batch_size)
+        _positive_int_validation("num_workers", num_workers, allow_zero=True)
         self.roots = self._resolve_roots(datasets, data_root)
         self.data_root = data_root
         self.split = split
@@ -63,14 +66,13 @@ class EvaluationDataModule(LightningDataModule):
         """Each dataset's root (its own or ``data_root``); fails on unknown names or no root."""
         pairs = dict(datasets) if isinstance(datasets, dict) else {name: None for name in datasets}
         if not pairs:
-            raise ValueError("EvaluationDataModule: no dataset given.")
+            raise ConfigError("datasets is empty: name at least one evaluation dataset")
         roots = {}
         for name, root in pairs.items():
-            get_dataset_factory(name)  # raises with the registered names
+            get_dataset_factory(name)  # raises with close matches and the registered names
             if root is None and data_root is None and needs_root(name):
-                raise ValueError(
-                    f"EvaluationDataModule: dataset {name!r} has no root; give it one "
-                    f"(datasets={{{name!r}: '/path'}}) or set data_root."
+                raise ConfigError(
+                    f"dataset {name!r} has no root: give it one (datasets: {{{name}: /path}}) or set data_root"
                 )
             roots[name] = root if root is not None else data_root
         return roots
@@ -78,86 +80,57 @@ class EvaluationDataModule(LightningDataModule):
     def _check_kwargs(self, dataset_kwargs: dict[str, dict]) -> dict[str, dict]:
         unknown = sorted(set(dataset_kwargs) - set(self.roots))
         if unknown:
-            raise ValueError(
-                f"EvaluationDataModule: dataset_kwargs for {unknown}, which are not in datasets {list(self.roots)}."
-            )
+            raise ConfigError(f"dataset_kwargs names {unknown}, which are not in datasets {list(self.roots)}")
         return {name: dict(kwargs) for name, kwargs in dataset_kwargs.items()}
 
-    def _resolve_transform(self) -> Optional[Callable[[Any], Any]]:
-        """``self.transform`` if set, else the LightningModule's ``preprocess`` (may appear late)."""
+    def build_dataset(self, name: str, split: Optional[str] = None) -> ZeroShotDataset:
+        """Read dataset ``name`` (its split from ``dataset_kwargs``, ``split`` or the default)."""
+        kwargs = {"split": self.split, **self.dataset_kwargs.get(name, {})}
+        if split is not None:
+            kwargs["split"] = split
+        dataset = get_dataset_factory(name)(self.roots[name], transform=None, **kwargs)
+        dataset.transform = self._transform()  # type: ignore[attr-defined]
+        return dataset
+
+    def _transform(self) -> Optional[Callable[[Any], Any]]:
         if self.transform is not None:
             return self.transform
-        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        module = self.trainer.lightning_module if self.trainer is not None else None
         return getattr(module, "preprocess", None)
 
     def setup(self, stage: Optional[str] = None) -> None:
-        """Read every dataset (once) and give it the current transform."""
+        """Read every evaluation dataset (once)."""
         if not self.eval_datasets:
-            self.eval_datasets = {name: self._build(name) for name in self.roots}
-        self._apply_transform()
-
-    def _build(self, name: str) -> ZeroShotDataset:
-        kwargs = {"split": self.split, **self.dataset_kwargs.get(name, {})}
-        return get_dataset_factory(name)(self.roots[name], transform=None, **kwargs)
-
-    def _apply_transform(self) -> Optional[Callable[[Any], Any]]:
-        transform = self._resolve_transform()
+            self.eval_datasets = {name: self.build_dataset(name) for name in self.roots}
         for dataset in self.eval_datasets.values():
-            dataset.transform = transform  # type: ignore[attr-defined]
-        return transform
+            dataset.transform = self._transform()  # type: ignore[attr-defined]
 
-    def _loaders(self) -> list[DataLoader]:
-        if not self.eval_datasets:
-            self.setup()
-        # The module may create ``preprocess`` after the datamodule's setup (e.g. in configure_model).
-        if self._apply_transform() is None:
-            raise RuntimeError(
-                "EvaluationDataModule: no transform; set `datamodule.transform` or give the LightningModule "
-                "a `preprocess` attribute (PIL images cannot be batched)."
+    @property
+    def vocabularies(self) -> dict[str, Vocabulary]:
+        """Dataset name -> its classes and prompt templates (after :meth:`setup`)."""
+        return {
+            name: Vocabulary(tuple(ds.classnames), tuple(ds.templates), name) for name, ds in self.eval_datasets.items()
+        }
+
+    def _loader(self, dataset: Any) -> DataLoader:
+        if self._transform() is None:
+            raise ConfigError(
+                "no image transform: set `datamodule.transform` or give the LightningModule a `preprocess`"
+                " attribute (PIL images cannot be batched)"
             )
-        return [
-            DataLoader(
-                dataset,
-                batch_size=self.batch_size,
-                shuffle=False,
-                num_workers=self.num_workers,
-                persistent_workers=self.num_workers > 0,
-            )
-            for dataset in self.eval_datasets.values()
-        ]
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def evaluation_loaders(self, rank: int = 0, world_size: int = 1) -> dict[str, DataLoader]:
+        """Each dataset's shard for ``rank``: every ``world_size``-th image, no padding (exact counts)."""
+        self.setup()
+        return {name: self._loader(Subset(ds, range(rank, len(ds), world_size)))
+                for name, ds in self.eval_datasets.items()}
 
     def val_dataloader(self) -> list[DataLoader]:
         """One DataLoader per dataset, in the order given."""
-        return self._loaders()
+        return [self._loader(ds) for ds in self.eval_datasets.values()]
 
     def test_dataloader(self) -> list[DataLoader]:
         """One DataLoader per dataset, in the order given."""
-        return self._loaders()
-
-    def find_class(self, classname: str) -> list[tuple[str, int]]:
-        """``(dataset name, label)`` of every class called ``classname`` (case and "_"/" " ignored)."""
-        if not self.eval_datasets:
-            self.setup()
-        key = _class_key(classname)
-        return [
-            (name, label)
-            for name, dataset in self.eval_datasets.items()
-            for label, candidate in enumerate(dataset.classnames)
-            if _class_key(candidate) == key
-        ]
-
-    def class_not_found(self, classname: str) -> ValueError:
-        """The error for a class no dataset has, suggesting close matches from all datasets."""
-        names = {c for dataset in self.eval_datasets.values() for c in dataset.classnames}
-        hint = close_matches(classname.replace("_", " "), sorted(names))
-        return ValueError(
-            f"class {classname!r} is in none of the evaluation datasets ({', '.join(self.eval_datasets)})"
-            + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else ".")
-        )
-
-    def require_class(self, classname: str) -> list[tuple[str, int]]:
-        """Like :meth:`find_class`, but raises :meth:`class_not_found` when there is no match."""
-        matches = self.find_class(classname)
-        if not matches:
-            raise self.class_not_found(classname)
-        return matches
+        return [self._loader(ds) for ds in self.eval_datasets.values()]

@@ -123,13 +123,20 @@ def read_valid_manifest(weights: Path, manifest: Path, settings: dict[str, Any])
 @contextlib.contextmanager
 def _torch_state(num_threads: Optional[int]) -> Iterator[None]:
     """Run the block with ``num_threads`` torch threads (``None``: as is); afterwards restore the
-    thread count and the deterministic-algorithms flag (``Trainer(deterministic=True)`` sets it
-    for the whole process)."""
+    thread count, the deterministic-algorithms flag (``Trainer(deterministic=True)`` sets it for
+    the whole process) and the random states that ``seed_everything`` resets, so that the run
+    which first builds the demo CLIP continues exactly like one that finds it cached."""
+    import os
+    import random
+
+    import numpy as np
     import torch
 
     threads = torch.get_num_threads()
     deterministic = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    seed_env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     try:
@@ -137,6 +144,14 @@ def _torch_state(num_threads: Optional[int]) -> Iterator[None]:
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        for key, value in seed_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def train_demo_clip(
@@ -233,6 +248,14 @@ def ensure_demo_clip(
     rank_zero_info("Demo CLIP trained in {:.0f} s, zero-shot accuracy {}: {}".format(
         seconds, ", ".join(f"{d} {100 * a:.1f}%" for d, a in accuracy.items()), weights))
     return weights
+
+
+def cached_demo_clip(seed: int = 0, steps: int = DEFAULT_STEPS, cache_dir: Optional[str | Path] = None,
+                     **settings_overrides: Any) -> Optional[Path]:
+    """The cached demo CLIP weights for these settings if they exist and are valid, else None."""
+    settings = demo_settings(seed=seed, steps=steps, **settings_overrides)
+    weights, manifest = cache_paths(settings, cache_dir)
+    return weights if read_valid_manifest(weights, manifest, settings) is not None else None
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:

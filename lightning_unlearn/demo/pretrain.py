@@ -26,11 +26,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from open_clip.loss import ClipLoss
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
-from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_unlearn.demo import DEMO_MODEL_NAME, world
 from lightning_unlearn.demo.datasets import DemoWorldDataset
 from lightning_unlearn.io import save_open_clip_weights
+from lightning_unlearn.metrics import ZeroShotAccuracy
+from lightning_unlearn.models import eval_mode
+from lightning_unlearn.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
 
 _MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
@@ -255,9 +257,7 @@ class DemoClipPretraining(L.LightningModule):
         self.model.visual.to(memory_format=self._memory_format)
         self.loss = ClipLoss()
         self.domains: tuple[str, ...] = world.DOMAINS
-        self.val_acc = nn.ModuleList(
-            MulticlassAccuracy(num_classes=len(world.CLASSES[d]), average="micro") for d in self.domains
-        )
+        self.val_acc = nn.ModuleList(ZeroShotAccuracy(num_classes=len(world.CLASSES[d])) for d in self.domains)
         self._class_embeddings: list[Tensor] = []
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
@@ -279,9 +279,7 @@ class DemoClipPretraining(L.LightningModule):
     @torch.no_grad()
     def class_embeddings(self, domain: str) -> Tensor:
         """Normalised text embeddings ``[C, D]`` of a domain's classes with its first template."""
-        template = world.TEMPLATES[domain][0]
-        tokens = self.tokenizer([template.format(c) for c in world.CLASSES[domain]]).to(self.device)
-        return self.model.encode_text(tokens, normalize=True)
+        return domain_embeddings(self.model, self.tokenizer, domain)
 
     def on_validation_epoch_start(self) -> None:
         self._class_embeddings = [self.class_embeddings(d) for d in self.domains]
@@ -293,7 +291,7 @@ class DemoClipPretraining(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         for domain, metric in zip(self.domains, self.val_acc):
-            self.log(f"val/acc_{domain}", metric.compute(), prog_bar=True)
+            self.log(f"val/acc_{domain}", metric.compute()["accuracy"], prog_bar=True)
             metric.reset()
 
     def on_fit_end(self) -> None:
@@ -318,6 +316,12 @@ class DemoClipPretraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def domain_embeddings(model: nn.Module, tokenizer, domain: str) -> Tensor:
+    """Normalised class embeddings ``[C, D]`` of a demo domain under its evaluation (first) template."""
+    tokens = tokenize_classes(tokenizer, world.CLASSES[domain], world.TEMPLATES[domain][:1])
+    return class_embeddings(model.encode_text, tokens.to(next(model.parameters()).device))
+
+
 @torch.no_grad()
 def zero_shot_accuracy(
     model: nn.Module,
@@ -328,19 +332,17 @@ def zero_shot_accuracy(
     batch_size: int = 512,
 ) -> dict[str, float]:
     """Zero-shot accuracy of ``model`` on each demo domain (first template), as a dict."""
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     result: dict[str, float] = {}
-    for domain in world.DOMAINS:
-        ds = DemoWorldDataset(domain, split=split, num_per_class=num_per_class, seed=seed)
-        template = ds.templates[0]
-        text = model.encode_text(tokenizer([template.format(c) for c in ds.classnames]).to(device), normalize=True)
-        x = to_model_input(ds.images)
-        preds = torch.cat([
-            (model.encode_image(x[i:i + batch_size].to(device), normalize=True) @ text.T).argmax(1).cpu()
-            for i in range(0, len(x), batch_size)
-        ])
-        result[domain] = float((preds == torch.as_tensor(ds.labels)).float().mean())
-    model.train(was_training)
+    with eval_mode(model):
+        for domain in world.DOMAINS:
+            ds = DemoWorldDataset(domain, split=split, num_per_class=num_per_class, seed=seed)
+            text = domain_embeddings(model, tokenizer, domain)
+            metric = ZeroShotAccuracy(len(ds.classnames)).to(device)
+            x = to_model_input(ds.images)
+            labels = torch.as_tensor(ds.labels)
+            for i in range(0, len(x), batch_size):
+                logits = zero_shot_logits(model.encode_image(x[i:i + batch_size].to(device)), text)
+                metric.update(logits, labels[i:i + batch_size].to(device))
+            result[domain] = metric.compute()["accuracy"]
     return result

@@ -1,0 +1,14 @@
+"""Unlearning methods on one contract (:class:`UnlearningMethod`), chosen in YAML."""
+
+from lightning_unlearn.methods.base import UnlearningMethod, ZeroShotType, zero_shot_type
+from lightning_unlearn.methods.lipschitz import EmbeddingLoss, ImageLipschitz, MultimodalLipschitz, PerturbationMethod
+
+__all__ = [
+    "EmbeddingLoss",
+    "ImageLipschitz",
+    "MultimodalLipschitz",
+    "PerturbationMethod",
+    "UnlearningMethod",
+    "ZeroShotType",
+    "zero_shot_type",
+]

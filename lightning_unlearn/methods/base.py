@@ -1,0 +1,101 @@
+"""The method contract: how a model forgets, as one small class chosen in YAML.
+
+``UnlearningModule(method=...)`` holds exactly one :class:`UnlearningMethod`. Everything else is
+shared by every method: model loading, eligibility, the forget spec, the callbacks (selection,
+stopping, escalation), evaluation, the report and the open_clip export. In a config::
+
+    model:
+      class_path: lightning_unlearn.UnlearningModule
+      init_args:
+        method:
+          class_path: lightning_unlearn.methods.MultimodalLipschitz
+          init_args: {num_perturbations: 25}
+
+A method that trains implements :meth:`UnlearningMethod.training_step` (the loss of one batch of
+forget images; the module's optimiser, the selection callback and the escalation callback do the
+rest). A training-free method sets ``trains = False`` and implements :meth:`UnlearningMethod.apply`
+(it edits the weights once, at fit start, right after the "before" evaluation); ``fit`` then runs
+no optimiser step and still writes the same report and export.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+
+import torch
+
+if TYPE_CHECKING:  # the module imports the methods; this import is for type checkers only
+    from lightning_unlearn.module import UnlearningModule
+
+#: What a method learns from: ZS = class names only; semi ZS = real forget images; not ZS = real
+#: forget and retain images (the paper's Table 1 column).
+ZeroShotType = Literal["ZS", "semi ZS", "not ZS"]
+
+
+class UnlearningMethod(ABC):
+    """How a model forgets. Subclasses keep every ``__init__`` argument as an attribute of the same
+    name (scikit-learn's convention), which is what :attr:`hparams` reads back.
+
+    Class attributes:
+        short_name: the name used by ``lightning-unlearn compare --methods`` and in reports.
+        trains: False for a training-free method (``apply`` instead of ``training_step``).
+        needs_retain_images: True if training batches must also carry real images of other
+            classes (``retain_image``/``retain_label``); such a method is "not ZS".
+
+    Calls made by :class:`~lightning_unlearn.UnlearningModule`, in order:
+
+    1. ``setup(module)``: once per ``fit``/``validate``/``test``, after the weights are loaded and
+       ``module.spec`` (the resolved :class:`~lightning_unlearn.spec.ForgetSpec`) exists.
+    2. ``training_step(module, batch) -> loss`` for every training batch (methods that train).
+       ``batch`` is a dict with ``image`` (forget images in the model's normalised space),
+       ``label`` (their class index in ``module.spec.vocabulary``) and ``index`` (the image's
+       index in the forget set, for reproducible noise), plus ``retain_image``/``retain_label``
+       for methods that need retain images.
+    3. ``apply(module) -> dict``: training-free methods, once, at fit start; returns the report
+       section describing what was done.
+    4. ``report_section() -> dict | None``: anything else the report should hold.
+
+    What a method may use of the module: ``model``, ``encode_image``, ``forget_text_features``,
+    ``vocabulary_embeddings``, ``noise_generators``, ``sigma``, ``spec``, ``tokenizer``,
+    ``world_size`` and ``device``.
+    """
+
+    short_name: ClassVar[str] = ""
+    trains: ClassVar[bool] = True
+    needs_retain_images: ClassVar[bool] = False
+
+    def setup(self, module: "UnlearningModule") -> None:
+        """Prepare for a run (default: nothing)."""
+
+    def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
+        """The loss of one batch of forget images (methods that train)."""
+        raise NotImplementedError(f"{type(self).__name__} trains but does not implement training_step")
+
+    def apply(self, module: "UnlearningModule") -> dict[str, Any]:
+        """Edit the weights once (training-free methods); returns the report section."""
+        raise NotImplementedError(f"{type(self).__name__} is training-free but does not implement apply")
+
+    def report_section(self) -> Optional[dict[str, Any]]:
+        """Extra report content (default: none)."""
+        return None
+
+    @property
+    def hparams(self) -> dict[str, Any]:
+        """The ``__init__`` arguments, read back from the attributes of the same name."""
+        params = inspect.signature(type(self).__init__).parameters.values()
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return {p.name: getattr(self, p.name) for p in params if p.name != "self" and p.kind in kinds}
+
+    def describe(self) -> dict[str, Any]:
+        """``class_path``/``init_args`` of this method: a plain dict for hyperparameters and reports."""
+        cls = type(self)
+        return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(self.hparams)}
+
+
+def zero_shot_type(method: UnlearningMethod, real_forget_images: bool) -> ZeroShotType:
+    """The Table-1 column: what real data a run used."""
+    if method.needs_retain_images:
+        return "not ZS"
+    return "semi ZS" if real_forget_images else "ZS"
