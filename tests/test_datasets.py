@@ -5,7 +5,8 @@ Everything runs on tiny fake copies written by ``fake_datasets`` (8x8 JPEGs, a f
 
 from __future__ import annotations
 
-import importlib
+import inspect
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +15,6 @@ import pytest
 import scipy.io
 import torch
 import torchvision
-import yaml
 from torchvision import transforms
 
 try:
@@ -26,6 +26,7 @@ from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.datasets import (
     CorruptImageError,
     DatasetLayoutError,
+    ImageListDataset,
     available_datasets,
     car_classname,
     caltech_classname,
@@ -35,8 +36,8 @@ from lightning_unlearn.datasets import (
     get_dataset_factory,
     paper_class_folders,
 )
+from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRANSFORM = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
 FOUR = ("caltech101", "oxford_flowers", "stanford_cars", "stanford_dogs")
 
@@ -71,6 +72,18 @@ def test_all_datasets_registered():
     assert set(FOUR) | {"image_folder"} <= set(available_datasets())
 
 
+@pytest.mark.parametrize("name", FOUR)
+def test_factories_keep_their_public_signature(name):
+    factory = get_dataset_factory(name)
+    params = inspect.signature(factory).parameters
+    assert [(p.name, p.default) for p in params.values()] == [
+        ("root", None), ("split", "test"), ("transform", None), ("layout", "auto")
+    ]
+    module = {"oxford_flowers": "flowers102"}.get(name, name)
+    assert (factory.__name__, factory.__module__) == (name, f"lightning_unlearn.datasets.{module}")
+    assert factory.__doc__.startswith(f"{factory.__doc__.split(' as the paper')[0]} as the paper evaluates it")
+
+
 PAPER_EXPECTED = {
     "caltech101": (fake.CALTECH_PAPER, "a photo of a {}."),
     "oxford_flowers": (fake.FLOWER_PAPER, "a photo of a {}, a type of flower."),
@@ -84,7 +97,8 @@ PAPER_EXPECTED = {
 def test_paper_layout(paper_root, name, split):
     ds = build(name, paper_root, split)
     classnames, template = PAPER_EXPECTED[name]
-    assert (ds.name, ds.layout, ds.split) == (name, "paper", split)
+    assert isinstance(ds, ImageListDataset)
+    assert (ds.name, ds.layout, ds.split, ds.transform) == (name, "paper", split, None)
     assert ds.classnames == list(classnames)  # from train, in label order, underscores as spaces
     assert ds.templates[0] == template and ds.templates[0].count("{}") == 1
     assert ds.targets == list(range(len(classnames)))  # one image per class in each fake split
@@ -244,11 +258,23 @@ def test_dogs_names_and_order():
 def test_missing_split_file_names_it_and_the_layouts(tmp_path):
     folder = fake.make_caltech(tmp_path, "paper")
     (folder / "split_zhou_Caltech101.json").unlink()
-    with pytest.raises(DatasetLayoutError) as err:
+    with pytest.raises(DatasetLayoutError, match="no readable layout") as err:
         build("caltech101", tmp_path)
-    message = str(err.value)
-    assert str(folder / "split_zhou_Caltech101.json") in message
-    assert "paper layout: <data_root>/caltech-101/" in message and "standard layout: <data_root>/caltech101/" in message
+    first, *rest = str(err.value).splitlines()
+    # The first line alone says what is missing; the accepted layouts follow.
+    assert f"missing {str(folder / 'split_zhou_Caltech101.json')!r} (paper layout)" in first
+    assert f"{str(tmp_path / 'caltech101' / '101_ObjectCategories')!r} (standard layout)" in first
+    assert rest[0].startswith("Accepted layouts")
+    assert any("paper layout: <data_root>/caltech-101/" in line for line in rest)
+    assert any("standard layout: <data_root>/caltech101/" in line for line in rest)
+
+
+def test_layout_errors_are_missing_file_errors(tmp_path):
+    with pytest.raises(MissingFileError, match="the root folder itself") as err:
+        build("stanford_dogs", tmp_path / "absent")
+    assert isinstance(err.value, DatasetLayoutError) and isinstance(err.value, FileNotFoundError)
+    assert isinstance(err.value, UnlearnError)
+    assert str(tmp_path / "absent") in str(err.value).splitlines()[0]
 
 
 def test_missing_listed_image_is_named(tmp_path):
@@ -279,11 +305,11 @@ def test_missing_root_and_no_root(tmp_path):
 
 
 def test_split_errors(standard_root, paper_root):
-    with pytest.raises(ValueError, match="has no 'val' split.*paper layout has it"):
+    with pytest.raises(ConfigError, match="has no 'val' split.*paper layout has it"):
         build("stanford_cars", standard_root, "val")
-    with pytest.raises(ValueError, match="unknown split 'dev'"):
+    with pytest.raises(ConfigError, match="unknown split 'dev'; expected one of 'train', 'val', 'test'"):
         build("caltech101", paper_root, "dev")
-    with pytest.raises(ValueError, match="unknown layout"):
+    with pytest.raises(ConfigError, match="unknown layout 'coop'; expected one of 'auto', 'paper', 'standard'"):
         build("caltech101", paper_root, layout="coop")
 
 
@@ -292,8 +318,9 @@ def test_corrupt_jpeg_names_the_file(tmp_path):
     broken = folder / "jpg" / "image_00003.jpg"
     broken.write_bytes(b"not a jpeg")
     ds = build("oxford_flowers", tmp_path)
-    with pytest.raises(CorruptImageError, match="image_00003.jpg"):
+    with pytest.raises(CorruptImageError, match="image_00003.jpg") as err:
         ds[0]
+    assert isinstance(err.value, UnlearnError) and isinstance(err.value, OSError)
 
 
 def test_flowers_md5_check_is_kept(tmp_path):
@@ -304,10 +331,18 @@ def test_flowers_md5_check_is_kept(tmp_path):
 
 
 def test_unknown_dataset_lists_registered_names():
-    with pytest.raises(ValueError, match="did you mean 'caltech101'.*Registered datasets: caltech101"):
+    expected = "unknown dataset 'caltech-101'; close matches: 'caltech101'. Registered datasets: caltech101, "
+    with pytest.raises(UnknownNameError, match="^" + re.escape(expected)) as err:
         get_dataset_factory("caltech-101")
-    with pytest.raises(ValueError, match="Registered datasets"):
+    message = str(err.value)
+    assert "\n" not in message and message.endswith(f"{', '.join(available_datasets())}.")
+    # Without a close match the names are listed once, not twice.
+    with pytest.raises(UnknownNameError, match=r"^unknown dataset 'mnist'\. Registered datasets: ") as err:
+        get_dataset_factory("mnist")
+    assert str(err.value).count("stanford_dogs") == 1
+    with pytest.raises(UnknownNameError, match="unknown dataset 'imagenet'.*Registered datasets: ") as err:
         EvaluationDataModule(["caltech101", "imagenet"], data_root="/data")
+    assert isinstance(err.value, ValueError)
 
 
 # ---------------------------------------------------------------- image_folder
@@ -323,10 +358,12 @@ def test_image_folder_flat(tmp_path):
     ds = build("image_folder", tmp_path, template="a blurry photo of a {}.")
     assert ds.classnames == ["cat", "red fox"] and ds.targets == [0, 0, 1, 1]
     assert ds.templates == ["a blurry photo of a {}."]
-    with pytest.raises(ValueError, match="use split='test'"):
+    with pytest.raises(ConfigError, match="use split='test'"):
         build("image_folder", tmp_path, "train")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ConfigError, match="image_folder: template must be a string with exactly one"):
         build("image_folder", tmp_path, template="a photo")
+    with pytest.raises(ConfigError, match="image_folder: unknown split 'dev'"):
+        build("image_folder", tmp_path, "dev")
 
 
 def test_image_folder_splits_and_class_list(tmp_path):
@@ -394,15 +431,3 @@ def test_datamodule_without_transform(paper_root):
     dm = EvaluationDataModule(["stanford_dogs"], data_root=str(paper_root))
     with pytest.raises(RuntimeError, match="no transform"):
         dm.test_dataloader()
-
-
-@pytest.mark.parametrize("dataset", FOUR)
-def test_config_data_section(paper_root, dataset):
-    text = (CONFIGS / f"rn50_{dataset}.yaml").read_text(encoding="utf-8")
-    # The run config nests the evaluation DataModule inside the synthetic forget-set DataModule.
-    data = yaml.safe_load(text)["data"]["init_args"]["evaluation"]
-    module, _, cls = data["class_path"].rpartition(".")
-    args = {**data["init_args"], "data_root": str(paper_root)}
-    dm = getattr(importlib.import_module(module), cls)(**args)
-    assert list(dm.roots)[0] == dataset and set(dm.roots) == set(FOUR)
-    assert "Forgotten classes" in text and "->" in text

@@ -7,9 +7,11 @@ The factories are not re-exported here because their names equal their modules' 
 
 from lightning_unlearn.datasets.base import *  # noqa: F401,F403
 from lightning_unlearn.datasets import caltech101, flowers102, image_folder, stanford_cars, stanford_dogs  # noqa: F401
-from lightning_unlearn.datasets._layouts import Layout, LayoutImageList, prompt_name  # noqa: F401
+from lightning_unlearn.datasets._layouts import Layout, prompt_name  # noqa: F401
+from lightning_unlearn.datasets._spec import DatasetSpec  # noqa: F401
 from lightning_unlearn.datasets.caltech101 import caltech_classname, paper_class_folders  # noqa: F401
 from lightning_unlearn.datasets.flowers102 import flower_classname  # noqa: F401
 from lightning_unlearn.datasets.image_folder import read_class_list  # noqa: F401
 from lightning_unlearn.datasets.stanford_cars import car_classname  # noqa: F401
 from lightning_unlearn.datasets.stanford_dogs import dog_class_folders, dog_classname  # noqa: F401
+
