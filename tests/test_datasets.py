@@ -1,4 +1,5 @@
-"""Evaluation datasets (both layouts each), their class-name rules and errors, and EvaluationDataModule.
+"""Evaluation datasets (both layouts each), their class-name rules and errors, the registry
+(lazy entries included) and EvaluationDataModule.
 
 Everything runs on tiny fake copies written by ``fake_datasets`` (8x8 JPEGs, a few per class).
 """
@@ -7,6 +8,9 @@ from __future__ import annotations
 
 import inspect
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,10 +38,15 @@ from lightning_unlearn.datasets import (
     dog_classname,
     flower_classname,
     get_dataset_factory,
+    needs_root,
     paper_class_folders,
+    register_dataset,
+    register_lazy_dataset,
 )
+from lightning_unlearn.datasets import base as registry
 from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
 
+REPO = Path(__file__).resolve().parents[1]
 TRANSFORM = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
 FOUR = ("caltech101", "oxford_flowers", "stanford_cars", "stanford_dogs")
 
@@ -69,7 +78,7 @@ def standard_root(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- registry, paper layout
 
 def test_all_datasets_registered():
-    assert set(FOUR) | {"image_folder"} <= set(available_datasets())
+    assert set(FOUR) | {"image_folder", "demo_objects", "demo_textures"} <= set(available_datasets())
 
 
 @pytest.mark.parametrize("name", FOUR)
@@ -343,6 +352,86 @@ def test_unknown_dataset_lists_registered_names():
     with pytest.raises(UnknownNameError, match="unknown dataset 'imagenet'.*Registered datasets: ") as err:
         EvaluationDataModule(["caltech101", "imagenet"], data_root="/data")
     assert isinstance(err.value, ValueError)
+
+
+# ---------------------------------------------------------------- lazy registration
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The registry's tables, restored after the test (the functions read them as module globals)."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_LAZY", dict(registry._LAZY))
+    monkeypatch.setattr(registry, "_ROOTLESS", set(registry._ROOTLESS))
+
+
+@pytest.fixture
+def lazy_module(tmp_path, monkeypatch):
+    """An importable module ``<name>`` holding ``factory``; removed from ``sys.modules`` afterwards."""
+    name = f"lazy_dataset_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text("def factory(root=None, split='test', transform=None):\n    return split\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_lazy_dataset_imported_on_first_use(scratch_registry, lazy_module):
+    register_lazy_dataset("lazy_one", f"{lazy_module}:factory", needs_root=False)
+    assert "lazy_one" in available_datasets() and not needs_root("lazy_one")
+    assert lazy_module not in sys.modules  # listing and needs_root import nothing
+    factory = get_dataset_factory("lazy_one")
+    assert factory is sys.modules[lazy_module].factory and factory(None, "val") == "val"
+    assert get_dataset_factory("lazy_one") is factory
+
+
+def test_latest_registration_wins(scratch_registry, lazy_module):
+    def eager(root=None, split="test", transform=None):
+        return "eager"
+
+    register_lazy_dataset("twice", f"{lazy_module}:factory", needs_root=False)
+    register_dataset("twice")(eager)
+    assert get_dataset_factory("twice") is eager and needs_root("twice")
+    assert lazy_module not in sys.modules
+    register_lazy_dataset("twice", f"{lazy_module}:factory")
+    assert get_dataset_factory("twice") is sys.modules[lazy_module].factory
+
+
+def test_lazy_target_errors(scratch_registry, lazy_module):
+    with pytest.raises(ConfigError, match="target must be 'module.path:attribute', got 'no_colon'"):
+        register_lazy_dataset("bad", "no_colon")
+    register_lazy_dataset("missing_attr", f"{lazy_module}:absent")
+    with pytest.raises(ImportError, match=f"'missing_attr' is registered as '{lazy_module}:absent'"):
+        get_dataset_factory("missing_attr")
+
+
+def test_demo_datasets_are_the_real_factories():
+    from lightning_unlearn.demo import datasets as demo
+
+    assert get_dataset_factory("demo_objects") is demo.demo_objects
+    assert get_dataset_factory("demo_textures") is demo.demo_textures
+    assert not needs_root("demo_objects") and not needs_root("demo_textures")
+
+
+def test_importing_datasets_does_not_import_the_demo():
+    # A fresh interpreter in which the top-level package is an empty shell: its __init__ imports
+    # the demo itself, and only lightning_unlearn.datasets is under test here.
+    script = textwrap.dedent(
+        f"""
+        import sys, types
+        shell = types.ModuleType("lightning_unlearn")
+        shell.__path__ = [{str(REPO / "lightning_unlearn")!r}]
+        sys.modules["lightning_unlearn"] = shell
+        from lightning_unlearn.datasets import available_datasets, get_dataset_factory, needs_root
+        assert "lightning_unlearn.demo" not in sys.modules, "imported by lightning_unlearn.datasets"
+        assert {{"demo_objects", "demo_textures"}} <= set(available_datasets())
+        assert not needs_root("demo_objects") and "lightning_unlearn.demo" not in sys.modules
+        factory = get_dataset_factory("demo_objects")
+        from lightning_unlearn.demo.datasets import demo_objects
+        assert factory is demo_objects
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- image_folder

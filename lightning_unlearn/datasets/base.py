@@ -3,17 +3,22 @@
 A dataset here is a ``torch.utils.data.Dataset`` of ``(image, label)`` pairs (the image passed
 through ``transform``, the label an ``int`` from 0) that also carries what zero-shot evaluation
 needs: the ordered class names and the prompt template(s).
+
+Datasets are registered eagerly with :func:`register_dataset`, or lazily with
+:func:`register_lazy_dataset`, which names a ``"module.path:attribute"`` that is imported only
+when the dataset is first asked for (so listing datasets never imports, say, the demo world).
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lightning_unlearn.errors import MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
 from lightning_unlearn.names import close_matches, unknown_name_message
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "load_rgb",
     "needs_root",
     "register_dataset",
+    "register_lazy_dataset",
 ]
 
 Transform = Callable[[Image.Image], Any]
@@ -124,6 +130,7 @@ class ImageListDataset(Dataset):
 
 DatasetFactory = Callable[..., ZeroShotDataset]
 _REGISTRY: dict[str, DatasetFactory] = {}
+_LAZY: dict[str, str] = {}  # name -> "module.path:attribute", imported on first use
 _ROOTLESS: set[str] = set()
 
 
@@ -139,15 +146,34 @@ def register_dataset(name: str, needs_root: bool = True) -> Callable[[DatasetFac
     """Register ``factory(root, split="test", transform=None, **kwargs)`` under ``name``.
 
     ``needs_root=False`` marks datasets that read no files (the demo world): they take ``root=None``.
-    Registering a name again replaces its factory.
+    Registering a name again replaces its factory, a lazy one included.
     """
 
     def wrap(factory: DatasetFactory) -> DatasetFactory:
+        _LAZY.pop(name, None)
         _REGISTRY[name] = factory
         _mark_root(name, needs_root)
         return factory
 
     return wrap
+
+
+def register_lazy_dataset(name: str, target: str, needs_root: bool = True) -> None:
+    """Register the factory at ``target`` (``"module.path:attribute"``) under ``name``, unimported.
+
+    The module is imported by the first :func:`get_dataset_factory` call for ``name``;
+    :func:`available_datasets` and :func:`needs_root` answer without importing it.
+
+    Raises:
+        ConfigError: ``target`` is not of the form ``"module.path:attribute"``.
+    """
+    module, sep, attribute = target.partition(":")
+    dotted = module.split(".")
+    if not (sep and attribute.isidentifier() and all(part.isidentifier() for part in dotted)):
+        raise ConfigError(f"dataset {name!r}: target must be 'module.path:attribute', got {target!r}")
+    _REGISTRY.pop(name, None)
+    _LAZY[name] = target
+    _mark_root(name, needs_root)
 
 
 def needs_root(name: str) -> bool:
@@ -156,19 +182,36 @@ def needs_root(name: str) -> bool:
 
 
 def available_datasets() -> list[str]:
-    """The registered dataset names, sorted."""
-    return sorted(_REGISTRY)
+    """The registered dataset names, lazy ones included, sorted."""
+    return sorted(set(_REGISTRY) | set(_LAZY))
+
+
+def _resolve_lazy(name: str) -> DatasetFactory:
+    """Import the factory registered lazily as ``name`` and keep it as an eager registration."""
+    target = _LAZY[name]
+    module_name, _, attribute = target.partition(":")
+    # Importing may itself call register_dataset(name) with the same function; either way the
+    # attribute named by the target is what gets registered.
+    factory = getattr(importlib.import_module(module_name), attribute, None)
+    if not callable(factory):
+        raise ImportError(f"dataset {name!r} is registered as {target!r}, but that is not a callable factory")
+    _LAZY.pop(name, None)
+    _REGISTRY[name] = factory
+    return factory
 
 
 def get_dataset_factory(name: str) -> DatasetFactory:
-    """The factory registered as ``name``.
+    """The factory registered as ``name`` (importing a lazy one on first use).
 
     Raises:
         UnknownNameError: no dataset has that name; the one-line message gives close matches and
             every registered name.
+        ImportError: the module or attribute a lazy entry names cannot be imported.
     """
     if name in _REGISTRY:
         return _REGISTRY[name]
+    if name in _LAZY:
+        return _resolve_lazy(name)
     known = available_datasets()
     # show_all=0: the full list follows anyway, so the message names it once.
     message = unknown_name_message("dataset", name, known, show_all=0)
