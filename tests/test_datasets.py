@@ -1,11 +1,16 @@
-"""Evaluation datasets (both layouts each), their class-name rules and errors, and EvaluationDataModule.
+"""Evaluation datasets (both layouts each), their class-name rules and errors, the registry
+(lazy entries included) and EvaluationDataModule.
 
 Everything runs on tiny fake copies written by ``fake_datasets`` (8x8 JPEGs, a few per class).
 """
 
 from __future__ import annotations
 
-import importlib
+import inspect
+import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,7 +19,6 @@ import pytest
 import scipy.io
 import torch
 import torchvision
-import yaml
 from torchvision import transforms
 
 try:
@@ -26,6 +30,7 @@ from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.datasets import (
     CorruptImageError,
     DatasetLayoutError,
+    ImageListDataset,
     available_datasets,
     car_classname,
     caltech_classname,
@@ -33,10 +38,15 @@ from lightning_unlearn.datasets import (
     dog_classname,
     flower_classname,
     get_dataset_factory,
+    needs_root,
     paper_class_folders,
+    register_dataset,
+    register_lazy_dataset,
 )
+from lightning_unlearn.datasets import base as registry
+from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
 TRANSFORM = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
 FOUR = ("caltech101", "oxford_flowers", "stanford_cars", "stanford_dogs")
 
@@ -68,7 +78,19 @@ def standard_root(tmp_path_factory) -> Path:
 # ---------------------------------------------------------------- registry, paper layout
 
 def test_all_datasets_registered():
-    assert set(FOUR) | {"image_folder"} <= set(available_datasets())
+    assert set(FOUR) | {"image_folder", "demo_objects", "demo_textures"} <= set(available_datasets())
+
+
+@pytest.mark.parametrize("name", FOUR)
+def test_factories_keep_their_public_signature(name):
+    factory = get_dataset_factory(name)
+    params = inspect.signature(factory).parameters
+    assert [(p.name, p.default) for p in params.values()] == [
+        ("root", None), ("split", "test"), ("transform", None), ("layout", "auto")
+    ]
+    module = {"oxford_flowers": "flowers102"}.get(name, name)
+    assert (factory.__name__, factory.__module__) == (name, f"lightning_unlearn.datasets.{module}")
+    assert factory.__doc__.startswith(f"{factory.__doc__.split(' as the paper')[0]} as the paper evaluates it")
 
 
 PAPER_EXPECTED = {
@@ -84,7 +106,8 @@ PAPER_EXPECTED = {
 def test_paper_layout(paper_root, name, split):
     ds = build(name, paper_root, split)
     classnames, template = PAPER_EXPECTED[name]
-    assert (ds.name, ds.layout, ds.split) == (name, "paper", split)
+    assert isinstance(ds, ImageListDataset)
+    assert (ds.name, ds.layout, ds.split, ds.transform) == (name, "paper", split, None)
     assert ds.classnames == list(classnames)  # from train, in label order, underscores as spaces
     assert ds.templates[0] == template and ds.templates[0].count("{}") == 1
     assert ds.targets == list(range(len(classnames)))  # one image per class in each fake split
@@ -244,11 +267,23 @@ def test_dogs_names_and_order():
 def test_missing_split_file_names_it_and_the_layouts(tmp_path):
     folder = fake.make_caltech(tmp_path, "paper")
     (folder / "split_zhou_Caltech101.json").unlink()
-    with pytest.raises(DatasetLayoutError) as err:
+    with pytest.raises(DatasetLayoutError, match="no readable layout") as err:
         build("caltech101", tmp_path)
-    message = str(err.value)
-    assert str(folder / "split_zhou_Caltech101.json") in message
-    assert "paper layout: <data_root>/caltech-101/" in message and "standard layout: <data_root>/caltech101/" in message
+    first, *rest = str(err.value).splitlines()
+    # The first line alone says what is missing; the accepted layouts follow.
+    assert f"missing {str(folder / 'split_zhou_Caltech101.json')!r} (paper layout)" in first
+    assert f"{str(tmp_path / 'caltech101' / '101_ObjectCategories')!r} (standard layout)" in first
+    assert rest[0].startswith("Accepted layouts")
+    assert any("paper layout: <data_root>/caltech-101/" in line for line in rest)
+    assert any("standard layout: <data_root>/caltech101/" in line for line in rest)
+
+
+def test_layout_errors_are_missing_file_errors(tmp_path):
+    with pytest.raises(MissingFileError, match="the root folder itself") as err:
+        build("stanford_dogs", tmp_path / "absent")
+    assert isinstance(err.value, DatasetLayoutError) and isinstance(err.value, FileNotFoundError)
+    assert isinstance(err.value, UnlearnError)
+    assert str(tmp_path / "absent") in str(err.value).splitlines()[0]
 
 
 def test_missing_listed_image_is_named(tmp_path):
@@ -279,11 +314,11 @@ def test_missing_root_and_no_root(tmp_path):
 
 
 def test_split_errors(standard_root, paper_root):
-    with pytest.raises(ValueError, match="has no 'val' split.*paper layout has it"):
+    with pytest.raises(ConfigError, match="has no 'val' split.*paper layout has it"):
         build("stanford_cars", standard_root, "val")
-    with pytest.raises(ValueError, match="unknown split 'dev'"):
+    with pytest.raises(ConfigError, match="unknown split 'dev'; expected one of 'train', 'val', 'test'"):
         build("caltech101", paper_root, "dev")
-    with pytest.raises(ValueError, match="unknown layout"):
+    with pytest.raises(ConfigError, match="unknown layout 'coop'; expected one of 'auto', 'paper', 'standard'"):
         build("caltech101", paper_root, layout="coop")
 
 
@@ -292,8 +327,9 @@ def test_corrupt_jpeg_names_the_file(tmp_path):
     broken = folder / "jpg" / "image_00003.jpg"
     broken.write_bytes(b"not a jpeg")
     ds = build("oxford_flowers", tmp_path)
-    with pytest.raises(CorruptImageError, match="image_00003.jpg"):
+    with pytest.raises(CorruptImageError, match="image_00003.jpg") as err:
         ds[0]
+    assert isinstance(err.value, UnlearnError) and isinstance(err.value, OSError)
 
 
 def test_flowers_md5_check_is_kept(tmp_path):
@@ -304,10 +340,98 @@ def test_flowers_md5_check_is_kept(tmp_path):
 
 
 def test_unknown_dataset_lists_registered_names():
-    with pytest.raises(ValueError, match="did you mean 'caltech101'.*Registered datasets: caltech101"):
+    expected = "unknown dataset 'caltech-101'; close matches: 'caltech101'. Registered datasets: caltech101, "
+    with pytest.raises(UnknownNameError, match="^" + re.escape(expected)) as err:
         get_dataset_factory("caltech-101")
-    with pytest.raises(ValueError, match="Registered datasets"):
+    message = str(err.value)
+    assert "\n" not in message and message.endswith(f"{', '.join(available_datasets())}.")
+    # Without a close match the names are listed once, not twice.
+    with pytest.raises(UnknownNameError, match=r"^unknown dataset 'mnist'\. Registered datasets: ") as err:
+        get_dataset_factory("mnist")
+    assert str(err.value).count("stanford_dogs") == 1
+    with pytest.raises(UnknownNameError, match="unknown dataset 'imagenet'.*Registered datasets: ") as err:
         EvaluationDataModule(["caltech101", "imagenet"], data_root="/data")
+    assert isinstance(err.value, ValueError)
+
+
+# ---------------------------------------------------------------- lazy registration
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The registry's tables, restored after the test (the functions read them as module globals)."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_LAZY", dict(registry._LAZY))
+    monkeypatch.setattr(registry, "_ROOTLESS", set(registry._ROOTLESS))
+
+
+@pytest.fixture
+def lazy_module(tmp_path, monkeypatch):
+    """An importable module ``<name>`` holding ``factory``; removed from ``sys.modules`` afterwards."""
+    name = f"lazy_dataset_{tmp_path.name}"
+    (tmp_path / f"{name}.py").write_text("def factory(root=None, split='test', transform=None):\n    return split\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    sys.modules.pop(name, None)
+
+
+def test_lazy_dataset_imported_on_first_use(scratch_registry, lazy_module):
+    register_lazy_dataset("lazy_one", f"{lazy_module}:factory", needs_root=False)
+    assert "lazy_one" in available_datasets() and not needs_root("lazy_one")
+    assert lazy_module not in sys.modules  # listing and needs_root import nothing
+    factory = get_dataset_factory("lazy_one")
+    assert factory is sys.modules[lazy_module].factory and factory(None, "val") == "val"
+    assert get_dataset_factory("lazy_one") is factory
+
+
+def test_latest_registration_wins(scratch_registry, lazy_module):
+    def eager(root=None, split="test", transform=None):
+        return "eager"
+
+    register_lazy_dataset("twice", f"{lazy_module}:factory", needs_root=False)
+    register_dataset("twice")(eager)
+    assert get_dataset_factory("twice") is eager and needs_root("twice")
+    assert lazy_module not in sys.modules
+    register_lazy_dataset("twice", f"{lazy_module}:factory")
+    assert get_dataset_factory("twice") is sys.modules[lazy_module].factory
+
+
+def test_lazy_target_errors(scratch_registry, lazy_module):
+    with pytest.raises(ConfigError, match="target must be 'module.path:attribute', got 'no_colon'"):
+        register_lazy_dataset("bad", "no_colon")
+    register_lazy_dataset("missing_attr", f"{lazy_module}:absent")
+    with pytest.raises(ImportError, match=f"'missing_attr' is registered as '{lazy_module}:absent'"):
+        get_dataset_factory("missing_attr")
+
+
+def test_demo_datasets_are_the_real_factories():
+    from lightning_unlearn.demo import datasets as demo
+
+    assert get_dataset_factory("demo_objects") is demo.demo_objects
+    assert get_dataset_factory("demo_textures") is demo.demo_textures
+    assert not needs_root("demo_objects") and not needs_root("demo_textures")
+
+
+def test_importing_datasets_does_not_import_the_demo():
+    # A fresh interpreter in which the top-level package is an empty shell: its __init__ imports
+    # the demo itself, and only lightning_unlearn.datasets is under test here.
+    script = textwrap.dedent(
+        f"""
+        import sys, types
+        shell = types.ModuleType("lightning_unlearn")
+        shell.__path__ = [{str(REPO / "lightning_unlearn")!r}]
+        sys.modules["lightning_unlearn"] = shell
+        from lightning_unlearn.datasets import available_datasets, get_dataset_factory, needs_root
+        assert "lightning_unlearn.demo" not in sys.modules, "imported by lightning_unlearn.datasets"
+        assert {{"demo_objects", "demo_textures"}} <= set(available_datasets())
+        assert not needs_root("demo_objects") and "lightning_unlearn.demo" not in sys.modules
+        factory = get_dataset_factory("demo_objects")
+        from lightning_unlearn.demo.datasets import demo_objects
+        assert factory is demo_objects
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 # ---------------------------------------------------------------- image_folder
@@ -323,10 +447,12 @@ def test_image_folder_flat(tmp_path):
     ds = build("image_folder", tmp_path, template="a blurry photo of a {}.")
     assert ds.classnames == ["cat", "red fox"] and ds.targets == [0, 0, 1, 1]
     assert ds.templates == ["a blurry photo of a {}."]
-    with pytest.raises(ValueError, match="use split='test'"):
+    with pytest.raises(ConfigError, match="use split='test'"):
         build("image_folder", tmp_path, "train")
-    with pytest.raises(ValueError, match="exactly one"):
+    with pytest.raises(ConfigError, match="image_folder: template must be a string with exactly one"):
         build("image_folder", tmp_path, template="a photo")
+    with pytest.raises(ConfigError, match="image_folder: unknown split 'dev'"):
+        build("image_folder", tmp_path, "dev")
 
 
 def test_image_folder_splits_and_class_list(tmp_path):
@@ -394,15 +520,3 @@ def test_datamodule_without_transform(paper_root):
     dm = EvaluationDataModule(["stanford_dogs"], data_root=str(paper_root))
     with pytest.raises(RuntimeError, match="no transform"):
         dm.test_dataloader()
-
-
-@pytest.mark.parametrize("dataset", FOUR)
-def test_config_data_section(paper_root, dataset):
-    text = (CONFIGS / f"rn50_{dataset}.yaml").read_text(encoding="utf-8")
-    # The run config nests the evaluation DataModule inside the synthetic forget-set DataModule.
-    data = yaml.safe_load(text)["data"]["init_args"]["evaluation"]
-    module, _, cls = data["class_path"].rpartition(".")
-    args = {**data["init_args"], "data_root": str(paper_root)}
-    dm = getattr(importlib.import_module(module), cls)(**args)
-    assert list(dm.roots)[0] == dataset and set(dm.roots) == set(FOUR)
-    assert "Forgotten classes" in text and "->" in text

@@ -14,7 +14,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-from lightning_unlearn.datasets.base import DatasetLayoutError, ImageListDataset, Transform
+from lightning_unlearn.datasets.base import DatasetLayoutError
+from lightning_unlearn.errors import ConfigError
+from lightning_unlearn.names import prompt_name  # re-exported: other modules still import it from here
+
+__all__ = [
+    "LAYOUT_CHOICES",
+    "SPLITS",
+    "Layout",
+    "Located",
+    "check_choice",
+    "check_listed_files",
+    "check_split",
+    "layouts_text",
+    "locate",
+    "missing_file_error",
+    "paper_layout",
+    "prompt_name",
+    "require",
+]
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 LAYOUT_CHOICES: tuple[str, ...] = ("auto", "paper", "standard")
@@ -32,6 +50,8 @@ class Layout:
         tree: a short description of the expected files, shown in errors and docs.
         fixed_folder_name: the dataset folder must be called ``folder`` (torchvision's classes
             join a fixed sub-folder name onto the root they are given).
+        split_file: the paper layout's split JSON, relative to the dataset folder ("" otherwise).
+        image_dir: the folder the split JSON's paths are relative to ("" for the dataset folder).
     """
 
     kind: str
@@ -40,10 +60,25 @@ class Layout:
     splits: tuple[str, ...]
     tree: str
     fixed_folder_name: bool = False
+    split_file: str = ""
+    image_dir: str = ""
 
     def describe(self) -> str:
         """One line for error messages: the layout's kind and its expected tree."""
         return f"{self.kind} layout: <data_root>/{self.folder}/{self.tree}"
+
+
+def paper_layout(folder: str, split_file: str, image_dir: str, tree: str) -> Layout:
+    """The paper's (CoOp/Dassl) layout: a split JSON with every split, and the images it lists.
+
+    Args:
+        folder: conventional name of the dataset folder under a data root.
+        split_file: the split JSON, relative to the dataset folder.
+        image_dir: the folder the JSON's paths are relative to ("" for the dataset folder itself).
+        tree: a short description of the expected files, shown in errors and docs.
+    """
+    markers = (split_file, image_dir) if image_dir else (split_file,)
+    return Layout("paper", folder, markers, SPLITS, tree, split_file=split_file, image_dir=image_dir)
 
 
 @dataclass(frozen=True)
@@ -54,52 +89,19 @@ class Located:
     folder: Path
 
 
-class LayoutImageList(ImageListDataset):
-    """An :class:`ImageListDataset` that also records where and in which layout it was found.
+def check_choice(title: str, what: str, value: str, allowed: Sequence[str]) -> None:
+    """Reject a ``value`` of argument ``what`` (``"split"``, ``"layout"``) that is not in ``allowed``.
 
-    Args:
-        samples: ``(path, label)`` pairs.
-        classnames: class names in label order.
-        templates: prompt templates with one ``{}``; the first is used for evaluation.
-        name: registry name of the dataset.
-        transform: applied to each PIL image.
-        layout: kind of the layout that was read (``"paper"``, ``"standard"``, ``"folder"``).
-        root: the dataset folder that was read.
-        split: the split the samples come from.
+    Raises:
+        ConfigError: ``"<title>: unknown <what> 'x'; expected one of ..."``.
     """
-
-    def __init__(
-        self,
-        samples: Sequence[tuple[str, int]],
-        classnames: Sequence[str],
-        templates: Sequence[str],
-        name: str,
-        transform: Optional[Transform] = None,
-        layout: str = "",
-        root: str = "",
-        split: str = "test",
-    ) -> None:
-        super().__init__(samples, classnames, templates, name, transform)
-        self.layout = layout
-        self.root = root
-        self.split = split
-
-    def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, layout={self.layout!r}, "
-            f"root={self.root!r}, images={len(self)}, classes={len(self.classnames)})"
-        )
-
-
-def prompt_name(name: str) -> str:
-    """A class name as it goes into a prompt: underscores become spaces (CoOp does the same)."""
-    return name.replace("_", " ").strip()
+    if value not in allowed:
+        raise ConfigError(f"{title}: unknown {what} {value!r}; expected one of {', '.join(map(repr, allowed))}.")
 
 
 def check_split(title: str, split: str, allowed: Sequence[str] = SPLITS) -> None:
-    """Reject a split name that no layout of the dataset offers."""
-    if split not in allowed:
-        raise ValueError(f"{title}: unknown split {split!r}; expected one of {', '.join(map(repr, allowed))}.")
+    """Reject a split name that no layout of the dataset offers (a :class:`ConfigError`)."""
+    check_choice(title, "split", split, allowed)
 
 
 def layouts_text(layouts: Iterable[Layout]) -> str:
@@ -146,6 +148,7 @@ def _candidate_folders(root: Path, layout: Layout) -> list[Path]:
 
 
 def _first_missing(folder: Path, layout: Layout) -> Optional[Path]:
+    """The first of the layout's markers that ``folder`` lacks, or ``None`` when all are there."""
     for marker in layout.markers:
         if not (folder / marker).exists():
             return folder / marker
@@ -153,6 +156,7 @@ def _first_missing(folder: Path, layout: Layout) -> Optional[Path]:
 
 
 def _present(folder: Path, layout: Layout) -> int:
+    """How many of the layout's markers ``folder`` holds."""
     return sum((folder / marker).exists() for marker in layout.markers)
 
 
@@ -167,11 +171,11 @@ def _closest_miss(root: Path, layout: Layout) -> Path:
 
 
 def _select(title: str, layouts: Sequence[Layout], layout: str) -> list[Layout]:
-    if layout not in LAYOUT_CHOICES:
-        raise ValueError(f"{title}: unknown layout {layout!r}; expected one of {', '.join(map(repr, LAYOUT_CHOICES))}.")
+    """The layouts that ``layout`` (``"auto"``, ``"paper"``, ``"standard"``) allows, in order."""
+    check_choice(title, "layout", layout, LAYOUT_CHOICES)
     chosen = [lay for lay in layouts if layout in ("auto", lay.kind)]
     if not chosen:
-        raise ValueError(f"{title}: no {layout!r} layout; accepted: {', '.join(lay.kind for lay in layouts)}.")
+        raise ConfigError(f"{title}: no {layout!r} layout; accepted: {', '.join(lay.kind for lay in layouts)}.")
     return chosen
 
 
@@ -192,8 +196,9 @@ def locate(
         layout: ``"auto"`` (first found), ``"paper"`` or ``"standard"``.
 
     Raises:
-        DatasetLayoutError: no layout is complete; names the missing files and all accepted layouts.
-        ValueError: unknown split/layout, or the layout found does not provide ``split``.
+        DatasetLayoutError: no layout is complete; the first line names the missing files, the
+            next ones every accepted layout.
+        ConfigError: unknown split/layout, or the layout found does not provide ``split``.
     """
     check_split(title, split)
     chosen = _select(title, layouts, layout)
@@ -217,13 +222,14 @@ def locate(
     if found:
         hit = found[0]
         others = [lay.kind for lay in layouts if split in lay.splits]
-        raise ValueError(
+        raise ConfigError(
             f"{title}: the {hit.layout.kind} layout found at {str(hit.folder)!r} has no {split!r} split "
             f"(it has {', '.join(hit.layout.splits)}); "
             + (f"the {' or '.join(others)} layout has it." if others else "no layout has it.")
         )
-    misses = "\n".join(f"  - {lay.kind} layout: missing {str(_closest_miss(root, lay))!r}" for lay in chosen)
+    # The first line alone says what is missing; the accepted layouts follow for reference.
+    misses = ", ".join(f"{str(_closest_miss(root, lay))!r} ({lay.kind} layout)" for lay in chosen)
     raise DatasetLayoutError(
-        f"{title}: no readable layout under {str(root)!r}.\n{misses}\n"
+        f"{title}: no readable layout under {str(root)!r}: missing {misses}.\n"
         f"Accepted layouts (give the dataset folder itself or a data root holding it):\n{layouts_text(chosen)}"
     )

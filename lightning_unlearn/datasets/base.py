@@ -3,16 +3,39 @@
 A dataset here is a ``torch.utils.data.Dataset`` of ``(image, label)`` pairs (the image passed
 through ``transform``, the label an ``int`` from 0) that also carries what zero-shot evaluation
 needs: the ordered class names and the prompt template(s).
+
+Datasets are registered eagerly with :func:`register_dataset`, or lazily with
+:func:`register_lazy_dataset`, which names a ``"module.path:attribute"`` that is imported only
+when the dataset is first asked for (so listing datasets never imports, say, the demo world).
 """
 
 from __future__ import annotations
 
-import difflib
+import importlib
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 from PIL import Image
 from torch.utils.data import Dataset
+
+from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.names import close_matches, unknown_name_message
+
+__all__ = [
+    "CorruptImageError",
+    "DatasetFactory",
+    "DatasetLayoutError",
+    "ImageListDataset",
+    "Transform",
+    "ZeroShotDataset",
+    "available_datasets",
+    "close_matches",
+    "get_dataset_factory",
+    "load_rgb",
+    "needs_root",
+    "register_dataset",
+    "register_lazy_dataset",
+]
 
 Transform = Callable[[Image.Image], Any]
 
@@ -30,11 +53,11 @@ class ZeroShotDataset(Protocol):
     def __getitem__(self, index: int) -> tuple[Any, int]: ...
 
 
-class DatasetLayoutError(FileNotFoundError):
-    """A dataset root does not hold any layout this project can read."""
+class DatasetLayoutError(MissingFileError):
+    """A dataset root does not hold any layout this project can read (a ``FileNotFoundError``)."""
 
 
-class CorruptImageError(OSError):
+class CorruptImageError(UnlearnError, OSError):
     """An image file exists but cannot be decoded."""
 
 
@@ -50,7 +73,7 @@ def load_rgb(path: str | Path) -> Image.Image:
 
 
 class ImageListDataset(Dataset):
-    """Images listed as ``(path, label)`` with class names and prompt templates.
+    """Images listed as ``(path, label)`` with class names, prompt templates and their origin.
 
     Args:
         samples: ``(path, label)`` pairs.
@@ -58,6 +81,9 @@ class ImageListDataset(Dataset):
         templates: prompt templates with one ``{}``; the first is used for evaluation.
         name: registry name of the dataset.
         transform: applied to each PIL image.
+        layout: kind of the layout that was read (``"paper"``, ``"standard"``, ``"folder"``).
+        root: the dataset folder that was read.
+        split: the split the samples come from.
     """
 
     def __init__(
@@ -67,15 +93,22 @@ class ImageListDataset(Dataset):
         templates: Sequence[str],
         name: str,
         transform: Optional[Transform] = None,
+        layout: str = "",
+        root: str = "",
+        split: str = "test",
     ) -> None:
         self.samples = list(samples)
         self.classnames = list(classnames)
         self.templates = list(templates)
         self.name = name
         self.transform = transform
+        self.layout = layout
+        self.root = root
+        self.split = split
 
     @property
     def targets(self) -> list[int]:
+        """The label of every sample, in order."""
         return [label for _, label in self.samples]
 
     def __len__(self) -> int:
@@ -88,25 +121,59 @@ class ImageListDataset(Dataset):
             image = self.transform(image)
         return image, label
 
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, layout={self.layout!r}, "
+            f"root={self.root!r}, images={len(self)}, classes={len(self.classnames)})"
+        )
+
 
 DatasetFactory = Callable[..., ZeroShotDataset]
 _REGISTRY: dict[str, DatasetFactory] = {}
+_LAZY: dict[str, str] = {}  # name -> "module.path:attribute", imported on first use
 _ROOTLESS: set[str] = set()
+
+
+def _mark_root(name: str, needs_root: bool) -> None:
+    # The latest registration of a name decides, so re-registering can also clear the mark.
+    if needs_root:
+        _ROOTLESS.discard(name)
+    else:
+        _ROOTLESS.add(name)
 
 
 def register_dataset(name: str, needs_root: bool = True) -> Callable[[DatasetFactory], DatasetFactory]:
     """Register ``factory(root, split="test", transform=None, **kwargs)`` under ``name``.
 
     ``needs_root=False`` marks datasets that read no files (the demo world): they take ``root=None``.
+    Registering a name again replaces its factory, a lazy one included.
     """
 
     def wrap(factory: DatasetFactory) -> DatasetFactory:
+        _LAZY.pop(name, None)
         _REGISTRY[name] = factory
-        if not needs_root:
-            _ROOTLESS.add(name)
+        _mark_root(name, needs_root)
         return factory
 
     return wrap
+
+
+def register_lazy_dataset(name: str, target: str, needs_root: bool = True) -> None:
+    """Register the factory at ``target`` (``"module.path:attribute"``) under ``name``, unimported.
+
+    The module is imported by the first :func:`get_dataset_factory` call for ``name``;
+    :func:`available_datasets` and :func:`needs_root` answer without importing it.
+
+    Raises:
+        ConfigError: ``target`` is not of the form ``"module.path:attribute"``.
+    """
+    module, sep, attribute = target.partition(":")
+    dotted = module.split(".")
+    if not (sep and attribute.isidentifier() and all(part.isidentifier() for part in dotted)):
+        raise ConfigError(f"dataset {name!r}: target must be 'module.path:attribute', got {target!r}")
+    _REGISTRY.pop(name, None)
+    _LAZY[name] = target
+    _mark_root(name, needs_root)
 
 
 def needs_root(name: str) -> bool:
@@ -115,23 +182,37 @@ def needs_root(name: str) -> bool:
 
 
 def available_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+    """The registered dataset names, lazy ones included, sorted."""
+    return sorted(set(_REGISTRY) | set(_LAZY))
 
 
-def close_matches(word: str, candidates: Sequence[str], n: int = 5) -> list[str]:
-    """Case-insensitive close matches of ``word`` among ``candidates`` (original spelling)."""
-    lowered = {c.lower(): c for c in candidates}
-    hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=0.5)
-    return [lowered[h] for h in hits]
+def _resolve_lazy(name: str) -> DatasetFactory:
+    """Import the factory registered lazily as ``name`` and keep it as an eager registration."""
+    target = _LAZY[name]
+    module_name, _, attribute = target.partition(":")
+    # Importing may itself call register_dataset(name) with the same function; either way the
+    # attribute named by the target is what gets registered.
+    factory = getattr(importlib.import_module(module_name), attribute, None)
+    if not callable(factory):
+        raise ImportError(f"dataset {name!r} is registered as {target!r}, but that is not a callable factory")
+    _LAZY.pop(name, None)
+    _REGISTRY[name] = factory
+    return factory
 
 
 def get_dataset_factory(name: str) -> DatasetFactory:
-    """The factory registered as ``name``; the error lists close matches and all names."""
-    if name not in _REGISTRY:
-        hint = close_matches(name, list(_REGISTRY))
-        raise ValueError(
-            f"unknown dataset {name!r}"
-            + (f"; did you mean {', '.join(map(repr, hint))}?" if hint else "")
-            + f" Registered datasets: {', '.join(available_datasets())}."
-        )
-    return _REGISTRY[name]
+    """The factory registered as ``name`` (importing a lazy one on first use).
+
+    Raises:
+        UnknownNameError: no dataset has that name; the one-line message gives close matches and
+            every registered name.
+        ImportError: the module or attribute a lazy entry names cannot be imported.
+    """
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name in _LAZY:
+        return _resolve_lazy(name)
+    known = available_datasets()
+    # show_all=0: the full list follows anyway, so the message names it once.
+    message = unknown_name_message("dataset", name, known, show_all=0)
+    raise UnknownNameError(f"{message}. Registered datasets: {', '.join(known)}.")

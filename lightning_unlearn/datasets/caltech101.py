@@ -14,31 +14,22 @@ returns every image (with a warning); ``"train"``/``"val"`` need the paper's lay
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torchvision
 
-from lightning_unlearn.datasets._layouts import SPLITS, Layout, LayoutImageList, check_listed_files, locate, prompt_name
-from lightning_unlearn.datasets._splits import Samples, read_split_json
-from lightning_unlearn.datasets.base import Transform, register_dataset
+from lightning_unlearn.datasets._layouts import Layout, paper_layout
+from lightning_unlearn.datasets._spec import DatasetSpec, define_dataset
+from lightning_unlearn.datasets._splits import Samples
+from lightning_unlearn.names import prompt_name
 
-NAME = "caltech101"
-TITLE = "Caltech101"
-TEMPLATES = ["a photo of a {}."]
 SPLIT_FILE = "split_zhou_Caltech101.json"
 IMAGES = "101_ObjectCategories"
 DROPPED = frozenset({"BACKGROUND_Google", "Faces_easy"})
 RENAMES = {"airplanes": "airplane", "Faces": "face", "Leopards": "leopard", "Motorbikes": "motorbike"}
 
-PAPER = Layout(
-    kind="paper",
-    folder="caltech-101",
-    markers=(SPLIT_FILE, IMAGES),
-    splits=SPLITS,
-    tree=f"{{{SPLIT_FILE}, {IMAGES}/<class>/image_0001.jpg ...}}",
-)
+PAPER = paper_layout("caltech-101", SPLIT_FILE, IMAGES, tree=f"{{{SPLIT_FILE}, {IMAGES}/<class>/image_0001.jpg ...}}")
 STANDARD = Layout(
     kind="standard",
     folder="caltech101",
@@ -47,7 +38,6 @@ STANDARD = Layout(
     tree=f"{IMAGES}/{{BACKGROUND_Google/, <class>/image_0001.jpg ...}} (torchvision; no splits)",
     fixed_folder_name=True,
 )
-LAYOUTS = (PAPER, STANDARD)
 
 
 def caltech_classname(folder: str) -> str:
@@ -60,8 +50,12 @@ def paper_class_folders(folders: Iterable[str]) -> list[str]:
     return [folder for folder in sorted(folders) if folder not in DROPPED]
 
 
-def _read_torchvision(folder: Path) -> tuple[Samples, list[str]]:
-    """All images via torchvision's parser, relabelled to the paper's classes (Faces_easy dropped)."""
+def _read_torchvision(folder: Path, split: str) -> tuple[Samples, list[str]]:
+    """All images via torchvision's parser, relabelled to the paper's classes (Faces_easy dropped).
+
+    ``split`` is always ``"test"`` (the layout's only split) and means every image.
+    """
+    del split
     parsed = torchvision.datasets.Caltech101(str(folder.parent), download=False)
     kept = paper_class_folders(parsed.categories)
     new_label = {parsed.categories.index(name): label for label, name in enumerate(kept)}
@@ -74,35 +68,12 @@ def _read_torchvision(folder: Path) -> tuple[Samples, list[str]]:
     return samples, [caltech_classname(name) for name in kept]
 
 
-@register_dataset(NAME)
-def caltech101(
-    root: Optional[str] = None,
-    split: str = "test",
-    transform: Optional[Transform] = None,
-    layout: str = "auto",
-) -> LayoutImageList:
-    """Caltech101 as the paper evaluates it (100 classes, prompt "a photo of a {}.").
-
-    Args:
-        root: the dataset folder (``caltech-101/`` or ``caltech101/``) or a data root holding one.
-        split: ``"train"``, ``"val"`` or ``"test"`` (paper layout); torchvision's layout only has
-            ``"test"``, which then means every image.
-        transform: applied to each PIL image.
-        layout: ``"auto"`` (paper first), ``"paper"`` or ``"standard"`` (torchvision's).
-    """
-    found = locate(TITLE, root, LAYOUTS, split, layout)
-    if found.layout is PAPER:
-        samples, classnames = read_split_json(TITLE, found.folder / SPLIT_FILE, found.folder / IMAGES, split, LAYOUTS)
-    else:
-        samples, classnames = _read_torchvision(found.folder)
-        numbered = "torchvision's Caltech101, which numbers each folder's files 1..n"
-        check_listed_files(TITLE, samples, LAYOUTS, source=numbered)
-        warnings.warn(
-            f"{TITLE}: torchvision's layout has no splits, so split='test' uses all {len(samples)} images; "
-            f"add {SPLIT_FILE} (paper layout) for the paper's test split.",
-            UserWarning,
-            stacklevel=2,
-        )
-    return LayoutImageList(
-        samples, classnames, TEMPLATES, NAME, transform, layout=found.layout.kind, root=str(found.folder), split=split
-    )
+SPEC = DatasetSpec(
+    name="caltech101", title="Caltech101", paper=PAPER, standard=STANDARD, read_standard=_read_torchvision,
+    standard_source="torchvision's Caltech101, which numbers each folder's files 1..n",
+    standard_warning=(
+        "Caltech101: torchvision's layout has no splits, so split='test' uses all {count} images; "
+        f"add {SPLIT_FILE} (paper layout) for the paper's test split."
+    ),
+)
+caltech101 = define_dataset(SPEC, __name__)

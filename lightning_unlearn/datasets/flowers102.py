@@ -13,27 +13,20 @@ reported as such instead of torchvision's "Dataset not found or corrupted" messa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torchvision
 from torchvision.datasets import flowers102 as tv_flowers
 
-from lightning_unlearn.datasets._layouts import SPLITS, Layout, LayoutImageList, check_listed_files, locate, prompt_name
-from lightning_unlearn.datasets._splits import Samples, read_split_json
-from lightning_unlearn.datasets.base import Transform, register_dataset
+from lightning_unlearn.datasets._layouts import SPLITS, Layout, paper_layout
+from lightning_unlearn.datasets._spec import DatasetSpec, define_dataset
+from lightning_unlearn.datasets._splits import Samples
+from lightning_unlearn.names import prompt_name
 
-NAME = "oxford_flowers"
-TITLE = "Oxford Flowers 102"
-TEMPLATES = ["a photo of a {}, a type of flower."]
 SPLIT_FILE = "split_zhou_OxfordFlowers.json"
 MAT_FILES = ("imagelabels.mat", "setid.mat")
 
-PAPER = Layout(
-    kind="paper",
-    folder="oxford_flowers",
-    markers=(SPLIT_FILE, "jpg"),
-    splits=SPLITS,
-    tree=f"{{{SPLIT_FILE}, jpg/image_00001.jpg ..., cat_to_name.json (not read)}}",
+PAPER = paper_layout(
+    "oxford_flowers", SPLIT_FILE, "jpg", tree=f"{{{SPLIT_FILE}, jpg/image_00001.jpg ..., cat_to_name.json (not read)}}"
 )
 STANDARD = Layout(
     kind="standard",
@@ -43,7 +36,6 @@ STANDARD = Layout(
     tree="{jpg/image_00001.jpg ..., imagelabels.mat, setid.mat} (torchvision; original .mat files, MD5-checked)",
     fixed_folder_name=True,
 )
-LAYOUTS = (PAPER, STANDARD)
 
 
 def flower_classname(name: str) -> str:
@@ -60,7 +52,7 @@ def _md5_error(folder: Path) -> RuntimeError:
         if name in expected and not tv_flowers.check_integrity(str(folder / name), expected[name])
     ]
     return RuntimeError(
-        f"{TITLE}: torchvision rejects {', '.join(repr(str(folder / name)) for name in bad or MAT_FILES)} "
+        f"{SPEC.title}: torchvision rejects {', '.join(repr(str(folder / name)) for name in bad or MAT_FILES)} "
         "(MD5 differs from the original file); use the original files from "
         "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ or the paper's layout."
     )
@@ -77,27 +69,8 @@ def _read_torchvision(folder: Path, split: str) -> tuple[Samples, list[str]]:
     return samples, [flower_classname(name) for name in torchvision.datasets.Flowers102.classes]
 
 
-@register_dataset(NAME)
-def oxford_flowers(
-    root: Optional[str] = None,
-    split: str = "test",
-    transform: Optional[Transform] = None,
-    layout: str = "auto",
-) -> LayoutImageList:
-    """Oxford Flowers 102 as the paper evaluates it (prompt "a photo of a {}, a type of flower.").
-
-    Args:
-        root: the dataset folder (``oxford_flowers/`` or ``flowers-102/``) or a data root holding one.
-        split: ``"train"``, ``"val"`` or ``"test"``.
-        transform: applied to each PIL image.
-        layout: ``"auto"`` (paper first), ``"paper"`` or ``"standard"`` (torchvision's).
-    """
-    found = locate(TITLE, root, LAYOUTS, split, layout)
-    if found.layout is PAPER:
-        samples, classnames = read_split_json(TITLE, found.folder / SPLIT_FILE, found.folder / "jpg", split, LAYOUTS)
-    else:
-        samples, classnames = _read_torchvision(found.folder, split)
-        check_listed_files(TITLE, samples, LAYOUTS)
-    return LayoutImageList(
-        samples, classnames, TEMPLATES, NAME, transform, layout=found.layout.kind, root=str(found.folder), split=split
-    )
+SPEC = DatasetSpec(
+    name="oxford_flowers", title="Oxford Flowers 102", paper=PAPER, standard=STANDARD, read_standard=_read_torchvision,
+    templates=("a photo of a {}, a type of flower.",),
+)
+oxford_flowers = define_dataset(SPEC, __name__)

@@ -19,8 +19,11 @@ from typing import Optional
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from lightning_unlearn.datasets._layouts import SPLITS, LayoutImageList, check_split, prompt_name
-from lightning_unlearn.datasets.base import DatasetLayoutError, Transform, register_dataset
+from lightning_unlearn._validation import _template_validation
+from lightning_unlearn.datasets._layouts import SPLITS, check_split
+from lightning_unlearn.datasets.base import DatasetLayoutError, ImageListDataset, Transform, register_dataset
+from lightning_unlearn.errors import ConfigError
+from lightning_unlearn.names import prompt_name
 
 NAME = "image_folder"
 TITLE = "image_folder"
@@ -30,12 +33,6 @@ LAYOUTS_TEXT = (
     "  - <root>/{train,val,test}/<class>/*.jpg\n"
     "  with an optional class-list file: one sub-folder per line, optionally '<TAB>prompt name'."
 )
-
-
-def check_template(template: str) -> None:
-    """A prompt template needs exactly one ``{}`` for the class name."""
-    if template.count("{}") != 1:
-        raise ValueError(f"{TITLE}: template {template!r} must contain exactly one '{{}}' for the class name.")
 
 
 def read_class_list(path: str | Path) -> list[tuple[str, str]]:
@@ -50,7 +47,7 @@ def read_class_list(path: str | Path) -> list[tuple[str, str]]:
         folder, _, shown = line.partition("\t")
         entries.append((folder.strip(), prompt_name(shown or folder)))
     if not entries:
-        raise ValueError(f"{TITLE}: class-list file {str(path)!r} lists no class.")
+        raise ConfigError(f"{TITLE}: class-list file {str(path)!r} lists no class.")
     return entries
 
 
@@ -62,7 +59,7 @@ def _split_folder(root: Path, split: str) -> Path:
             raise DatasetLayoutError(f"{TITLE}: missing {str(folder)!r} (the split {split!r}).\n{LAYOUTS_TEXT}")
         return folder
     if split != "test":
-        raise ValueError(
+        raise ConfigError(
             f"{TITLE}: {str(root)!r} has no train/val/test sub-folders, so it is one set; "
             f"use split='test' (got {split!r})."
         )
@@ -70,6 +67,7 @@ def _split_folder(root: Path, split: str) -> Path:
 
 
 def _classes(folder: Path, classes_file: Optional[str]) -> list[tuple[str, str]]:
+    """``(folder, prompt name)`` of every class: the class-list file's, or the sorted sub-folders."""
     if classes_file is not None:
         entries = read_class_list(classes_file)
         for name, _ in entries:
@@ -91,7 +89,7 @@ def image_folder(
     template: str = "a photo of a {}.",
     classes_file: Optional[str] = None,
     name: str = NAME,
-) -> LayoutImageList:
+) -> ImageListDataset:
     """A folder of class sub-folders as a zero-shot dataset.
 
     Args:
@@ -102,9 +100,14 @@ def image_folder(
         classes_file: optional class-list file fixing which sub-folders are classes, their order
             and (after a tab) their prompt names.
         name: the dataset's ``name`` attribute.
+
+    Raises:
+        ConfigError: unknown split, a split the folder does not have, or a template without
+            exactly one ``{}``.
+        DatasetLayoutError: the root, a split or class folder, or the class-list file is missing.
     """
     check_split(TITLE, split)
-    check_template(template)
+    _template_validation(f"{TITLE}: template", template)
     if root is None:
         raise DatasetLayoutError(f"{TITLE}: no root given.\n{LAYOUTS_TEXT}")
     root_path = Path(root).expanduser()
@@ -118,6 +121,6 @@ def image_folder(
     except FileNotFoundError as err:  # a class folder without any image
         raise DatasetLayoutError(f"{TITLE}: under {str(folder)!r}: {err}") from err
     classnames = [shown for _, shown in classes]
-    return LayoutImageList(
+    return ImageListDataset(
         samples, classnames, [template], name, transform, layout="folder", root=str(folder), split=split
     )

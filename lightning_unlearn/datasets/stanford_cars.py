@@ -11,25 +11,14 @@ are not read.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import torchvision
 
-from lightning_unlearn.datasets._layouts import (
-    SPLITS,
-    Layout,
-    LayoutImageList,
-    check_listed_files,
-    locate,
-    prompt_name,
-    require,
-)
-from lightning_unlearn.datasets._splits import Samples, read_split_json
-from lightning_unlearn.datasets.base import Transform, register_dataset
+from lightning_unlearn.datasets._layouts import Layout, paper_layout, require
+from lightning_unlearn.datasets._spec import DatasetSpec, define_dataset
+from lightning_unlearn.datasets._splits import Samples
+from lightning_unlearn.names import prompt_name
 
-NAME = "stanford_cars"
-TITLE = "Stanford Cars"
-TEMPLATES = ["a photo of a {}."]
 SPLIT_FILE = "split_zhou_StanfordCars.json"
 # What torchvision's StanfordCars opens for each split (it says only "Dataset not found." otherwise).
 STANDARD_FILES = {
@@ -37,12 +26,9 @@ STANDARD_FILES = {
     "test": ("cars_test_annos_withlabels.mat", "cars_test"),
 }
 
-PAPER = Layout(
-    kind="paper",
-    folder="stanford_cars",
-    markers=(SPLIT_FILE,),
-    splits=SPLITS,
-    tree=f"{{{SPLIT_FILE}, cars_train/00001.jpg ..., cars_test/00001.jpg ...}}",
+# The split JSON's paths ("cars_train/00001.jpg") are relative to the dataset folder itself.
+PAPER = paper_layout(
+    "stanford_cars", SPLIT_FILE, "", tree=f"{{{SPLIT_FILE}, cars_train/00001.jpg ..., cars_test/00001.jpg ...}}"
 )
 STANDARD = Layout(
     kind="standard",
@@ -55,7 +41,6 @@ STANDARD = Layout(
     ),
     fixed_folder_name=True,
 )
-LAYOUTS = (PAPER, STANDARD)
 
 
 def car_classname(meta_name: str) -> str:
@@ -66,34 +51,14 @@ def car_classname(meta_name: str) -> str:
 
 def _read_torchvision(folder: Path, split: str) -> tuple[Samples, list[str]]:
     """The official split via torchvision's parser, with year-first class names."""
-    require(TITLE, folder, STANDARD_FILES[split], LAYOUTS)
+    require(SPEC.title, folder, STANDARD_FILES[split], SPEC.layouts)
     # loader=str makes torchvision return the file path instead of opening the image.
     parsed = torchvision.datasets.StanfordCars(str(folder.parent), split=split, download=False, loader=str)
     samples = [parsed[i] for i in range(len(parsed))]
     return samples, [car_classname(name) for name in parsed.classes]
 
 
-@register_dataset(NAME)
-def stanford_cars(
-    root: Optional[str] = None,
-    split: str = "test",
-    transform: Optional[Transform] = None,
-    layout: str = "auto",
-) -> LayoutImageList:
-    """Stanford Cars as the paper evaluates it (196 classes, prompt "a photo of a {}.").
-
-    Args:
-        root: the dataset folder (``stanford_cars/``) or a data root holding it.
-        split: ``"train"``, ``"val"`` or ``"test"`` (torchvision's layout: ``"train"``/``"test"``).
-        transform: applied to each PIL image.
-        layout: ``"auto"`` (paper first), ``"paper"`` or ``"standard"`` (torchvision's).
-    """
-    found = locate(TITLE, root, LAYOUTS, split, layout)
-    if found.layout is PAPER:
-        samples, classnames = read_split_json(TITLE, found.folder / SPLIT_FILE, found.folder, split, LAYOUTS)
-    else:
-        samples, classnames = _read_torchvision(found.folder, split)
-        check_listed_files(TITLE, samples, LAYOUTS)
-    return LayoutImageList(
-        samples, classnames, TEMPLATES, NAME, transform, layout=found.layout.kind, root=str(found.folder), split=split
-    )
+SPEC = DatasetSpec(
+    name="stanford_cars", title="Stanford Cars", paper=PAPER, standard=STANDARD, read_standard=_read_torchvision
+)
+stanford_cars = define_dataset(SPEC, __name__)

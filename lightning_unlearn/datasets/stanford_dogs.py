@@ -14,36 +14,23 @@ not the official one; the official ``train_list.mat``/``test_list.mat`` (12,000 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 import numpy as np
 import scipy.io
 
-from lightning_unlearn.datasets._layouts import (
-    SPLITS,
-    Layout,
-    LayoutImageList,
-    check_listed_files,
-    locate,
-    missing_file_error,
-    prompt_name,
-)
-from lightning_unlearn.datasets._splits import Samples, read_split_json
-from lightning_unlearn.datasets.base import DatasetLayoutError, Transform, register_dataset
+from lightning_unlearn.datasets._layouts import Layout, missing_file_error, paper_layout
+from lightning_unlearn.datasets._spec import DatasetSpec, define_dataset
+from lightning_unlearn.datasets._splits import Samples
+from lightning_unlearn.datasets.base import DatasetLayoutError
+from lightning_unlearn.names import prompt_name
 
-NAME = "stanford_dogs"
-TITLE = "Stanford Dogs"
-TEMPLATES = ["a photo of a {}."]
 SPLIT_FILE = "split_alexey_stanford_dogs.json"
 IMAGES = "Images"
 LIST_DIRS = (".", "lists")  # lists.tar extracts its .mat files flat; a lists/ folder is accepted too
 
-PAPER = Layout(
-    kind="paper",
-    folder="stanford_dogs",
-    markers=(SPLIT_FILE, IMAGES),
-    splits=SPLITS,
-    tree=f"{{{SPLIT_FILE}, {IMAGES}/n02085620-Chihuahua/n02085620_10074.jpg ...}}",
+PAPER = paper_layout(
+    "stanford_dogs", SPLIT_FILE, IMAGES, tree=f"{{{SPLIT_FILE}, {IMAGES}/n02085620-Chihuahua/n02085620_10074.jpg ...}}"
 )
 STANDARD = Layout(
     kind="standard",
@@ -55,7 +42,6 @@ STANDARD = Layout(
         "(official lists, also under lists/; train/test only)"
     ),
 )
-LAYOUTS = (PAPER, STANDARD)
 
 
 def dog_classname(folder: str) -> str:
@@ -74,7 +60,7 @@ def _list_file(folder: Path, split: str) -> Path:
         path = folder / sub / f"{split}_list.mat"
         if path.is_file():
             return path
-    raise missing_file_error(TITLE, folder / f"{split}_list.mat", LAYOUTS)
+    raise missing_file_error(SPEC.title, folder / f"{split}_list.mat", SPEC.layouts)
 
 
 def _load_list(path: Path) -> tuple[list[str], list[int]]:
@@ -84,7 +70,7 @@ def _load_list(path: Path) -> tuple[list[str], list[int]]:
     files = [str(name) for name in np.atleast_1d(mat["file_list"])]
     labels = [int(label) - 1 for label in np.atleast_1d(mat["labels"])]
     if len(files) != len(labels):
-        raise ValueError(f"{TITLE}: {str(path)!r} has {len(files)} files but {len(labels)} labels.")
+        raise ValueError(f"{SPEC.title}: {str(path)!r} has {len(files)} files but {len(labels)} labels.")
     return files, labels
 
 
@@ -96,34 +82,14 @@ def _read_official(folder: Path, split: str) -> tuple[Samples, list[str]]:
     for rel, label in zip(files, labels):
         if not 0 <= label < len(class_folders) or Path(rel).parts[0] != class_folders[label]:
             raise DatasetLayoutError(
-                f"{TITLE}: {str(list_path)!r} gives {rel!r} label {label + 1}, which does not match the "
+                f"{SPEC.title}: {str(list_path)!r} gives {rel!r} label {label + 1}, which does not match the "
                 f"sorted class folders under {str(folder / IMAGES)!r} ({len(class_folders)} found)."
             )
     samples = [(str(folder / IMAGES / rel), label) for rel, label in zip(files, labels)]
     return samples, [dog_classname(name) for name in class_folders]
 
 
-@register_dataset(NAME)
-def stanford_dogs(
-    root: Optional[str] = None,
-    split: str = "test",
-    transform: Optional[Transform] = None,
-    layout: str = "auto",
-) -> LayoutImageList:
-    """Stanford Dogs as the paper evaluates it (120 classes, prompt "a photo of a {}.").
-
-    Args:
-        root: the dataset folder (``stanford_dogs/``) or a data root holding it.
-        split: ``"train"``, ``"val"`` or ``"test"`` (official lists: ``"train"``/``"test"``).
-        transform: applied to each PIL image.
-        layout: ``"auto"`` (paper first), ``"paper"`` or ``"standard"`` (official lists).
-    """
-    found = locate(TITLE, root, LAYOUTS, split, layout)
-    if found.layout is PAPER:
-        samples, classnames = read_split_json(TITLE, found.folder / SPLIT_FILE, found.folder / IMAGES, split, LAYOUTS)
-    else:
-        samples, classnames = _read_official(found.folder, split)
-        check_listed_files(TITLE, samples, LAYOUTS)
-    return LayoutImageList(
-        samples, classnames, TEMPLATES, NAME, transform, layout=found.layout.kind, root=str(found.folder), split=split
-    )
+SPEC = DatasetSpec(
+    name="stanford_dogs", title="Stanford Dogs", paper=PAPER, standard=STANDARD, read_standard=_read_official
+)
+stanford_dogs = define_dataset(SPEC, __name__)
