@@ -75,7 +75,8 @@ def build_report(
         "stop_reason": stop_reason(trainer, module),
         "optimizer_steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
-        "timings": {k: round(float(v), 3) for k, v in timings.items()},
+        "timings": {k: round(float(v), 6 if k in method.timings else 3)
+                    for k, v in {**timings, **method.timings}.items()},
     }
     if forget is not None:
         report["forget_set"] = forget.forget_set.summary()

@@ -57,6 +57,9 @@ class UnlearningMethod(ABC):
        section describing what was done.
     4. ``report_section() -> dict | None``: anything else the report should hold.
 
+    A method may record durations in ``self.timings`` (name -> seconds, e.g. ``{"edit": 0.002}``);
+    the report adds them to its ``timings``.
+
     What a method may use of the module: ``model``, ``encode_image``, ``forget_text_features``,
     ``vocabulary_embeddings``, ``noise_generators``, ``sigma``, ``spec``, ``tokenizer``,
     ``world_size`` and ``device``.
@@ -65,6 +68,12 @@ class UnlearningMethod(ABC):
     short_name: ClassVar[str] = ""
     trains: ClassVar[bool] = True
     needs_retain_images: ClassVar[bool] = False
+    timings: dict[str, float]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "UnlearningMethod":
+        self = super().__new__(cls)
+        self.timings = {}  # set before __init__, so subclasses need not call super().__init__()
+        return self
 
     def setup(self, module: "UnlearningModule") -> None:
         """Prepare for a run (default: nothing)."""
