@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_unlearn.callbacks import GradientLayerSelection, NoiseLayerEscalation, SyntheticAccuracyStopping
+from lightning_unlearn.errors import ConfigError
 
 MONITOR = "forget/synthetic_acc"
 STEPS_PER_EPOCH = 2
@@ -226,9 +227,9 @@ def test_selection_set_k_takes_effect_during_training() -> None:
     restored.load_state_dict(selection.state_dict())
     assert restored.get_k("vision") == 3 and restored.selection_counts == selection.selection_counts
 
-    with pytest.raises(ValueError, match=re.escape("must be a positive int, got 0")):
+    with pytest.raises(ConfigError, match=re.escape("`k` for group 'vision' must be an int >= 1, got 0")):
         selection.set_k("vision", 0)
-    with pytest.raises(ValueError, match=re.escape("Unknown group 'audio'")):
+    with pytest.raises(ConfigError, match=re.escape("Unknown group 'audio'")):
         selection.set_k("audio", 2)
 
 
@@ -246,17 +247,20 @@ def test_selection_unknown_group_from_set_k_fails_at_fit_start() -> None:
         (dict(k=-2), "got -2"),
         (dict(k=True), "got True"),
         (dict(k=2.5), "got 2.5"),
-        (dict(k={"vision": 0}), "`k['vision']` must be a positive int, got 0"),
+        (dict(k={"vision": 0}), "`k`['vision'] must be an int >= 1, got 0"),
         (dict(k={}), "got {}"),
         (dict(groups={"vision": []}), "got []"),
         (dict(groups={"vision": "^vision"}), "got '^vision'"),
         (dict(groups={"vision": ["("]}), "invalid regex '('"),
+        (dict(groups={"vision": [3]}), "patterns must be strings, got 3"),
+        (dict(groups={}), "`groups` must be a non-empty dict of group -> list of regex patterns, got {}"),
+        (dict(groups={1: ["v"]}), "`groups` keys must be strings, got 1"),
         (dict(other="maybe"), "got 'maybe'"),
         (dict(k={"vision": 1, "audio": 1}, groups={"vision": ["v"], "text": ["t"]}), "unknown: ['audio']"),
     ],
 )
 def test_selection_bad_arguments(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         GradientLayerSelection(**kwargs)
 
 
@@ -297,8 +301,13 @@ def test_stopping_at_first_validation_at_or_below_goal(values: list[float], goal
 
 @pytest.mark.parametrize("goal", [-0.1, 1.5, float("nan"), True, "0.1", None])
 def test_stopping_bad_goal(goal: Any) -> None:
-    with pytest.raises(ValueError, match=re.escape(f"got {goal!r}")):
+    with pytest.raises(ConfigError, match=re.escape(f"`goal` must be a number in [0, 1], got {goal!r}")):
         SyntheticAccuracyStopping(goal=goal)
+
+
+def test_stopping_bad_mode() -> None:
+    with pytest.raises(ConfigError, match=re.escape("`mode` must be one of 'min', 'max', got 'avg'")):
+        SyntheticAccuracyStopping(mode="avg")  # type: ignore[arg-type]
 
 
 # ======================================================================== NoiseLayerEscalation
