@@ -18,8 +18,13 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_unlearn.callbacks import GradientLayerSelection, NoiseLayerEscalation, SyntheticAccuracyStopping
-from lightning_unlearn.errors import ConfigError
+from lightning_unlearn.callbacks import (
+    EscalationStopReason,
+    GradientLayerSelection,
+    NoiseLayerEscalation,
+    SyntheticAccuracyStopping,
+)
+from lightning_unlearn.errors import CheckpointError, ConfigError
 
 MONITOR = "forget/synthetic_acc"
 STEPS_PER_EPOCH = 2
@@ -354,7 +359,8 @@ def test_escalation_restores_model_and_optimizer_bit_exactly_and_escalates() -> 
     assert escalation.best_value == pytest.approx(0.4) and escalation.best_epoch == 2
     assert_tree_equal(escalation.best_state, {n: p for n, p in probe.end[2][0].items() if n in escalation.best_state})
     assert set(escalation.best_state) == {n for n, p in model.named_parameters() if p.requires_grad}
-    assert escalation.stop_reason is None
+    assert escalation.stopping_reason is EscalationStopReason.NOT_STOPPED
+    assert escalation.stopping_reason_message is None
 
 
 def test_escalation_loads_best_state_at_the_end() -> None:
@@ -386,7 +392,8 @@ def test_escalation_stops_when_schedules_are_exhausted() -> None:
     trainer = make_trainer([selection, escalation, probe], max_epochs=8)
     trainer.fit(model)
     assert trainer.current_epoch == 4  # epochs 0..3 ran
-    assert escalation.stop_reason == "schedule_exhausted"
+    assert escalation.stopping_reason is EscalationStopReason.SCHEDULE_EXHAUSTED
+    assert "the schedules are exhausted" in escalation.stopping_reason_message
     assert escalation.sigma_history == [0.1, 0.1, 0.2, 0.2]
     assert escalation.restored_epochs == [1, 2, 3]
     assert selection.current_k == {"vision": 1, "text": 3}
@@ -403,7 +410,8 @@ def test_escalation_non_finite_loss_keeps_best_state_and_stops(nan_at_step: int)
     trainer = make_trainer([GradientLayerSelection(k=2), escalation, probe], max_epochs=3)
     with pytest.warns(UserWarning, match="training loss is not finite"):
         trainer.fit(model)
-    assert escalation.stop_reason == "non_finite_loss"
+    assert escalation.stopping_reason is EscalationStopReason.NON_FINITE_LOSS
+    assert "the training loss is not finite" in escalation.stopping_reason_message
     assert trainer.global_step == nan_at_step + 1
     final = snapshot(model)
     assert all(torch.isfinite(p).all() for p in final.values())
@@ -430,7 +438,7 @@ def test_all_three_together_goal_reached_keeps_the_goal_weights() -> None:
     trainer = make_trainer([selection, escalation, stopping, weights], max_epochs=5)
     trainer.fit(model)
     assert trainer.global_step == 5 and stopping.stopping_reason == EarlyStoppingReason.STOPPING_THRESHOLD
-    assert escalation.stop_reason is None and escalation.restored_epochs == [1]
+    assert escalation.stopping_reason is EscalationStopReason.NOT_STOPPED and escalation.restored_epochs == [1]
     assert escalation.best_epoch == 2 and escalation.best_value == pytest.approx(0.08)
     assert escalation.sigma_history == [0.1, 0.1, 0.3]
     assert_tree_equal(snapshot(model), weights.last)
@@ -447,11 +455,16 @@ def test_all_three_together_goal_reached_keeps_the_goal_weights() -> None:
         (dict(k_schedules={"vision": []}), "`k_schedules['vision']` must be a non-empty list of positive ints, got []"),
         (dict(k_schedules={"vision": [2, 0]}), "got 0"),
         (dict(k_schedules={"vision": [1.5]}), "got 1.5"),
+        (dict(k_schedules={}), "`k_schedules` must be a non-empty dict of group -> list of k, got {}"),
         (dict(mode="avg"), "got 'avg'"),
+        (dict(sigma_attribute="not a name"), "`sigma_attribute` must be an attribute name"),
+        (dict(initial_best=float("nan")), "`initial_best` must be a finite number or None, got nan"),
+        (dict(initial_best="1.0"), "`initial_best` must be a finite number or None, got '1.0'"),
+        (dict(positions="all"), "`positions` must be one of 'longest', 'sigma', got 'all'"),
     ],
 )
 def test_escalation_bad_arguments(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         NoiseLayerEscalation(**kwargs)
 
 
