@@ -184,15 +184,7 @@ class NoiseLayerEscalation(Callback):
         positions: Literal["longest", "sigma"] = "longest",
     ) -> None:
         super().__init__()
-        _number_list_validation("`sigma_schedule`", sigma_schedule)
-        if k_schedules is not None:
-            _str_keyed_dict_validation("`k_schedules`", k_schedules, "group -> list of k")
-            for group, values in k_schedules.items():
-                _number_list_validation(f"`k_schedules[{group!r}]`", values, positive_ints=True)
-        _choice_validation("`mode`", mode, ("min", "max"))
-        _identifier_validation("`sigma_attribute`", sigma_attribute)
-        _finite_number_validation("`initial_best`", initial_best, allow_none=True)
-        _choice_validation("`positions`", positions, ("longest", "sigma"))
+        self._check_arguments(sigma_schedule, k_schedules, mode, sigma_attribute, initial_best, positions)
 
         self.sigma_schedule: list[float] = [float(s) for s in sigma_schedule]
         self.k_schedules: Optional[dict[str, list[int]]] = (
@@ -204,7 +196,7 @@ class NoiseLayerEscalation(Callback):
         self.strict = strict
         self.verbose = verbose
         self.initial_best: Optional[float] = None if initial_best is None else float(initial_best)
-        self.positions = positions
+        self.positions: Literal["longest", "sigma"] = positions
 
         self.position = 0
         self.sigma_history: list[float] = []
@@ -212,7 +204,7 @@ class NoiseLayerEscalation(Callback):
         self.restored_epochs: list[int] = []
         self.best_value: Optional[float] = None
         self.best_epoch: Optional[int] = None
-        self.stopping_reason = EscalationStopReason.NOT_STOPPED
+        self.stopping_reason: EscalationStopReason = EscalationStopReason.NOT_STOPPED
         self.stopping_reason_message: Optional[str] = None
 
         self._best_state: Optional[dict[str, Tensor]] = None
@@ -223,6 +215,20 @@ class NoiseLayerEscalation(Callback):
         self._just_loaded = False
         self._last_monitor: Optional[float] = None
         self._selection: Optional[GradientLayerSelection] = None
+
+    @staticmethod
+    def _check_arguments(
+        sigma_schedule: Any, k_schedules: Any, mode: Any, sigma_attribute: Any, initial_best: Any, positions: Any
+    ) -> None:
+        _number_list_validation("`sigma_schedule`", sigma_schedule)
+        if k_schedules is not None:
+            _str_keyed_dict_validation("`k_schedules`", k_schedules, "group -> list of k")
+            for group, values in k_schedules.items():
+                _number_list_validation(f"`k_schedules[{group!r}]`", values, positive_ints=True)
+        _choice_validation("`mode`", mode, ("min", "max"))
+        _identifier_validation("`sigma_attribute`", sigma_attribute)
+        _finite_number_validation("`initial_best`", initial_best, allow_none=True)
+        _choice_validation("`positions`", positions, ("longest", "sigma"))
 
     @property
     @override
