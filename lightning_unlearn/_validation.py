@@ -7,6 +7,7 @@ argument, the value given and what would be valid, and returns nothing.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
@@ -96,3 +97,40 @@ def _number_list_validation(name: str, values: Any, positive_ints: bool = False)
                 raise ConfigError(f"{name} values must be positive ints, got {value!r} in {list(values)!r}")
         elif not (_is_number(value) and math.isfinite(value) and value > 0):
             raise ConfigError(f"{name} values must be finite and > 0, got {value!r} in {list(values)!r}")
+
+
+def _finite_number_validation(name: str, value: Any, allow_none: bool = False) -> None:
+    """A finite number (None with ``allow_none``); rejects NaN, inf and bools."""
+    if value is None and allow_none:
+        return
+    if not (_is_number(value) and math.isfinite(value)):
+        extra = " or None" if allow_none else ""
+        raise ConfigError(f"{name} must be a finite number{extra}, got {value!r}")
+
+
+def _identifier_validation(name: str, value: Any) -> None:
+    """A Python identifier, e.g. an attribute name."""
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ConfigError(f"{name} must be an attribute name (a Python identifier), got {value!r}")
+
+
+def _str_keyed_dict_validation(name: str, value: Any, what: str) -> None:
+    """A non-empty mapping with str keys; ``what`` describes it in the message (e.g. ``"group -> list of k"``)."""
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(f"{name} must be a non-empty dict of {what}, got {value!r}")
+    for key in value:
+        if not isinstance(key, str):
+            raise ConfigError(f"{name} keys must be strings, got {key!r} in {dict(value)!r}")
+
+
+def _regex_list_validation(name: str, patterns: Any) -> None:
+    """A non-empty list of strings that compile as regular expressions."""
+    if isinstance(patterns, (str, bytes)) or not isinstance(patterns, Sequence) or not patterns:
+        raise ConfigError(f"{name} must be a non-empty list of regex patterns, got {patterns!r}")
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise ConfigError(f"{name} patterns must be strings, got {pattern!r} in {list(patterns)!r}")
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise ConfigError(f"{name} has an invalid regex {pattern!r}: {err}") from err

@@ -5,6 +5,7 @@ frozen layer, a `sigma` attribute, and a fake "forget/synthetic_acc" the test co
 Training is deterministic: the noise of step s comes from a generator seeded with s.
 """
 
+import io
 import math
 import re
 from typing import Any, Optional
@@ -18,7 +19,13 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_unlearn.callbacks import GradientLayerSelection, NoiseLayerEscalation, SyntheticAccuracyStopping
+from lightning_unlearn.callbacks import (
+    EscalationStopReason,
+    GradientLayerSelection,
+    NoiseLayerEscalation,
+    SyntheticAccuracyStopping,
+)
+from lightning_unlearn.errors import CheckpointError, ConfigError
 
 MONITOR = "forget/synthetic_acc"
 STEPS_PER_EPOCH = 2
@@ -226,9 +233,9 @@ def test_selection_set_k_takes_effect_during_training() -> None:
     restored.load_state_dict(selection.state_dict())
     assert restored.get_k("vision") == 3 and restored.selection_counts == selection.selection_counts
 
-    with pytest.raises(ValueError, match=re.escape("must be a positive int, got 0")):
+    with pytest.raises(ConfigError, match=re.escape("`k` for group 'vision' must be an int >= 1, got 0")):
         selection.set_k("vision", 0)
-    with pytest.raises(ValueError, match=re.escape("Unknown group 'audio'")):
+    with pytest.raises(ConfigError, match=re.escape("Unknown group 'audio'")):
         selection.set_k("audio", 2)
 
 
@@ -246,17 +253,20 @@ def test_selection_unknown_group_from_set_k_fails_at_fit_start() -> None:
         (dict(k=-2), "got -2"),
         (dict(k=True), "got True"),
         (dict(k=2.5), "got 2.5"),
-        (dict(k={"vision": 0}), "`k['vision']` must be a positive int, got 0"),
+        (dict(k={"vision": 0}), "`k`['vision'] must be an int >= 1, got 0"),
         (dict(k={}), "got {}"),
         (dict(groups={"vision": []}), "got []"),
         (dict(groups={"vision": "^vision"}), "got '^vision'"),
         (dict(groups={"vision": ["("]}), "invalid regex '('"),
+        (dict(groups={"vision": [3]}), "patterns must be strings, got 3"),
+        (dict(groups={}), "`groups` must be a non-empty dict of group -> list of regex patterns, got {}"),
+        (dict(groups={1: ["v"]}), "`groups` keys must be strings, got 1"),
         (dict(other="maybe"), "got 'maybe'"),
         (dict(k={"vision": 1, "audio": 1}, groups={"vision": ["v"], "text": ["t"]}), "unknown: ['audio']"),
     ],
 )
 def test_selection_bad_arguments(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         GradientLayerSelection(**kwargs)
 
 
@@ -297,8 +307,13 @@ def test_stopping_at_first_validation_at_or_below_goal(values: list[float], goal
 
 @pytest.mark.parametrize("goal", [-0.1, 1.5, float("nan"), True, "0.1", None])
 def test_stopping_bad_goal(goal: Any) -> None:
-    with pytest.raises(ValueError, match=re.escape(f"got {goal!r}")):
+    with pytest.raises(ConfigError, match=re.escape(f"`goal` must be a number in [0, 1], got {goal!r}")):
         SyntheticAccuracyStopping(goal=goal)
+
+
+def test_stopping_bad_mode() -> None:
+    with pytest.raises(ConfigError, match=re.escape("`mode` must be one of 'min', 'max', got 'avg'")):
+        SyntheticAccuracyStopping(mode="avg")  # type: ignore[arg-type]
 
 
 # ======================================================================== NoiseLayerEscalation
@@ -345,7 +360,8 @@ def test_escalation_restores_model_and_optimizer_bit_exactly_and_escalates() -> 
     assert escalation.best_value == pytest.approx(0.4) and escalation.best_epoch == 2
     assert_tree_equal(escalation.best_state, {n: p for n, p in probe.end[2][0].items() if n in escalation.best_state})
     assert set(escalation.best_state) == {n for n, p in model.named_parameters() if p.requires_grad}
-    assert escalation.stop_reason is None
+    assert escalation.stopping_reason is EscalationStopReason.NOT_STOPPED
+    assert escalation.stopping_reason_message is None
 
 
 def test_escalation_loads_best_state_at_the_end() -> None:
@@ -367,22 +383,76 @@ def test_escalation_loads_best_state_at_the_end() -> None:
     assert_tree_equal(final, probe.end[1][0])
 
 
-def test_escalation_stops_when_schedules_are_exhausted() -> None:
+@pytest.mark.parametrize(
+    ("positions", "epochs", "sigma_history", "text_k"),
+    [
+        # 3 positions: sigma holds its last value once done, text k goes on
+        ("longest", 4, [0.1, 0.1, 0.2, 0.2], 3),
+        # 2 positions, as the published code: stops when sigma is done, text k's last value is never used
+        ("sigma", 3, [0.1, 0.1, 0.2], 2),
+    ],
+)
+def test_escalation_stops_when_schedules_are_exhausted(
+    positions: str, epochs: int, sigma_history: list[float], text_k: int
+) -> None:
     seed_everything(0)
     model = Toy(acc_by_epoch=[0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.9, 0.9])
     selection = GradientLayerSelection(k=1)
-    # 3 positions: sigma holds its last value once done, text k goes on
-    escalation = NoiseLayerEscalation(sigma_schedule=[0.1, 0.2], k_schedules={"vision": [1], "text": [1, 2, 3]})
+    escalation = NoiseLayerEscalation(
+        sigma_schedule=[0.1, 0.2], k_schedules={"vision": [1], "text": [1, 2, 3]}, positions=positions
+    )
+    assert escalation.num_positions == epochs - 1
     probe = EpochProbe()
     trainer = make_trainer([selection, escalation, probe], max_epochs=8)
     trainer.fit(model)
-    assert trainer.current_epoch == 4  # epochs 0..3 ran
-    assert escalation.stop_reason == "schedule_exhausted"
-    assert escalation.sigma_history == [0.1, 0.1, 0.2, 0.2]
-    assert escalation.restored_epochs == [1, 2, 3]
-    assert selection.current_k == {"vision": 1, "text": 3}
+    assert trainer.current_epoch == epochs  # epochs 0..epochs-1 ran
+    assert escalation.stopping_reason is EscalationStopReason.SCHEDULE_EXHAUSTED
+    assert "the schedules are exhausted" in escalation.stopping_reason_message
+    assert escalation.sigma_history == sigma_history
+    assert escalation.restored_epochs == list(range(1, epochs))
+    assert selection.current_k == {"vision": 1, "text": text_k}
     assert escalation.best_epoch == 0
     assert_tree_equal(snapshot(model), probe.end[0][0])
+
+
+@pytest.mark.parametrize("initial_best", [None, 1.0])
+def test_escalation_initial_best(initial_best: Optional[float]) -> None:
+    seed_everything(0)
+    model = Toy(acc_by_epoch=[1.0, 0.5, 0.6])
+    escalation = NoiseLayerEscalation(sigma_schedule=[0.1, 0.3, 0.5], initial_best=initial_best)
+    probe = EpochProbe()
+    make_trainer([GradientLayerSelection(k=2), escalation, probe], max_epochs=3).fit(model)
+    assert escalation.monitor_history == pytest.approx([1.0, 0.5, 0.6])
+    assert escalation.best_value == pytest.approx(0.5) and escalation.best_epoch == 1
+    assert_tree_equal(snapshot(model), probe.end[1][0])
+    if initial_best is None:  # the first value counts as an improvement: epoch 0 is kept
+        assert escalation.restored_epochs == [2]
+        assert escalation.sigma_history == [0.1, 0.1, 0.1]
+        start, end = probe.start[0][0], probe.end[0][0]
+        assert not all(torch.equal(start[n], end[n]) for n in start)
+    else:  # 1.0 does not beat 1.0: epoch 0 is undone and escalates, as in the published code
+        assert escalation.restored_epochs == [0, 2]
+        assert escalation.sigma_history == [0.1, 0.3, 0.3]
+        params_start, optim_start, _ = probe.start[0]
+        params_end, optim_end, sigma_after = probe.end[0]
+        assert_tree_equal(params_end, params_start)
+        assert_tree_equal(optim_end, optim_start)
+        assert sigma_after == 0.3
+
+
+def test_escalation_initial_best_never_beaten_keeps_the_last_restored_state() -> None:
+    seed_everything(0)
+    model = Toy(acc_by_epoch=[1.0, 1.0, 1.0, 1.0])
+    escalation = NoiseLayerEscalation(sigma_schedule=[0.1, 0.2], initial_best=1.0)
+    probe = EpochProbe()
+    trainer = make_trainer([GradientLayerSelection(k=2), escalation, probe], max_epochs=4)
+    trainer.fit(model)
+    assert trainer.current_epoch == 2 and escalation.restored_epochs == [0, 1]
+    assert escalation.stopping_reason is EscalationStopReason.SCHEDULE_EXHAUSTED
+    assert "did not improve on 1.0" in escalation.stopping_reason_message
+    assert escalation.best_value is None and escalation.best_epoch is None and escalation.best_state is None
+    assert_tree_equal(snapshot(model), probe.start[1][0])  # the restored start of the last epoch
+    assert_tree_equal(snapshot(model), probe.start[0][0])  # which is where the run began
 
 
 @pytest.mark.parametrize("nan_at_step", [3, 1])
@@ -394,7 +464,8 @@ def test_escalation_non_finite_loss_keeps_best_state_and_stops(nan_at_step: int)
     trainer = make_trainer([GradientLayerSelection(k=2), escalation, probe], max_epochs=3)
     with pytest.warns(UserWarning, match="training loss is not finite"):
         trainer.fit(model)
-    assert escalation.stop_reason == "non_finite_loss"
+    assert escalation.stopping_reason is EscalationStopReason.NON_FINITE_LOSS
+    assert "the training loss is not finite" in escalation.stopping_reason_message
     assert trainer.global_step == nan_at_step + 1
     final = snapshot(model)
     assert all(torch.isfinite(p).all() for p in final.values())
@@ -421,10 +492,54 @@ def test_all_three_together_goal_reached_keeps_the_goal_weights() -> None:
     trainer = make_trainer([selection, escalation, stopping, weights], max_epochs=5)
     trainer.fit(model)
     assert trainer.global_step == 5 and stopping.stopping_reason == EarlyStoppingReason.STOPPING_THRESHOLD
-    assert escalation.stop_reason is None and escalation.restored_epochs == [1]
+    assert escalation.stopping_reason is EscalationStopReason.NOT_STOPPED and escalation.restored_epochs == [1]
     assert escalation.best_epoch == 2 and escalation.best_value == pytest.approx(0.08)
     assert escalation.sigma_history == [0.1, 0.1, 0.3]
     assert_tree_equal(snapshot(model), weights.last)
+
+
+def test_escalation_stopping_reason_state_dict_round_trip() -> None:
+    seed_everything(0)
+    escalation = NoiseLayerEscalation(sigma_schedule=[0.1, 0.2])
+    make_trainer([GradientLayerSelection(k=2), escalation], max_epochs=4).fit(Toy(acc_by_epoch=[0.5, 0.6, 0.7, 0.8]))
+    assert escalation.stopping_reason is EscalationStopReason.SCHEDULE_EXHAUSTED
+
+    state = escalation.state_dict()
+    assert state["stopping_reason"] == "schedule_exhausted" and type(state["stopping_reason"]) is str
+    assert "stop_reason" not in state
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)  # as `fit(ckpt_path=...)` loads callback state
+    restored = NoiseLayerEscalation(sigma_schedule=[0.1, 0.2])
+    restored.load_state_dict(loaded)
+    assert restored.stopping_reason is EscalationStopReason.SCHEDULE_EXHAUSTED
+    assert restored.stopping_reason_message == escalation.stopping_reason_message
+    assert restored.position == escalation.position and restored.restored_epochs == [1, 2]
+
+    fresh = NoiseLayerEscalation().state_dict()
+    assert fresh["stopping_reason"] == "not_stopped" and fresh["stopping_reason_message"] is None
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [
+        ({"position": 1, "stop_reason": "non_finite_loss"}, EscalationStopReason.NON_FINITE_LOSS),
+        ({"position": 1, "stop_reason": "schedule_exhausted"}, EscalationStopReason.SCHEDULE_EXHAUSTED),
+        ({"position": 1, "stop_reason": None}, EscalationStopReason.NOT_STOPPED),
+        ({"position": 1}, EscalationStopReason.NOT_STOPPED),
+    ],
+)
+def test_escalation_loads_the_old_stop_reason_string(state: dict, reason: EscalationStopReason) -> None:
+    escalation = NoiseLayerEscalation()
+    escalation.load_state_dict(state)
+    assert escalation.stopping_reason is reason and escalation.stopping_reason_message is None
+    assert escalation.position == 1
+
+
+def test_escalation_unknown_stopping_reason_in_state() -> None:
+    with pytest.raises(CheckpointError, match=re.escape("unknown stopping reason 'tired'")):
+        NoiseLayerEscalation().load_state_dict({"stopping_reason": "tired"})
 
 
 @pytest.mark.parametrize(
@@ -438,11 +553,16 @@ def test_all_three_together_goal_reached_keeps_the_goal_weights() -> None:
         (dict(k_schedules={"vision": []}), "`k_schedules['vision']` must be a non-empty list of positive ints, got []"),
         (dict(k_schedules={"vision": [2, 0]}), "got 0"),
         (dict(k_schedules={"vision": [1.5]}), "got 1.5"),
+        (dict(k_schedules={}), "`k_schedules` must be a non-empty dict of group -> list of k, got {}"),
         (dict(mode="avg"), "got 'avg'"),
+        (dict(sigma_attribute="not a name"), "`sigma_attribute` must be an attribute name"),
+        (dict(initial_best=float("nan")), "`initial_best` must be a finite number or None, got nan"),
+        (dict(initial_best="1.0"), "`initial_best` must be a finite number or None, got '1.0'"),
+        (dict(positions="all"), "`positions` must be one of 'longest', 'sigma', got 'all'"),
     ],
 )
 def test_escalation_bad_arguments(kwargs: dict, message: str) -> None:
-    with pytest.raises(ValueError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         NoiseLayerEscalation(**kwargs)
 
 
@@ -460,10 +580,12 @@ def test_escalation_setup_errors() -> None:
 RESUME_ACC = [0.5, 0.6, 0.4, 0.45, 0.3, 0.35, 0.2, 0.25]
 
 
-def resume_callbacks() -> tuple[GradientLayerSelection, NoiseLayerEscalation, SyntheticAccuracyStopping]:
+def resume_callbacks(
+    **options: Any,
+) -> tuple[GradientLayerSelection, NoiseLayerEscalation, SyntheticAccuracyStopping]:
     selection = GradientLayerSelection(k=1)
     escalation = NoiseLayerEscalation(
-        sigma_schedule=[0.1, 0.3, 0.5, 0.7], k_schedules={"vision": [1, 2, 3], "text": [1, 2, 2, 3, 4]}
+        sigma_schedule=[0.1, 0.3, 0.5, 0.7], k_schedules={"vision": [1, 2, 3], "text": [1, 2, 2, 3, 4]}, **options
     )
     return selection, escalation, SyntheticAccuracyStopping(goal=0.0)  # never reached, but saved and restored
 
@@ -479,6 +601,7 @@ def outcome(model: Toy, selection: GradientLayerSelection, escalation: NoiseLaye
         "restored": escalation.restored_epochs,
         "best": (escalation.best_value, escalation.best_epoch),
         "best_state": escalation.best_state,
+        "stopping_reason": escalation.stopping_reason,
         "sigma_by_step": {s: v for s, v in model.sigma_by_step.items() if s >= 11},
     }
 
@@ -492,22 +615,37 @@ class Interrupt(Callback):
             raise RuntimeError("simulated interruption")
 
 
+# default options; or the published ones: 0.5 does not beat 0.45, so epoch 0 is undone too, and the run stops when
+# sigma's 4 values are used (at epoch 5) though the text k schedule has 5
+RESUME_OPTIONS = [
+    (dict(), [1, 3, 5, 7], {"vision": 3, "text": 4}, EscalationStopReason.NOT_STOPPED, 2, [1, 3]),
+    (dict(initial_best=0.45, positions="sigma"), [0, 1, 3, 5], {"vision": 3, "text": 3},
+     EscalationStopReason.SCHEDULE_EXHAUSTED, 3, [0, 1, 3]),
+]
+
+
 @pytest.mark.filterwarnings("ignore:The dirpath has changed")
 @pytest.mark.filterwarnings("ignore:Be aware that when using `ckpt_path`")
 @pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+@pytest.mark.parametrize(
+    ("options", "restored", "k", "reason", "position", "restored_at_11"), RESUME_OPTIONS, ids=["default", "published"]
+)
 @pytest.mark.parametrize("mid_epoch", [False, True])
-def test_resume_matches_uninterrupted_run(tmp_path: Any, mid_epoch: bool) -> None:
+def test_resume_matches_uninterrupted_run(
+    tmp_path: Any, mid_epoch: bool, options: dict, restored: list[int], k: dict, reason: EscalationStopReason,
+    position: int, restored_at_11: list[int],
+) -> None:
     seed_everything(0)
     model = Toy(acc_by_epoch=RESUME_ACC)
-    selection, escalation, stopping = resume_callbacks()
+    selection, escalation, stopping = resume_callbacks(**options)
     make_trainer([selection, escalation, stopping], max_epochs=8).fit(model)
     expected = outcome(model, selection, escalation)
-    assert expected["restored"] == [1, 3, 5, 7] and expected["k"] == {"vision": 3, "text": 4}
+    assert expected["restored"] == restored and expected["k"] == k and expected["stopping_reason"] is reason
 
     # interrupted in the second step of epoch 5, an epoch that gets undone; checkpoints at every epoch end, or after
     # every step (then the resumed run must undo epoch 5 with the snapshot taken before the interruption)
     seed_everything(0)
-    selection, escalation, stopping = resume_callbacks()
+    selection, escalation, stopping = resume_callbacks(**options)
     checkpoint = (
         ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1, save_on_train_epoch_end=False)
         if mid_epoch
@@ -521,7 +659,8 @@ def test_resume_matches_uninterrupted_run(tmp_path: Any, mid_epoch: bool) -> Non
     path = tmp_path / "last.ckpt"
     saved = torch.load(path, weights_only=True)
     state = saved["callbacks"][escalation.state_key]
-    assert state["position"] == 2 and state["restored_epochs"] == [1, 3]
+    assert state["position"] == position and state["restored_epochs"] == restored_at_11
+    assert state["stopping_reason"] == "not_stopped"
     assert state["epoch_open"] == mid_epoch and state["snapshot_epoch"] == (5 if mid_epoch else 4)
     assert set(state["best_state"]) == set(state["snapshot_state"]) and state["snapshot_optimizers"]
     assert saved["callbacks"][selection.state_key]["selection_counts"]
@@ -529,7 +668,7 @@ def test_resume_matches_uninterrupted_run(tmp_path: Any, mid_epoch: bool) -> Non
 
     seed_everything(123)  # a different init: everything must come from the checkpoint
     model = Toy(acc_by_epoch=RESUME_ACC)
-    selection, escalation, stopping = resume_callbacks()
+    selection, escalation, stopping = resume_callbacks(**options)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "again", save_last=True)
     trainer = make_trainer([selection, escalation, stopping, checkpoint], max_epochs=8, enable_checkpointing=True)
     trainer.fit(model, ckpt_path=path)

@@ -9,7 +9,7 @@ gradient and drop every other gradient, so that the optimizer leaves those tenso
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal, Optional, Union
 
 import torch
@@ -20,11 +20,16 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks.callback import Callback
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from lightning_unlearn._validation import (
+    _choice_validation,
+    _k_validation,
+    _positive_int_validation,
+    _regex_list_validation,
+    _str_keyed_dict_validation,
+)
+from lightning_unlearn.errors import ConfigError
+
 _NamedParams = list[tuple[str, nn.Parameter]]
-
-
-def _is_positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class GradientLayerSelection(Callback):
@@ -60,7 +65,7 @@ class GradientLayerSelection(Callback):
         last_selected: group name -> names selected at the last step, best score first.
 
     Raises:
-        ValueError: if an argument is invalid (the message quotes it).
+        ~lightning_unlearn.errors.ConfigError: (a ``ValueError``) if an argument is invalid; the message quotes it.
         MisconfigurationException: at fit start, if groups cannot be determined or do not match ``k``.
 
     Example::
@@ -82,55 +87,18 @@ class GradientLayerSelection(Callback):
         log_selection: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(k, Mapping):
-            if not k:
-                raise ValueError(f"`k` must be a positive int or a non-empty dict of group -> positive int, got {k!r}")
-            for group, value in k.items():
-                if not isinstance(group, str):
-                    raise ValueError(f"`k` keys must be group names (str), got {group!r} in k={k!r}")
-                if not _is_positive_int(value):
-                    raise ValueError(f"`k[{group!r}]` must be a positive int, got {value!r}")
-        elif not _is_positive_int(k):
-            raise ValueError(f"`k` must be a positive int or a dict of group -> positive int, got {k!r}")
-
-        self._patterns: Optional[dict[str, list[re.Pattern]]] = None
         if groups is not None:
-            if not isinstance(groups, Mapping) or not groups:
-                raise ValueError(
-                    f"`groups` must be a non-empty dict of group -> list of regex patterns, got {groups!r}"
-                )
-            self._patterns = {}
+            _str_keyed_dict_validation("`groups`", groups, "group -> list of regex patterns")
             for group, patterns in groups.items():
-                if not isinstance(group, str):
-                    raise ValueError(f"`groups` keys must be group names (str), got {group!r}")
-                if isinstance(patterns, str) or not isinstance(patterns, Iterable):
-                    raise ValueError(f"`groups[{group!r}]` must be a list of regex patterns, got {patterns!r}")
-                patterns = list(patterns)
-                if not patterns:
-                    raise ValueError(f"`groups[{group!r}]` must contain at least one regex pattern, got {patterns!r}")
-                compiled = []
-                for pattern in patterns:
-                    if not isinstance(pattern, str):
-                        raise ValueError(f"`groups[{group!r}]` patterns must be strings, got {pattern!r}")
-                    try:
-                        compiled.append(re.compile(pattern))
-                    except re.error as err:
-                        raise ValueError(f"`groups[{group!r}]` has an invalid regex {pattern!r}: {err}") from err
-                self._patterns[group] = compiled
-            if isinstance(k, Mapping):
-                unknown = sorted(set(k) - set(groups))
-                missing = sorted(set(groups) - set(k))
-                if unknown or missing:
-                    raise ValueError(
-                        f"`k` must give a value for exactly the groups {sorted(groups)}, got k={dict(k)!r}"
-                        + (f" (unknown: {unknown})" if unknown else "")
-                        + (f" (missing: {missing})" if missing else "")
-                    )
-        if other not in ("drop", "keep"):
-            raise ValueError(f"`other` must be 'drop' or 'keep', got {other!r}")
+                _regex_list_validation(f"`groups[{group!r}]`", patterns)
+        _k_validation("`k`", k, groups=list(groups) if groups is not None else None)
+        _choice_validation("`other`", other, ("drop", "keep"))
 
         self.k = dict(k) if isinstance(k, Mapping) else k
         self.groups = {g: list(p) for g, p in groups.items()} if groups is not None else None
+        self._patterns: Optional[dict[str, list[re.Pattern]]] = (
+            {g: [re.compile(p) for p in patterns] for g, patterns in self.groups.items()} if self.groups is not None else None
+        )
         self.other = other
         self.log_selection = log_selection
 
@@ -166,12 +134,15 @@ class GradientLayerSelection(Callback):
             group: a group name.
             value: a positive int.
 
+        Raises:
+            ~lightning_unlearn.errors.ConfigError: if ``value`` is not a positive int, or ``group`` is not a known
+                group (groups that come from ``parameter_groups()`` are checked at fit start).
+
         """
-        if not _is_positive_int(value):
-            raise ValueError(f"`k` for group {group!r} must be a positive int, got {value!r}")
+        _positive_int_validation(f"`k` for group {group!r}", value)
         known = self._known_groups()
         if known is not None and group not in known:
-            raise ValueError(f"Unknown group {group!r} in `set_k`; the groups are {known}")
+            raise ConfigError(f"Unknown group {group!r} in `set_k`; the groups are {known}")
         # if the groups are not known yet (they come from `parameter_groups()`), the name is checked at fit start
         self._k_overrides[group] = value
 
@@ -193,70 +164,90 @@ class GradientLayerSelection(Callback):
     # ------------------------------------------------------------------ groups
     def _resolve_groups(self, pl_module: "pl.LightningModule") -> dict[str, _NamedParams]:
         named = list(pl_module.named_parameters())
-        resolved: dict[str, _NamedParams]
         if self._patterns is not None:
-            resolved = {group: [] for group in self._patterns}
-            for name, param in named:
-                hits = [g for g, patterns in self._patterns.items() if any(p.search(name) for p in patterns)]
-                if len(hits) > 1:
-                    raise MisconfigurationException(
-                        f"Parameter {name!r} matches the patterns of several groups {hits}; make `groups` disjoint."
-                    )
-                if hits:
-                    resolved[hits[0]].append((name, param))
-            for group, members in resolved.items():
-                if not members:
-                    raise MisconfigurationException(
-                        f"Group {group!r} matches no parameter of {type(pl_module).__name__}"
-                        f" (patterns {self.groups[group]!r}; e.g. names {[n for n, _ in named[:5]]})."
-                    )
+            resolved = self._groups_from_patterns(named, type(pl_module).__name__)
         else:
-            get_groups = getattr(pl_module, "parameter_groups", None)
-            if not callable(get_groups):
+            resolved = self._groups_from_module(pl_module)
+        grouped = {id(p) for members in resolved.values() for _, p in members}
+        self._others = [(n, p) for n, p in named if p.requires_grad and id(p) not in grouped]
+        self._check_k_covers(list(resolved))
+        return resolved
+
+    def _groups_from_patterns(self, named: _NamedParams, module_name: str) -> dict[str, _NamedParams]:
+        """Group -> the parameters whose names match the group's patterns; each group must match one at least."""
+        assert self._patterns is not None and self.groups is not None
+        resolved: dict[str, _NamedParams] = {group: [] for group in self._patterns}
+        for name, param in named:
+            hits = [g for g, patterns in self._patterns.items() if any(p.search(name) for p in patterns)]
+            if len(hits) > 1:
                 raise MisconfigurationException(
-                    f"`GradientLayerSelection(groups=None)` needs `{type(pl_module).__name__}.parameter_groups()`"
-                    " returning dict[str, list[tuple[str, nn.Parameter]]]; implement it or pass `groups` patterns."
+                    f"Parameter {name!r} matches the patterns of several groups {hits}; make `groups` disjoint."
                 )
-            raw = get_groups()
-            if not isinstance(raw, Mapping) or not raw:
+            if hits:
+                resolved[hits[0]].append((name, param))
+        for group, members in resolved.items():
+            if not members:
                 raise MisconfigurationException(
-                    f"`parameter_groups()` must return a non-empty dict of group -> [(name, parameter)], got {raw!r}"
+                    f"Group {group!r} matches no parameter of {module_name}"
+                    f" (patterns {self.groups[group]!r}; e.g. names {[n for n, _ in named[:5]]})."
                 )
-            resolved = {}
-            owner: dict[int, str] = {}
-            for group, members in raw.items():
-                resolved[group] = []
-                for item in members:
-                    if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], torch.Tensor)):
-                        raise MisconfigurationException(
-                            f"`parameter_groups()[{group!r}]` must hold (name, parameter) pairs, got {item!r}"
-                        )
-                    name, param = item
-                    if id(param) in owner and owner[id(param)] != group:
+        return resolved
+
+    @staticmethod
+    def _call_parameter_groups(pl_module: "pl.LightningModule") -> Mapping[str, Any]:
+        """``pl_module.parameter_groups()``, checked to be a non-empty mapping."""
+        get_groups = getattr(pl_module, "parameter_groups", None)
+        if not callable(get_groups):
+            raise MisconfigurationException(
+                f"`GradientLayerSelection(groups=None)` needs `{type(pl_module).__name__}.parameter_groups()`"
+                " returning dict[str, list[tuple[str, nn.Parameter]]]; implement it or pass `groups` patterns."
+            )
+        raw = get_groups()
+        if not isinstance(raw, Mapping) or not raw:
+            raise MisconfigurationException(
+                f"`parameter_groups()` must return a non-empty dict of group -> [(name, parameter)], got {raw!r}"
+            )
+        return raw
+
+    @classmethod
+    def _groups_from_module(cls, pl_module: "pl.LightningModule") -> dict[str, _NamedParams]:
+        """Group -> parameters from ``pl_module.parameter_groups()``; a parameter listed twice in a group counts once."""
+        raw = cls._call_parameter_groups(pl_module)
+        resolved: dict[str, _NamedParams] = {}
+        owner: dict[int, str] = {}
+        for group, members in raw.items():
+            resolved[group] = []
+            for item in members:
+                if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], torch.Tensor)):
+                    raise MisconfigurationException(
+                        f"`parameter_groups()[{group!r}]` must hold (name, parameter) pairs, got {item!r}"
+                    )
+                name, param = item
+                if id(param) in owner:  # listed twice: an error across groups, counted once within one
+                    if owner[id(param)] != group:
                         raise MisconfigurationException(
                             f"Parameter {name!r} is in two groups of `parameter_groups()`:"
                             f" {owner[id(param)]!r} and {group!r}."
                         )
-                    if id(param) not in owner:
-                        owner[id(param)] = group
-                        resolved[group].append((name, param))
+                    continue
+                owner[id(param)] = group
+                resolved[group].append((name, param))
+        return resolved
 
-        grouped = {id(p) for members in resolved.values() for _, p in members}
-        self._others = [(n, p) for n, p in named if p.requires_grad and id(p) not in grouped]
-
-        for group in resolved:
+    def _check_k_covers(self, groups: list[str]) -> None:
+        """``k`` (and the values set with :meth:`set_k`) must give a value for every group and name no other."""
+        for group in groups:
             try:
                 self.get_k(group)
             except KeyError as err:
                 raise MisconfigurationException(
-                    f"`k` has no value for group {group!r} (groups: {list(resolved)}, k={self.k!r});"
+                    f"`k` has no value for group {group!r} (groups: {groups}, k={self.k!r});"
                     " give `k` as an int or a dict naming every group."
                 ) from err
         named_in_k = (set(self.k) if isinstance(self.k, dict) else set()) | set(self._k_overrides)
-        unknown = sorted(named_in_k - set(resolved))
+        unknown = sorted(named_in_k - set(groups))
         if unknown:
-            raise MisconfigurationException(f"`k` names unknown groups {unknown}; the groups are {list(resolved)}")
-        return resolved
+            raise MisconfigurationException(f"`k` names unknown groups {unknown}; the groups are {groups}")
 
     def resolve(self, pl_module: "pl.LightningModule") -> dict[str, list[str]]:
         """Determine the groups of ``pl_module`` (done automatically at fit start).

@@ -14,6 +14,8 @@ import torch
 
 from lightning.pytorch.callbacks.early_stopping import EarlyStopping
 
+from lightning_unlearn._validation import _choice_validation, _unit_interval_validation
+
 
 def _inclusive_threshold(goal: float, mode: str) -> float:
     """The strict threshold that makes ``goal`` itself count as reached.
@@ -47,7 +49,8 @@ class SyntheticAccuracyStopping(EarlyStopping):
         verbose: log a message when stopping.
 
     Raises:
-        ValueError: if ``goal`` is not a number in [0, 1].
+        ~lightning_unlearn.errors.ConfigError: (a ``ValueError``) if ``goal`` is not a number in [0, 1] or ``mode``
+            is not ``"min"`` or ``"max"``; the message quotes the value.
 
     Example::
 
@@ -65,8 +68,8 @@ class SyntheticAccuracyStopping(EarlyStopping):
         check_finite: bool = True,
         verbose: bool = False,
     ) -> None:
-        if isinstance(goal, bool) or not isinstance(goal, (int, float)) or not 0.0 <= goal <= 1.0:
-            raise ValueError(f"`goal` must be a number in [0, 1] (an accuracy), got {goal!r}")
+        _unit_interval_validation("`goal`", goal)
+        _choice_validation("`mode`", mode, ("min", "max"))
         super().__init__(
             monitor=monitor,
             mode=mode,
