@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_unlearn.errors import MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.io import check_output_dir
 from lightning_unlearn.names import close_matches
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -39,6 +40,23 @@ class UnlearnCLI(LightningCLI):
             "validate": {"model", "dataloaders", "datamodule"},
             "test": {"model", "dataloaders", "datamodule"},
         }
+
+    def _check_output_folders(self) -> None:
+        # The logger creates its folder before any callback's setup: check it first, legibly.
+        trainer = self.trainer
+        if trainer.loggers:
+            check_output_dir(trainer.log_dir or trainer.default_root_dir, "the log folder")
+        else:
+            check_output_dir(trainer.default_root_dir, "default_root_dir")
+
+    def before_fit(self) -> None:
+        self._check_output_folders()
+
+    def before_validate(self) -> None:
+        self._check_output_folders()
+
+    def before_test(self) -> None:
+        self._check_output_folders()
 
 
 def packaged_configs() -> list[str]:
@@ -130,7 +148,9 @@ def console_main(argv: Optional[Sequence[str]] = None) -> None:
     args = [a for a in args if a != "--debug"]
     _info_to_stdout()
     try:
-        main(resolve_config_args(args))
+        # Through sys.argv, not `args=`: LightningCLI warns when it is given both.
+        sys.argv[1:] = resolve_config_args(args)
+        main()
     except Exception as err:  # noqa: BLE001 - only the project's own errors are shortened
         cause = project_error(err)
         if cause is None or debug:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -99,6 +100,24 @@ def register_project_model_configs() -> None:
     """Add the project's model configs to open_clip's registry (idempotent; per process)."""
     if not all(p.stem in open_clip.list_models() for p in PROJECT_MODEL_CONFIGS.glob("*.json")):
         open_clip.add_model_config(PROJECT_MODEL_CONFIGS)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_random_init() -> Iterator[None]:
+    """Hide open_clip's warning that no pretrained weights were loaded (weights come next, or random
+    weights are the point)."""
+    notice = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def check_model_name(name: str) -> None:
@@ -232,10 +251,13 @@ def load_clip(
     if force_quick_gelu is not None:
         quick_gelu = force_quick_gelu
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=tag, precision=precision, device=device, force_quick_gelu=quick_gelu,
-            cache_dir=cache_dir, weights_only=True,
-        )
+        # Weights from a file or a provider are loaded right after: the random-init notice is noise.
+        quiet = quiet_random_init() if pretrained and tag is None else contextlib.nullcontext()
+        with quiet:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=tag, precision=precision, device=device, force_quick_gelu=quick_gelu,
+                cache_dir=cache_dir, weights_only=True,
+            )
     except RuntimeError as err:
         if tag is not None and "download" in str(err).lower():
             raise MissingFileError(
