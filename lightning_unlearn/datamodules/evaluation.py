@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Subset
 
@@ -112,12 +113,42 @@ class EvaluationDataModule(LightningDataModule):
             name: Vocabulary(tuple(ds.classnames), tuple(ds.templates), name) for name, ds in self.eval_datasets.items()
         }
 
-    def _loader(self, dataset: Any) -> DataLoader:
+    def class_images(
+        self, name: str, labels: Sequence[int], split: str, per_class: int, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``per_class`` real images of each class in ``labels`` from ``split`` of dataset ``name``.
+
+        A seeded draw without replacement (the same seed gives the same images), transformed for
+        the model. Returns ``(images [M, C, H, W], labels [M])`` in the dataset's label space.
+
+        Raises:
+            ConfigError: the dataset's layout has no such split, or a class has no image in it.
+        """
+        dataset = self.build_dataset(name, split=split)
+        targets = torch.as_tensor(getattr(dataset, "targets", [dataset[i][1] for i in range(len(dataset))]))
+        generator = torch.Generator().manual_seed(seed)
+        chosen: list[int] = []
+        for label in labels:
+            members = torch.nonzero(targets == int(label)).flatten()
+            if len(members) == 0:
+                raise ConfigError(
+                    f"dataset {name!r} has no image of class {dataset.classnames[int(label)]!r} in its {split!r} split"
+                )
+            order = members[torch.randperm(len(members), generator=generator)]
+            chosen += order[:per_class].tolist()
+        self._require_transform()
+        images = torch.stack([dataset[i][0] for i in chosen])
+        return images, targets[chosen].clone()
+
+    def _require_transform(self) -> None:
         if self._transform() is None:
             raise ConfigError(
                 "no image transform: set `datamodule.transform` or give the LightningModule a `preprocess`"
                 " attribute (PIL images cannot be batched)"
             )
+
+    def _loader(self, dataset: Any) -> DataLoader:
+        self._require_transform()
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 
