@@ -80,7 +80,7 @@ def test_bad_value_is_reported_by_the_cli(tmp_path, capsys):
         main(["fit", "--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
 
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)

@@ -46,7 +46,7 @@ from lightning_unlearn.datasets import (
 from lightning_unlearn.datasets import base as registry
 from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRANSFORM = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
 FOUR = ("caltech101", "oxford_flowers", "stanford_cars", "stanford_dogs")
 

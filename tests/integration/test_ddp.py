@@ -48,7 +48,7 @@ import pytest
 import torch
 from PIL import Image
 
-SCRIPT = Path(__file__).resolve().parent / "ddp_run.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "ddp_run.py"
 REPO = SCRIPT.parent.parent
 VOCAB = ("cat", "dog", "car", "tree")
 IMAGES = 8  #: synthetic images: ddp_run.py's 8 images per class x 1 forgotten class ("dog")

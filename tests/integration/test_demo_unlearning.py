@@ -16,7 +16,7 @@ import pytest
 from lightning_unlearn.cli import main
 from lightning_unlearn.demo.cache import ensure_demo_clip
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 #: Pretraining steps of the reduced demo CLIP (the shipped one trains 600).
 REDUCED_STEPS = 300
 
