@@ -2,6 +2,14 @@
 
 from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.datamodules.forget import ForgetDataModule, ForgetImages, ForgetSet
+from lightning_unlearn.datamodules.real import RealForgetDataModule
 from lightning_unlearn.datamodules.synthetic import SyntheticForgetDataModule
 
-__all__ = ["EvaluationDataModule", "ForgetDataModule", "ForgetImages", "ForgetSet", "SyntheticForgetDataModule"]
+__all__ = [
+    "EvaluationDataModule",
+    "ForgetDataModule",
+    "ForgetImages",
+    "ForgetSet",
+    "RealForgetDataModule",
+    "SyntheticForgetDataModule",
+]

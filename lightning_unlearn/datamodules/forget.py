@@ -6,7 +6,16 @@ normalised pixel space, with their class index in the forget spec's vocabulary. 
 depends on the model and the resolved spec, so it is made on first use, after the
 LightningModule's ``setup``: on global rank zero, then broadcast, so every rank trains on the same
 images. Subclasses say how it is made (:class:`~lightning_unlearn.datamodules.SyntheticForgetDataModule`
-synthesises it; a real-image DataModule reads it from a dataset split).
+synthesises it; :class:`~lightning_unlearn.datamodules.RealForgetDataModule` reads it from a dataset split).
+
+Two optional extras, made the same way (rank zero, then broadcast):
+
+- real validation images (``real_valid_images``): up to N real images per forgotten class from the
+  forget dataset's ``val`` split, on which the module measures the target's accuracy at every
+  epoch end (``forget/real_valid_acc``; reported, never used for stopping);
+- retain images (:attr:`ForgetDataModule.retain_set`, real-image DataModules only): real images of
+  the other classes, served next to the forget images in every training batch
+  (``retain_image``/``retain_label``) for methods with ``needs_retain_images``.
 """
 
 from __future__ import annotations
@@ -18,9 +27,14 @@ from typing import Any, Literal, Optional, Union
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from lightning.pytorch.utilities import rank_zero_info
+
 from lightning_unlearn._validation import _positive_int_validation
 from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.errors import ConfigError
+
+#: The split real validation images come from.
+VALIDATION_SPLIT = "val"
 
 
 @dataclass
@@ -52,22 +66,46 @@ class ForgetSet:
             out["min_probability"] = float(self.probability.min())
         if self.reached is not None:
             out["reached_target"] = int(self.reached.sum())
+        if self.kind == "real":  # where the images come from
+            out.update({key: self.info[key] for key in ("dataset", "split") if key in self.info})
         return out
 
 
 class ForgetImages(Dataset):
-    """Forget images as dict samples: ``image``, ``label`` (vocabulary index) and ``index``."""
+    """Forget images as dict samples: ``image``, ``label`` (vocabulary index) and ``index``.
 
-    def __init__(self, forget_set: ForgetSet, repeats: int = 1) -> None:
+    With a ``retain_set`` every sample also carries ``retain_image``/``retain_label``: sample ``j``
+    gets retain image ``j % len(retain_set)``. Sample indices past ``len(self)`` are valid (they
+    wrap), so a sampler that continues its indices across epochs walks through the retain set.
+    """
+
+    def __init__(self, forget_set: ForgetSet, repeats: int = 1, retain_set: Optional[ForgetSet] = None) -> None:
         self.forget_set = forget_set
         self.repeats = repeats
+        self.retain_set = retain_set
 
     def __len__(self) -> int:
         return len(self.forget_set.labels) * self.repeats
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         i = index % len(self.forget_set.labels)
-        return {"image": self.forget_set.images[i], "label": int(self.forget_set.labels[i]), "index": i}
+        item = {"image": self.forget_set.images[i], "label": int(self.forget_set.labels[i]), "index": i}
+        if self.retain_set is not None:
+            j = index % len(self.retain_set.labels)
+            item["retain_image"] = self.retain_set.images[j]
+            item["retain_label"] = int(self.retain_set.labels[j])
+        return item
+
+
+class _ContinuingSampler(DistributedSampler):
+    """Unshuffled shards (as ``DistributedSampler(shuffle=False)``) whose indices continue across
+    epochs (``+ epoch * len(dataset)``): the forget images repeat as before, while the retain images
+    (:class:`ForgetImages`) move on instead of repeating the first batch every epoch. Lightning
+    calls ``set_epoch`` at every epoch start."""
+
+    def __iter__(self):
+        offset = self.epoch * len(self.dataset)
+        return (index + offset for index in super().__iter__())
 
 
 class ForgetDataModule(EvaluationDataModule):
@@ -87,6 +125,12 @@ class ForgetDataModule(EvaluationDataModule):
         steps_per_epoch: optimiser steps per epoch, each on the whole forget set (published: 1).
         train_batch_size: forget images per training step on each device (default: the whole set
             split evenly across devices).
+        real_valid_images: up to this many real images per forgotten class from the forget
+            dataset's ``val`` split, on which the target's accuracy is measured at every epoch end
+            (0: none; skipped, with a note, where the dataset has no such split).
+
+    Class attributes:
+        real_forget_images: the forget set holds real images (the run is then "semi ZS").
     """
 
     real_forget_images: bool = False
@@ -101,34 +145,82 @@ class ForgetDataModule(EvaluationDataModule):
         dataset_kwargs: Optional[dict[str, dict]] = None,
         steps_per_epoch: int = 1,
         train_batch_size: Optional[int] = None,
+        real_valid_images: int = 0,
     ) -> None:
         super().__init__(datasets, data_root, split, batch_size, num_workers, dataset_kwargs)
         _positive_int_validation("steps_per_epoch", steps_per_epoch)
         _positive_int_validation("train_batch_size", train_batch_size, allow_none=True)
+        _positive_int_validation("real_valid_images", real_valid_images, allow_zero=True)
         self.steps_per_epoch = steps_per_epoch
         self.train_batch_size = train_batch_size
-        self._forget_set: Optional[ForgetSet] = None
+        self.real_valid_images = real_valid_images
+        self._made: dict[str, Optional[ForgetSet]] = {}
 
     def make_forget_set(self, module: Any) -> ForgetSet:
         """Make the forget set for ``module`` (runs on global rank zero only)."""
         raise NotImplementedError
 
+    def make_retain_set(self, module: Any) -> Optional[ForgetSet]:
+        """Make the retain set for ``module`` (rank zero only); None: this DataModule has none."""
+        return None
+
+    def make_real_valid_set(self, module: Any) -> Optional[ForgetSet]:
+        """Up to ``real_valid_images`` real images per forgotten class from the forget dataset's
+        ``val`` split, labelled with their vocabulary index (rank zero only); None if switched off,
+        if the vocabulary is not a dataset's, or if that dataset has no such split."""
+        spec = module.spec
+        if not self.real_valid_images:
+            return None
+        if spec.dataset is None or spec.dataset not in self.roots:
+            rank_zero_info("Real validation images: none (the vocabulary is not an evaluation dataset's)")
+            return None
+        try:
+            images, labels = self.class_images(spec.dataset, spec.forget_indices, VALIDATION_SPLIT,
+                                               self.real_valid_images, seed=0)
+        except ConfigError as err:  # no such split in this layout, or a class without val images
+            rank_zero_info(f"Real validation images: none ({err})")
+            return None
+        # The vocabulary is the dataset's class list, so the dataset's labels are vocabulary indices.
+        return ForgetSet(images=images, labels=labels, kind="real",
+                         info={"dataset": spec.dataset, "split": VALIDATION_SPLIT})
+
+    def _lazy(self, key: str, make: Any) -> Any:
+        """``make(module)`` on global rank zero at first use, then broadcast to every rank."""
+        if key not in self._made:
+            if self.trainer is None or self.trainer.lightning_module is None:
+                raise ConfigError(f"the {key.replace('_', ' ')} is made for a model: attach this DataModule to a "
+                                  "Trainer first")
+            module = self.trainer.lightning_module
+            if module.spec is None:
+                raise ConfigError(f"the {key.replace('_', ' ')} needs the resolved forget spec: run the "
+                                  "LightningModule's setup first")
+            made = make(module) if self.trainer.is_global_zero else None
+            self._made[key] = self.trainer.strategy.broadcast(made, src=0)
+        return self._made[key]
+
     @property
     def forget_set(self) -> ForgetSet:
         """The forget set: made on rank zero at first use, then broadcast to every rank."""
-        if self._forget_set is None:
-            if self.trainer is None or self.trainer.lightning_module is None:
-                raise ConfigError("the forget set is made for a model: attach this DataModule to a Trainer first")
-            module = self.trainer.lightning_module
-            if module.spec is None:
-                raise ConfigError("the forget set needs the resolved forget spec: run the LightningModule's setup first")
-            made = self.make_forget_set(module) if self.trainer.is_global_zero else None
-            self._forget_set = self.trainer.strategy.broadcast(made, src=0)
-        return self._forget_set
+        return self._lazy("forget_set", self.make_forget_set)
+
+    @property
+    def retain_set(self) -> Optional[ForgetSet]:
+        """Real images of retained classes served in training batches (None: none)."""
+        return self._lazy("retain_set", self.make_retain_set) if self.provides_retain_images else None
+
+    @property
+    def provides_retain_images(self) -> bool:
+        """Whether training batches carry ``retain_image``/``retain_label`` (default: no)."""
+        return False
+
+    @property
+    def real_valid_set(self) -> Optional[ForgetSet]:
+        """Real validation images of the forgotten classes (None: switched off or unavailable)."""
+        return self._lazy("real_valid_set", self.make_real_valid_set) if self.real_valid_images else None
 
     def teardown(self, stage: str) -> None:
         if stage == "fit":
-            self._forget_set = None  # a later fit may start from other weights
+            self._made = {}  # a later fit may start from other weights
 
     def _per_device_batch(self) -> int:
         if self.train_batch_size is not None:
@@ -137,13 +229,17 @@ class ForgetDataModule(EvaluationDataModule):
         return math.ceil(len(self.forget_set.labels) / world)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = ForgetImages(self.forget_set, repeats=self.steps_per_epoch)
+        retain = self.retain_set
+        dataset = ForgetImages(self.forget_set, repeats=self.steps_per_epoch, retain_set=retain)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        rank = self.trainer.global_rank if self.trainer is not None else 0
         sampler = None
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if retain is not None:
+            sampler = _ContinuingSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        elif world > 1:
             # Lightning would swap in a *shuffling* DistributedSampler; an explicit one is kept.
             # Unshuffled, each step's shards together hold every image exactly once.
-            sampler = DistributedSampler(dataset, num_replicas=self.trainer.world_size,
-                                         rank=self.trainer.global_rank, shuffle=False)
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(dataset, batch_size=self._per_device_batch(), shuffle=False, sampler=sampler)
 
     def val_dataloader(self) -> Union[DataLoader, list[DataLoader]]:

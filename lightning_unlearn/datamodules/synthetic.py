@@ -46,6 +46,9 @@ class SyntheticForgetDataModule(ForgetDataModule):
         train_batch_size: images per training step on each device (default: the whole set split
             evenly across devices).
         progress: show a Rich progress bar while synthesising.
+        real_valid_images: up to this many real ``val`` images per forgotten class on which the
+            target's accuracy is measured at every epoch end (0: none; see
+            :class:`~lightning_unlearn.datamodules.ForgetDataModule`).
     """
 
     def __init__(
@@ -64,9 +67,10 @@ class SyntheticForgetDataModule(ForgetDataModule):
         use_cache: bool = True,
         train_batch_size: Optional[int] = None,
         progress: bool = True,
+        real_valid_images: int = 0,
     ) -> None:
         super().__init__(datasets, data_root, split, batch_size, num_workers, dataset_kwargs, steps_per_epoch,
-                         train_batch_size)
+                         train_batch_size, real_valid_images)
         _positive_int_validation("images_per_class", images_per_class)
         self.images_per_class = images_per_class
         self.synthesis = synthesis or SynthesisConfig()
