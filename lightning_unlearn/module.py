@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_unlearn._validation import _positive_number_validation, _template_validation
+from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod
 from lightning_unlearn.metrics import ZeroShotAccuracy
 from lightning_unlearn.models import (
@@ -197,6 +198,12 @@ class UnlearningModule(pl.LightningModule):
         load_pending_weights(self.clip)  # the processes that did not build them
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         spec = self.resolve_spec(getattr(datamodule, "vocabularies", {}) or {})
+        if stage == "fit" and self.method.trains and self.method.needs_retain_images \
+                and not getattr(datamodule, "provides_retain_images", False):
+            raise ConfigError(
+                f"method {type(self.method).__name__} trains on retain images too, but the DataModule "
+                f"{type(datamodule).__name__} serves none: use RealForgetDataModule with retain_images_per_class > 0"
+            )
         self.method.setup(self)
         if stage == "fit":
             self.synthetic_metric = ZeroShotAccuracy(len(spec.vocabulary.classnames), spec.forget_indices)
@@ -314,7 +321,8 @@ class UnlearningModule(pl.LightningModule):
 
     @torch.no_grad()
     def synthetic_accuracy(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-        """Zero-shot accuracy of the current model on forget images (no Lightning loop)."""
+        """Zero-shot accuracy of the current model on forget images, synthetic or real, among the
+        spec's vocabulary (template-averaged prompts; no Lightning loop)."""
         embeddings = self.vocabulary_embeddings()
         correct = 0
         with eval_mode(self):

@@ -20,6 +20,7 @@ def _headline(measure: dict[str, Any], dataset: Optional[str]) -> dict[str, Any]
     own = datasets.get(dataset, {}) if dataset else {}
     return {
         "synthetic_acc": measure.get("synthetic_acc"),
+        "real_valid_acc": measure.get("real_valid_acc"),
         "target": own.get("target"),
         "other_classes": own.get("other_classes"),
         "datasets": datasets,
@@ -47,8 +48,13 @@ def build_report(
     after: dict[str, Any],
     timings: dict[str, float],
     synthetic_acc_history: list[float],
+    real_valid_history: Optional[list[float]] = None,
 ) -> dict[str, Any]:
-    """Assemble ``report.json`` from the module, the DataModule and the callbacks' state."""
+    """Assemble ``report.json`` from the module, the DataModule and the callbacks' state.
+
+    ``real_valid_history``: the forgotten classes' accuracy on real validation images at each
+    epoch end (empty where the DataModule has none).
+    """
     spec = module.spec
     escalation = next((cb for cb in trainer.callbacks if isinstance(cb, NoiseLayerEscalation)), None)
     selection = next((cb for cb in trainer.callbacks if isinstance(cb, GradientLayerSelection)), None)
@@ -66,6 +72,7 @@ def build_report(
         "before": _headline(before, spec.dataset),
         "after": _headline(after, spec.dataset),
         "synthetic_acc_history": synthetic_acc_history,
+        "real_valid_history": list(real_valid_history or []),
         "sigma_history": list(getattr(escalation, "sigma_history", [module.sigma])),
         "epoch_acc_history": list(getattr(escalation, "monitor_history", [])),
         "restored_epochs": list(getattr(escalation, "restored_epochs", [])),
@@ -80,6 +87,9 @@ def build_report(
     }
     if forget is not None:
         report["forget_set"] = forget.forget_set.summary()
+        real = forget.real_valid_set
+        if real is not None:
+            report["real_valid_set"] = real.summary()
     if module.method_report is not None:
         report[method.short_name or "method_report"] = module.method_report
     extra = method.report_section()
@@ -98,6 +108,8 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     if before.get("synthetic_acc") is not None or after.get("synthetic_acc") is not None:
         label = "synthetic set" if report.get("forget_set", {}).get("kind", "synthetic") == "synthetic" else "forget set"
         rows.append((label, _pct(before.get("synthetic_acc")), _pct(after.get("synthetic_acc"))))
+    if before.get("real_valid_acc") is not None or after.get("real_valid_acc") is not None:
+        rows.append(("real validation images", _pct(before.get("real_valid_acc")), _pct(after.get("real_valid_acc"))))
     if before.get("target") is not None or after.get("target") is not None:
         rows.append((f"target ({', '.join(report['classes'])})", _pct(before.get("target")), _pct(after.get("target"))))
         rows.append((f"other classes of {report['forget_dataset']}", _pct(before.get("other_classes")),

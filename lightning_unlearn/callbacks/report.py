@@ -26,7 +26,10 @@ class UnlearningReport(Callback):
     escalation callback has loaded the best state) it measures again and writes, in
     ``output_dir`` (default: the trainer's log directory): ``report.json``, ``report.md`` and the
     unlearned weights as ``<export_name>`` (safetensors, loadable with
-    ``open_clip.create_model_and_transforms(name, pretrained=<file>)``). Every file is written
+    ``open_clip.create_model_and_transforms(name, pretrained=<file>)``). Where the DataModule has
+    real validation images of the forgotten classes (``real_valid_images``), their accuracy is
+    measured before, after and at every epoch end (logged as ``forget/real_valid_acc``; the
+    report's ``real_valid_history`` and ``before``/``after.real_valid_acc``). Every file is written
     atomically on global rank zero; evaluation runs on every rank (counts are summed).
 
     Args:
@@ -63,6 +66,7 @@ class UnlearningReport(Callback):
         self._start = 0.0
         self._running = False  # between on_fit_start and on_fit_end
         self.synthetic_acc_history: list[float] = []
+        self.real_valid_history: list[float] = []
         self.report: Optional[dict[str, Any]] = None
 
     def _out_dir(self, trainer: pl.Trainer) -> Path:
@@ -89,6 +93,9 @@ class UnlearningReport(Callback):
         if isinstance(dm, ForgetDataModule):
             forget = dm.forget_set
             result["synthetic_acc"] = pl_module.synthetic_accuracy(forget.images, forget.labels)
+            real = dm.real_valid_set
+            if real is not None:
+                result["real_valid_acc"] = pl_module.synthetic_accuracy(real.images, real.labels)
         if run_datasets and isinstance(dm, EvaluationDataModule):
             result["datasets"] = pl_module.evaluate_datasets(dm.evaluation_loaders(trainer.global_rank,
                                                                                    trainer.world_size))
@@ -108,16 +115,31 @@ class UnlearningReport(Callback):
         if trainer.state.fn == "fit" and not trainer.sanity_checking and value is not None:
             self.synthetic_acc_history.append(float(value))
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Real validation images of the forgotten classes: measured (on every rank, identically)
+        # and logged at every epoch end, including an epoch a stopping callback cut short; never a
+        # stopping signal. Placed after NoiseLayerEscalation (as in the shipped configs), this sees
+        # the weights the run goes on from: an undone epoch measures its restored start.
+        dm = trainer.datamodule
+        real = dm.real_valid_set if isinstance(dm, ForgetDataModule) else None
+        if real is None:
+            return
+        value = pl_module.synthetic_accuracy(real.images, real.labels)
+        self.real_valid_history.append(value)
+        pl_module.log("forget/real_valid_acc", value, on_step=False, on_epoch=True, batch_size=len(real.labels))
+
     def state_dict(self) -> dict[str, Any]:
         timings = dict(self.timings)
         if self._running:  # a checkpoint during the fit: count the unlearning time so far, so a resume adds to it
             timings["unlearn"] = timings.get("unlearn", 0.0) + time.perf_counter() - self._start
-        return {"before": self.before, "timings": timings, "synthetic_acc_history": list(self.synthetic_acc_history)}
+        return {"before": self.before, "timings": timings, "synthetic_acc_history": list(self.synthetic_acc_history),
+                "real_valid_history": list(self.real_valid_history)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.before = state_dict.get("before", {})
         self.timings = dict(state_dict.get("timings", {}))
         self.synthetic_acc_history = list(state_dict.get("synthetic_acc_history", []))
+        self.real_valid_history = list(state_dict.get("real_valid_history", []))
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.timings["unlearn"] = self.timings.get("unlearn", 0.0) + time.perf_counter() - self._start
@@ -127,7 +149,8 @@ class UnlearningReport(Callback):
         dm = trainer.datamodule
         if isinstance(dm, ForgetDataModule):
             self.timings["synthesis"] = float(dm.forget_set.seconds)
-        self.report = build_report(trainer, pl_module, self.before, self.after, self.timings, self.synthetic_acc_history)
+        self.report = build_report(trainer, pl_module, self.before, self.after, self.timings, self.synthetic_acc_history,
+                                   real_valid_history=self.real_valid_history)
         # On every rank: `trainer.log_dir` is a collective (a broadcast from rank 0) under DDP, so it
         # must not be resolved inside the rank-zero-only write (rank 1 would never join it).
         self._write(self._out_dir(trainer), pl_module)
