@@ -1,4 +1,6 @@
-"""Command line: ``lightning-unlearn fit|validate|test --config FILE_OR_NAME`` (a LightningCLI).
+"""Command line: ``lightning-unlearn fit|validate|test --config FILE_OR_NAME`` (a LightningCLI),
+and ``lightning-unlearn compare --config FILE_OR_NAME [--methods ...] [--classes ...] [--seeds ...]
+[--out DIR]`` (methods x classes x seeds; :mod:`lightning_unlearn.compare`).
 
 - ``--config`` takes a file, or the name of a config shipped in the package
   (``lightning-unlearn fit --config demo`` works from any folder; ``rn50_stanford_dogs``, ...).
@@ -98,10 +100,18 @@ def resolve_config_args(args: Sequence[str]) -> list[str]:
     return out
 
 
-def main(args: Any = None, run: bool = True) -> UnlearnCLI:
-    """Run the CLI (``args`` as on the command line); returns the ``UnlearnCLI`` for inspection."""
+def main(args: Any = None, run: bool = True, quiet: bool = False) -> UnlearnCLI:
+    """Run the CLI (``args`` as on the command line); returns the ``UnlearnCLI`` for inspection.
+
+    ``quiet``: no progress bar and no model summary (``lightning-unlearn compare`` runs many fits
+    under its own progress bar).
+    """
     if isinstance(args, (list, tuple)):
         args = resolve_config_args(args)
+    display: dict[str, Any] = (
+        {"enable_progress_bar": False, "enable_model_summary": False} if quiet
+        else {"callbacks": [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]}
+    )
     return UnlearnCLI(
         LightningModule,
         LightningDataModule,
@@ -110,7 +120,7 @@ def main(args: Any = None, run: bool = True) -> UnlearnCLI:
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
-            "callbacks": [RichProgressBar(leave=True), RichModelSummary(max_depth=2)],
+            **display,
             "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
         },
         args=args,
@@ -148,6 +158,11 @@ def console_main(argv: Optional[Sequence[str]] = None) -> None:
     args = [a for a in args if a != "--debug"]
     _info_to_stdout()
     try:
+        if args[:1] == ["compare"]:  # not a Trainer method: its own parser (lightning_unlearn.compare)
+            from lightning_unlearn.compare import compare_main
+
+            compare_main(args[1:])
+            return
         # Through sys.argv, not `args=`: LightningCLI warns when it is given both.
         sys.argv[1:] = resolve_config_args(args)
         main()
