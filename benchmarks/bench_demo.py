@@ -14,8 +14,9 @@ measured the same way. The first (class, seed) is run a second time and the two 
 compared number by number (the issue's "same numbers from two runs with the same seed").
 
 ``--forget-images real`` replaces the synthetic set by as many real train-split images of the
-class (``real_forget_set.py``): a reference for how selective the method would be if synthetic
-images transferred perfectly, not a result of the method.
+class (``RealForgetDataModule``, through the ``lip_real`` preset of ``lightning-unlearn compare``):
+a reference for how selective the method would be if synthetic images transferred perfectly, not a
+result of the method.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ import argparse
 import json
 import statistics
 import tempfile
-import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from lightning_unlearn.cli import main as cli_main
+from lightning_unlearn.compare import load_fit_config
+from lightning_unlearn.presets import apply_preset, get_preset
 
 ROOT = Path(__file__).resolve().parents[1]
 BARS = {"before_min": 0.85, "target_after_max": 0.05, "other_drop_max": 0.03, "domain_drop_max": 0.02}
@@ -50,6 +54,21 @@ def run_once(cls: str, seed: int, out: Path, config: Path, overrides: list[str],
     report = json.loads((Path(cli.trainer.log_dir) / "report.json").read_text())
     report["wall_seconds"] = seconds
     return report
+
+
+def real_images_config(config: Path, out: Path) -> Path:
+    """``config`` with the synthetic set replaced by real train-split images (the ``lip_real``
+    preset), as many per class as the synthetic set had; written to ``out``."""
+    real = apply_preset(load_fit_config(str(config)), get_preset("lip_real"))
+    data = real["data"]["init_args"]
+    per_class = int(data.get("images_per_class", 64))
+    # The demo world renders 50 images per class and split unless told otherwise.
+    data["forget_split_kwargs"] = {name: {"num_per_class": per_class} for name in data["datasets"]
+                                   if name.startswith("demo_")}
+    path = out / f"{config.stem}_real.yaml"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(real, sort_keys=False))
+    return path
 
 
 def summarise(report: dict) -> dict:
@@ -76,11 +95,10 @@ def main() -> None:
     parser.add_argument("--forget-images", choices=("synthetic", "real"), default="synthetic",
                         help="real: real train images of the class instead of the synthetic set (a reference)")
     args, overrides = parser.parse_known_args()
-    if args.forget_images == "real":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))  # makes real_forget_set importable
-        overrides = ["--data.class_path", "real_forget_set.RealImagesForgetDataModule", *overrides]
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_demo_"))
     config = Path(args.config)
+    if args.forget_images == "real":
+        config = real_images_config(config, out)
 
     rows, reports = [], []
     for cls in args.classes:
