@@ -78,7 +78,8 @@ class ForgetDataModule(EvaluationDataModule):
     ``validate``/``test`` run on the evaluation datasets.
 
     Args:
-        datasets: evaluation datasets (see :class:`EvaluationDataModule`).
+        datasets: evaluation datasets (see :class:`EvaluationDataModule`); none if the
+            LightningModule has an explicit ``vocabulary`` (then nothing is evaluated).
         data_root: folder holding the datasets.
         split: split of the evaluation datasets.
         batch_size: images per evaluation batch.
@@ -90,10 +91,11 @@ class ForgetDataModule(EvaluationDataModule):
     """
 
     real_forget_images: bool = False
+    requires_datasets = False  # with an explicit vocabulary on the module, no dataset is needed
 
     def __init__(
         self,
-        datasets: Union[dict[str, Optional[str]], list[str]],
+        datasets: Optional[Union[dict[str, Optional[str]], list[str]]] = None,
         data_root: Optional[str] = None,
         split: Literal["train", "val", "test"] = "test",
         batch_size: int = 64,

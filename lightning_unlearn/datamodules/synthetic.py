@@ -50,7 +50,7 @@ class SyntheticForgetDataModule(ForgetDataModule):
 
     def __init__(
         self,
-        datasets: Union[dict[str, Optional[str]], list[str]],
+        datasets: Optional[Union[dict[str, Optional[str]], list[str]]] = None,
         data_root: Optional[str] = None,
         split: Literal["train", "val", "test"] = "test",
         batch_size: int = 64,
