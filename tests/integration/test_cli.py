@@ -135,3 +135,63 @@ def test_wheel_ships_every_config_and_the_demo_config_prints_outside_the_repo(tm
                              capture_output=True, text=True, cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr[-2000:]
     assert "model_name: demo-clip-rn" in printed.stdout
+
+
+def _image_folder(root: Path, classes: list[str]) -> Path:
+    from PIL import Image
+
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (32, 32), (60 * c, 90 + 20 * i, 200)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--model.init_args.model_name", "tiny-vti"], r"unknown open_clip model 'tiny-vti'; close matches: 'tiny-vit'"),
+        (["--model.init_args.pretrained", "opnai"], r"unknown pretrained tag 'opnai' for model 'tiny-vit'"),
+        (["--model.init_args.pretrained", "{tmp}/missing/w.safetensors"], r"pretrained checkpoint .* does not exist"),
+        (["--model.init_args.pretrained", "{tmp}/broken.safetensors"], r"cannot read checkpoint .*broken.safetensors"),
+        (["--model.init_args.forget_classes", "[ankor]"], r"class 'ankor' is in none of the evaluation datasets.*'anchor'"),
+        (["--data.init_args.datasets", "{{imagefolder: {tmp}/pets}}"], r"unknown dataset 'imagefolder'; close matches"),
+        (["--model.init_args.sigma", "-1"], r"sigma must be a finite number > 0, got -1"),
+        (["--data.init_args.images_per_class", "0"], r"images_per_class must be an int >= 1, got 0"),
+        (["--trainer.logger.init_args.save_dir", "{tmp}/a-file"], r"the log folder .* cannot be a folder: .*a-file' is a file"),
+        (["--config", "rn50_stanford_dgs"], r"unknown config 'rn50_stanford_dgs'; close matches: 'rn50_stanford_dogs'"),
+    ],
+    ids=["model", "tag", "missing", "truncated", "class", "dataset", "sigma", "images", "output", "config"],
+)
+def test_each_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, override, message):
+    """The issue's list: stderr holds the project's message and no traceback; the exit status is 2."""
+    from lightning_unlearn.cli import console_main
+
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00\x01 truncated")
+    (tmp_path / "a-file").write_text("not a folder")
+    config = json.loads(json.dumps(CONFIG))
+    config["model"]["init_args"].update(vocabulary=None, forget_classes=["anchor"])
+    config["data"]["init_args"]["datasets"] = {"image_folder": str(_image_folder(tmp_path / "pets", ["anchor", "kite"]))}
+    path = write_config(tmp_path, config)
+    args = ["fit", "--config", str(path), "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
+    args += [a.format(tmp=tmp_path) for a in override]
+    with pytest.raises(SystemExit) as exit_info:
+        console_main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert 1 <= len(lines) <= 3 and "Traceback" not in err, err
+    assert lines[-1].startswith("lightning-unlearn: error: ") and __import__("re").search(message, lines[-1]), lines
+    assert not list((tmp_path / "runs").rglob("report.json"))
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    from lightning_unlearn.cli import console_main
+
+    monkeypatch.setenv("LIGHTNING_UNLEARN_DEBUG", "1")
+    path = write_config(tmp_path, CONFIG)
+    with pytest.raises(ValueError, match="unknown open_clip model 'tiny-vti'") as info:  # the whole chain, raised
+        console_main(["fit", "--config", str(path), "--model.init_args.model_name", "tiny-vti"])
+    from lightning_unlearn.cli import project_error
+
+    assert isinstance(project_error(info.value), UnknownNameError)
