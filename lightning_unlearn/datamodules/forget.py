@@ -147,9 +147,10 @@ class ForgetDataModule(EvaluationDataModule):
             self._forget_set = self.trainer.strategy.broadcast(made, src=0)
         return self._forget_set
 
-    def teardown(self, stage: str) -> None:
+    def setup(self, stage: Optional[str] = None) -> None:
+        super().setup(stage)
         if stage == "fit":
-            self._forget_set = None  # a later fit may start from other weights
+            self._forget_set = None  # each fit makes it from its own starting weights (a resume restores it)
 
     def state_dict(self) -> dict[str, Any]:
         # The forget set travels in checkpoints: a resumed run must train on the set made from the
