@@ -18,7 +18,7 @@ from lightning_unlearn.io import atomic_path, cache_dir as default_cache_dir
 from lightning_unlearn.models import eval_mode
 from lightning_unlearn.synthesis import SynthesisConfig, resolve_class_targets, synthesize
 
-CACHE_FORMAT = 3  # bump when synthesis changes what it makes: old caches are then remade
+CACHE_FORMAT = 4  # bump when synthesis changes what it makes: old caches are then remade
 
 
 class SyntheticForgetDataModule(ForgetDataModule):
@@ -119,7 +119,10 @@ def _load(path: Path) -> Optional[ForgetSet]:
         return None
     if not isinstance(p, dict) or p.get("format") != CACHE_FORMAT:
         return None
-    return ForgetSet.from_state(p)
+    try:
+        return ForgetSet.from_state(p)
+    except (KeyError, TypeError, ValueError):  # a file of another layout under the same format: remake
+        return None
 
 
 class _progress_bar:
