@@ -101,6 +101,8 @@ class UnlearningModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["method", "optimizer"])
         self.hparams["method"] = self.method.describe()  # a plain dict: checkpoints load with weights_only
         self.forget_classes = [forget_classes] if isinstance(forget_classes, str) else list(forget_classes)
+        if not self.forget_classes:
+            raise ConfigError("forget_classes is empty: name at least one class to forget")
         self.optimizer_factory = optimizer
         self.register_buffer("_sigma", torch.tensor(float(sigma), dtype=torch.float64))
 
@@ -322,15 +324,16 @@ class UnlearningModule(pl.LightningModule):
     @torch.no_grad()
     def synthetic_accuracy(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
         """Zero-shot accuracy of the current model on forget images, synthetic or real, among the
-        spec's vocabulary (template-averaged prompts; no Lightning loop)."""
+        spec's vocabulary (template-averaged prompts; no Lightning loop, no sync: every rank holds
+        all the images)."""
         embeddings = self.vocabulary_embeddings()
-        correct = 0
+        metric = ZeroShotAccuracy(len(self.spec.vocabulary.classnames), sync_on_compute=False).to(self.device)
         with eval_mode(self):
             for start in range(0, len(images), batch_size):
                 chunk = images[start : start + batch_size].to(self.device)
-                pred = zero_shot_logits(self.encode_image(chunk), embeddings).argmax(dim=-1).cpu()
-                correct += int((pred == labels[start : start + batch_size]).sum())
-        return correct / max(1, len(images))
+                metric.update(zero_shot_logits(self.encode_image(chunk), embeddings),
+                              labels[start : start + batch_size].to(self.device))
+        return metric.compute()["accuracy"] if len(images) else 0.0
 
 
 __all__ = ["UnlearningModule", "eval_mode"]

@@ -20,6 +20,7 @@ Two optional extras, made the same way (rank zero, then broadcast):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
@@ -57,6 +58,23 @@ class ForgetSet:
     reached: Optional[torch.Tensor] = None
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        """Tensors, numbers and strings only (checkpoints load with ``weights_only``)."""
+        state: dict[str, Any] = {"images": self.images, "labels": self.labels, "kind": self.kind,
+                                 "seconds": float(self.seconds), "info": json.dumps(self.info)}
+        if self.probability is not None:
+            state["probability"] = self.probability
+        if self.reached is not None:
+            state["reached"] = self.reached
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "ForgetSet":
+        """The inverse of :meth:`to_state`."""
+        return cls(images=state["images"], labels=state["labels"], kind=state["kind"],
+                   probability=state.get("probability"), reached=state.get("reached"),
+                   seconds=float(state.get("seconds", 0.0)), info=json.loads(state.get("info", "{}")))
 
     def summary(self) -> dict[str, Any]:
         """The report's ``forget_set`` section."""
@@ -116,38 +134,33 @@ class ForgetDataModule(EvaluationDataModule):
     ``validate``/``test`` run on the evaluation datasets.
 
     Args:
-        datasets: evaluation datasets (see :class:`EvaluationDataModule`).
-        data_root: folder holding the datasets.
-        split: split of the evaluation datasets.
-        batch_size: images per evaluation batch.
-        num_workers: DataLoader worker processes per evaluation dataset.
-        dataset_kwargs: extra keyword arguments per dataset name.
+        datasets: evaluation datasets (see :class:`EvaluationDataModule`); none if the
+            LightningModule has an explicit ``vocabulary`` (then nothing is evaluated).
         steps_per_epoch: optimiser steps per epoch, each on the whole forget set (published: 1).
         train_batch_size: forget images per training step on each device (default: the whole set
             split evenly across devices).
         real_valid_images: up to this many real images per forgotten class from the forget
             dataset's ``val`` split, on which the target's accuracy is measured at every epoch end
             (0: none; skipped, with a note, where the dataset has no such split).
+        **kwargs: the other :class:`EvaluationDataModule` arguments (``data_root``, ``split``,
+            ``batch_size``, ``num_workers``, ``dataset_kwargs``).
 
     Class attributes:
         real_forget_images: the forget set holds real images (the run is then "semi ZS").
     """
 
     real_forget_images: bool = False
+    requires_datasets = False  # with an explicit vocabulary on the module, no dataset is needed
 
     def __init__(
         self,
-        datasets: Union[dict[str, Optional[str]], list[str]],
-        data_root: Optional[str] = None,
-        split: Literal["train", "val", "test"] = "test",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        dataset_kwargs: Optional[dict[str, dict]] = None,
+        datasets: Optional[Union[dict[str, Optional[str]], list[str]]] = None,
         steps_per_epoch: int = 1,
         train_batch_size: Optional[int] = None,
         real_valid_images: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(datasets, data_root, split, batch_size, num_workers, dataset_kwargs)
+        super().__init__(datasets=datasets, **kwargs)
         _positive_int_validation("steps_per_epoch", steps_per_epoch)
         _positive_int_validation("train_batch_size", train_batch_size, allow_none=True)
         _positive_int_validation("real_valid_images", real_valid_images, allow_zero=True)
@@ -200,7 +213,8 @@ class ForgetDataModule(EvaluationDataModule):
 
     @property
     def forget_set(self) -> ForgetSet:
-        """The forget set: made on rank zero at first use, then broadcast to every rank."""
+        """The forget set: made on rank zero at first use (from the weights before any training step),
+        then broadcast to every rank; a resumed run gets it back from the checkpoint."""
         return self._lazy("forget_set", self.make_forget_set)
 
     @property
@@ -218,9 +232,22 @@ class ForgetDataModule(EvaluationDataModule):
         """Real validation images of the forgotten classes (None: switched off or unavailable)."""
         return self._lazy("real_valid_set", self.make_real_valid_set) if self.real_valid_images else None
 
-    def teardown(self, stage: str) -> None:
+    def setup(self, stage: Optional[str] = None) -> None:
+        super().setup(stage)
         if stage == "fit":
-            self._made = {}  # a later fit may start from other weights
+            # Each fit makes them from its own starting weights (a resume restores the forget set;
+            # retain and real validation images do not depend on the weights and are drawn again).
+            self._made = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        # The forget set travels in checkpoints: a resumed run must train on the set made from the
+        # original weights, and it is made lazily, after the checkpoint's weights are restored.
+        made = self._made.get("forget_set")
+        return {"forget_set": made.to_state()} if made is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "forget_set" in state_dict:
+            self._made["forget_set"] = ForgetSet.from_state(state_dict["forget_set"])
 
     def _per_device_batch(self) -> int:
         if self.train_batch_size is not None:
