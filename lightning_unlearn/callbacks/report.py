@@ -192,6 +192,10 @@ class UnlearningReport(Callback):
                   if m.get("evaluation")}
         if states:
             self.report["evaluation"] = {**assemble(pl_module.evaluation, states), "trace": self.trace}
+            verification = self.report["evaluation"]["verification"]
+            if verification is not None and isinstance(dm, ForgetDataModule):
+                # the synthesis targets that the real images' medians set (synthesis_target_from_real)
+                verification["synthesis_target_from_real"] = dm.forget_set.info.get("target_from_real")
         # On every rank: `trainer.log_dir` is a collective (a broadcast from rank 0) under DDP, so it
         # must not be resolved inside the rank-zero-only write (rank 1 would never join it).
         self._write(self._out_dir(trainer), pl_module)

@@ -201,6 +201,7 @@ class EvaluationRunner:
         self.paraphrases: dict[str, list[str]] = {}
         self._eval_images: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self._prepared_for: Optional[int] = None
+        self._read_seconds: Optional[float] = None  # reading the real images, reported by the next run
 
     # --- checks and inputs that do not depend on the weights ----------------------------------
     def target_dataset(self, datamodule: Any) -> Optional[str]:
@@ -234,6 +235,7 @@ class EvaluationRunner:
                 f"evaluation.verification_images / relearn_steps need real images of {list(spec.names)}, but no "
                 f"evaluation dataset holds them ({list(getattr(datamodule, 'roots', {}) or [])})"
             )
+        start = time.perf_counter()
         try:
             images, labels = datamodule.class_images(dataset, list(spec.targets[dataset]), self.suite.verification_split,
                                                      per_class, seed=self.suite.seed)
@@ -243,6 +245,7 @@ class EvaluationRunner:
                 f"split of {dataset!r} (a non-test split), which cannot be read: {err}"
             ) from err
         self.real_dataset, self.real_images, self.real_labels = dataset, images, labels
+        self._read_seconds = time.perf_counter() - start
 
     def _first_per_class(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``count`` real images of each class (``class_images`` keeps a seeded order)."""
@@ -291,6 +294,9 @@ class EvaluationRunner:
 
         module, suite, dm = self.module, self.suite, trainer.datamodule
         timer = _Timer()
+        if self._read_seconds is not None:  # read at setup, once: counted with the first state
+            timer.seconds["real_images"] = round(self._read_seconds, 4)
+            self._read_seconds = None
         # Lightning's evaluation loops run in inference mode; the probes need autograd.
         with torch.inference_mode(False), eval_mode(module):
             if shards is None:
