@@ -305,9 +305,9 @@ class EvaluationRunner:
                 features = gather_features({k: (f.clone(), y.clone()) for k, (f, y) in shards.items()}, trainer.world_size)
             timer.lap("features")
             result: dict[str, Any] = {}
-            self._templates(result, features, dm, timer)
+            own = self._templates(result, features, dm, timer)
             if suite.retrieval:
-                self._retrieval(result, features, dm, timer)
+                self._retrieval(result, features, own, dm, timer)
             if suite.verification_images:
                 self._verification(result, dm, synthetic, timer)
             dataset = self.target_dataset(dm)
@@ -319,7 +319,7 @@ class EvaluationRunner:
             if suite.relearn_steps and state == "after" and dataset is not None:
                 self._relearn(result, dataset, dm, reference_target, timer)
             if self.paraphrases and dataset is not None:
-                self._paraphrases(result, features[dataset], dataset, dm, timer)
+                self._paraphrases(result, features[dataset], own[dataset], dataset, dm, timer)
         result["seconds"] = timer.seconds
         return result
 
@@ -327,13 +327,15 @@ class EvaluationRunner:
         return tpl.template_embeddings(self.module.model.encode_text, self.module.tokenizer, classnames, template,
                                        self.module.device)
 
-    def _templates(self, result: dict[str, Any], features: Mapping[str, DatasetFeatures], dm: Any, timer: _Timer) -> None:
+    def _templates(self, result: dict[str, Any], features: Mapping[str, DatasetFeatures], dm: Any,
+                   timer: _Timer) -> dict[str, torch.Tensor]:
+        """Accuracy per template (and under each dataset's own); returns the own-template class
+        embeddings, which retrieval and the paraphrases reuse."""
         spec = self.module.spec
         datasets = dm.eval_datasets
         chunk = getattr(dm, "batch_size", 128)
         own = {name: ds.templates[0] for name, ds in datasets.items()}
         own_embeddings = {name: self._encode_text(ds.classnames, own[name]) for name, ds in datasets.items()}
-        self._own_embeddings = own_embeddings
         # The datasets' own evaluation template: the main table's figures, from the shared features.
         result["accuracy"] = tpl.template_result(features, own_embeddings, spec.targets, spec.dataset, own, chunk)["datasets"]
         keys = tpl.template_key(self.suite.templates, own, spec.dataset)
@@ -348,15 +350,17 @@ class EvaluationRunner:
         result["templates"] = per_template
         result["templates_mean"] = tpl.mean_result(list(per_template.values()))
         timer.lap("templates")
+        return own_embeddings
 
-    def _retrieval(self, result: dict[str, Any], features: Mapping[str, DatasetFeatures], dm: Any, timer: _Timer) -> None:
+    def _retrieval(self, result: dict[str, Any], features: Mapping[str, DatasetFeatures],
+                   own_embeddings: Mapping[str, torch.Tensor], dm: Any, timer: _Timer) -> None:
         classnames = {name: ds.classnames for name, ds in dm.eval_datasets.items()}
         database = retrieval.RetrievalDatabase(features, classnames, self.module.spec.targets)
         ks = self.suite.retrieval_k
         queries = retrieval.image_queries(database, self.suite.retrieval_other_queries, self.suite.seed)
         result["retrieval"] = {
             "database_images": len(database),
-            "image_from_text": retrieval.image_from_text(database, self._own_embeddings, classnames, ks),
+            "image_from_text": retrieval.image_from_text(database, own_embeddings, classnames, ks),
             "image_from_image": retrieval.image_from_image(database, queries, ks),
         }
         timer.lap("retrieval")
@@ -417,11 +421,11 @@ class EvaluationRunner:
                              "images": int(len(images)), "lr": suite.relearn_lr}
         timer.lap("relearn")
 
-    def _paraphrases(self, result: dict[str, Any], data: DatasetFeatures, dataset: str, dm: Any, timer: _Timer) -> None:
+    def _paraphrases(self, result: dict[str, Any], data: DatasetFeatures, embeddings: torch.Tensor, dataset: str,
+                     dm: Any, timer: _Timer) -> None:
         module = self.module
         ds = dm.eval_datasets[dataset]
         label_of = {class_key(name): label for label, name in enumerate(ds.classnames)}
-        embeddings = self._own_embeddings[dataset]
         section = {}
         for name, texts in self.paraphrases.items():
             with torch.no_grad():
