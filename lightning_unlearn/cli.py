@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -141,12 +142,23 @@ def _info_to_stdout() -> None:
                 handler.setStream(sys.stdout)
 
 
+def _hide_known_noise() -> None:
+    """Warnings that say nothing to this command's users: BatchNorm layers are kept in eval mode on
+    purpose (their statistics are real data's), a training-free method has no optimiser by design,
+    and a Lightning/torch version notice."""
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def console_main(argv: Optional[Sequence[str]] = None) -> None:
     """The ``lightning-unlearn`` console script: bad input ends in one line on stderr and status 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     _info_to_stdout()
+    _hide_known_noise()
+    saved = list(sys.argv)
     try:
         # Through sys.argv, not `args=`: LightningCLI warns when it is given both.
         sys.argv[1:] = resolve_config_args(args)
@@ -157,6 +169,8 @@ def console_main(argv: Optional[Sequence[str]] = None) -> None:
             raise
         print(f"lightning-unlearn: error: {cause}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        sys.argv[:] = saved
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import open_clip
 import torch
@@ -41,17 +41,19 @@ PROJECT_MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 class PretrainedProvider:
     """Project-made weights: ``find()`` returns the cached file or None; ``build()`` makes it.
 
-    Both are ``"module:function"`` strings, imported only when called (so registering a provider
-    imports nothing).
+    Each is a function or a ``"module:function"`` string, imported only when called (so
+    registering a provider imports nothing).
     """
 
-    find: str
-    build: str
+    find: Union[str, Callable[[], Optional[Union[str, Path]]]]
+    build: Union[str, Callable[[], Union[str, Path]]]
 
     @staticmethod
-    def _call(target: str) -> Optional[str]:
-        module, _, attr = target.partition(":")
-        result = getattr(importlib.import_module(module), attr)()
+    def _call(target: Union[str, Callable[[], Any]]) -> Optional[str]:
+        if isinstance(target, str):
+            module, _, attr = target.partition(":")
+            target = getattr(importlib.import_module(module), attr)
+        result = target()
         return None if result is None else str(result)
 
     def cached(self) -> Optional[str]:
@@ -173,7 +175,14 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         incompatible = open_clip.load_checkpoint(model, str(path), strict=False, weights_only=True)
     except Exception as err:  # safetensors, pickle and zip readers raise many types
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        if "Error(s) in loading state_dict" in text:  # read fine, but the shapes differ
+            mismatches = [line.strip() for line in text.splitlines() if "size mismatch" in line]
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit this model: {len(mismatches)} tensors differ in shape"
+                + (f" (e.g. {mismatches[0][:200]})" if mismatches else "")
+            ) from err
+        first = text.splitlines()[0][:300] if text else type(err).__name__
         raise CheckpointError(
             f"cannot read checkpoint {str(path)!r} (truncated, or not a safetensors/PyTorch state dict): {first}"
         ) from err

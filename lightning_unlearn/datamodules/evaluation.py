@@ -38,6 +38,9 @@ class EvaluationDataModule(LightningDataModule):
             a ``split`` here overrides ``split`` for that dataset.
     """
 
+    #: Whether at least one dataset must be given (a forget DataModule may run on an explicit vocabulary).
+    requires_datasets: bool = True
+
     def __init__(
         self,
         datasets: Union[dict[str, Optional[str]], list[str]],
@@ -60,13 +63,12 @@ class EvaluationDataModule(LightningDataModule):
         self.transform: Optional[Callable[[Any], Any]] = None
         self.eval_datasets: dict[str, ZeroShotDataset] = {}
 
-    @staticmethod
     def _resolve_roots(
-        datasets: Union[dict[str, Optional[str]], list[str]], data_root: Optional[str]
+        self, datasets: Optional[Union[dict[str, Optional[str]], list[str]]], data_root: Optional[str]
     ) -> dict[str, Optional[str]]:
         """Each dataset's root (its own or ``data_root``); fails on unknown names or no root."""
-        pairs = dict(datasets) if isinstance(datasets, dict) else {name: None for name in datasets}
-        if not pairs:
+        pairs = dict(datasets) if isinstance(datasets, dict) else {name: None for name in datasets or []}
+        if not pairs and self.requires_datasets:
             raise ConfigError("datasets is empty: name at least one evaluation dataset")
         roots = {}
         for name, root in pairs.items():
