@@ -15,7 +15,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.datamodules.forget import ForgetDataModule
 from lightning_unlearn.errors import ConfigError, OutputError
-from lightning_unlearn.evaluation.suite import REFERENCE_METADATA_KEY, assemble
+from lightning_unlearn.evaluation.suite import REFERENCE_METADATA_KEY, assemble, section_seconds
 from lightning_unlearn.io import atomic_write_json, atomic_write_text, check_output_dir, save_open_clip_weights
 from lightning_unlearn.report import build_evaluation_report, build_report, print_report, render_markdown
 
@@ -70,6 +70,7 @@ class UnlearningReport(Callback):
         self._announce: Optional[Path] = None  # output folder whose report is still to be shown
         self.before: dict[str, Any] = {}
         self.after: dict[str, Any] = {}
+        self.suite_states: dict[str, dict[str, Any]] = {}  # the evaluation suite's figures per state
         self.timings: dict[str, float] = {}
         self._start = 0.0
         self._running = False  # between on_fit_start and on_fit_end
@@ -110,16 +111,16 @@ class UnlearningReport(Callback):
                 dm.evaluation_loaders(trainer.global_rank, trainer.world_size), shards=shards)
             result["seconds"] = time.perf_counter() - t0
             runner = getattr(pl_module, "evaluation_runner", None)
-            if runner is not None:
+            if runner is not None and result["datasets"]:  # no evaluation dataset: nothing to measure
                 reference = self._reference(trainer, pl_module) if state == "after" else None
-                result["evaluation"] = runner.run(state, trainer, shards, synthetic, reference)
+                self.suite_states[state] = runner.run(state, trainer, shards, synthetic, reference)
         result.setdefault("seconds", time.perf_counter() - t0)
         return result
 
     def _reference(self, trainer: pl.Trainer, pl_module: Any) -> Optional[float]:
         """Target accuracy before unlearning (the suite's figure), the relearning goal's base."""
         dataset = pl_module.evaluation_runner.target_dataset(trainer.datamodule) if pl_module.evaluation_runner else None
-        accuracy = (self.before.get("evaluation") or {}).get("accuracy", {})
+        accuracy = self.suite_states.get("before", {}).get("accuracy", {})
         return accuracy.get(dataset, {}).get("target") if dataset else None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -127,6 +128,7 @@ class UnlearningReport(Callback):
         self._running = True
         if self.before:  # resumed: "before" was measured on the original weights
             return
+        self.suite_states = {}
         self.before = self._measure(trainer, pl_module, self.evaluate_before, "before")
         self.timings["evaluate_before"] = self.before.pop("seconds")
 
@@ -161,6 +163,7 @@ class UnlearningReport(Callback):
             return
         self.report = build_evaluation_report(trainer, pl_module, stage)
         self.report["evaluation"] = assemble(pl_module.evaluation, results)
+        self.report["timings"] = section_seconds(results)
         self._write(self._out_dir(trainer), pl_module, export=False)
 
     def state_dict(self) -> dict[str, Any]:
@@ -168,10 +171,12 @@ class UnlearningReport(Callback):
         if self._running:  # a checkpoint during the fit: count the unlearning time so far, so a resume adds to it
             timings["unlearn"] = timings.get("unlearn", 0.0) + time.perf_counter() - self._start
         return {"before": self.before, "timings": timings, "synthetic_acc_history": list(self.synthetic_acc_history),
+                "suite_before": self.suite_states.get("before", {}),
                 "trace": json.loads(json.dumps(self.trace))}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.before = state_dict.get("before", {})
+        self.suite_states = {"before": state_dict["suite_before"]} if state_dict.get("suite_before") else {}
         self.timings = dict(state_dict.get("timings", {}))
         self.synthetic_acc_history = list(state_dict.get("synthetic_acc_history", []))
         trace = state_dict.get("trace") or {}
@@ -188,10 +193,10 @@ class UnlearningReport(Callback):
         if isinstance(dm, ForgetDataModule):
             self.timings["synthesis"] = float(dm.forget_set.seconds)
         self.report = build_report(trainer, pl_module, self.before, self.after, self.timings, self.synthetic_acc_history)
-        states = {name: m["evaluation"] for name, m in (("before", self.before), ("after", self.after))
-                  if m.get("evaluation")}
+        states = {name: self.suite_states[name] for name in ("before", "after") if name in self.suite_states}
         if states:
             self.report["evaluation"] = {**assemble(pl_module.evaluation, states), "trace": self.trace}
+            self.report["timings"].update(section_seconds(states))
             verification = self.report["evaluation"]["verification"]
             if verification is not None and isinstance(dm, ForgetDataModule):
                 # the synthesis targets that the real images' medians set (synthesis_target_from_real)
@@ -250,8 +255,8 @@ class UnlearningReport(Callback):
             warnings.warn(f"the samples plot could not be prepared: {err}", RuntimeWarning, stacklevel=2)
             samples = {}
         evaluation = self.report["evaluation"]
-        written = write_plots(out, evaluation, self.report.get("forget_dataset"), evaluation.get("trace"), samples)
-        evaluation["seconds"]["plots"] = round(time.perf_counter() - start, 4)
+        written = write_plots(out, evaluation, evaluation.get("target_dataset"), evaluation.get("trace"), samples)
+        self.report.setdefault("timings", {})["evaluation/plots"] = round(time.perf_counter() - start, 4)
         return written
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -83,7 +83,10 @@ class EvaluationSuite:
         paraphrases: prompts that stand in for each forgotten class at evaluation (synonyms,
             descriptions; each a complete prompt): class name -> list of prompts, or a
             descriptions JSON file (path, or ``demo`` for the shipped one).
-        plots: write PNG plots next to the report and embed them in ``report.md``.
+        plots: write PNG plots (``plots/*.png`` next to the report) and embed them in
+            ``report.md``: samples of the forget images, accuracy per dataset and template, the
+            escalation trace and retrieval precision@k. Off by default (the output folder then
+            holds only the report and the weights); the demo config turns them on.
         seed: seed of every draw (real images, query sample, probe folds).
     """
 
@@ -101,7 +104,7 @@ class EvaluationSuite:
     relearn_lr: float = 1e-5
     relearn_goal: Optional[float] = None
     paraphrases: Optional[Union[str, dict[str, list[str]]]] = None
-    plots: bool = True
+    plots: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -333,12 +336,15 @@ class EvaluationRunner:
         embeddings, which retrieval and the paraphrases reuse."""
         spec = self.module.spec
         datasets = dm.eval_datasets
+        target = self.target_dataset(dm)  # the forget dataset, or (explicit vocabulary) the one holding the classes
         chunk = getattr(dm, "batch_size", 128)
         own = {name: ds.templates[0] for name, ds in datasets.items()}
         own_embeddings = {name: self._encode_text(ds.classnames, own[name]) for name, ds in datasets.items()}
         # The datasets' own evaluation template: the main table's figures, from the shared features.
-        result["accuracy"] = tpl.template_result(features, own_embeddings, spec.targets, spec.dataset, own, chunk)["datasets"]
-        keys = tpl.template_key(self.suite.templates, own, spec.dataset)
+        main = tpl.template_result(features, own_embeddings, spec.targets, target, own, chunk)["datasets"]
+        result["accuracy"] = {name: {k: v for k, v in figures.items() if k != "template"} for name, figures in main.items()}
+        result["target_dataset"] = target
+        keys = tpl.template_key(self.suite.templates, own, target)
         per_template = {}
         for key in keys:
             if self.suite.templates is None:
@@ -346,7 +352,7 @@ class EvaluationRunner:
             else:
                 embeddings = {name: self._encode_text(ds.classnames, key) for name, ds in datasets.items()}
                 used = {name: key for name in datasets}
-            per_template[key] = tpl.template_result(features, embeddings, spec.targets, spec.dataset, used, chunk)
+            per_template[key] = tpl.template_result(features, embeddings, spec.targets, target, used, chunk)
         result["templates"] = per_template
         result["templates_mean"] = tpl.mean_result(list(per_template.values()))
         timer.lap("templates")
@@ -449,7 +455,7 @@ def assemble(suite: EvaluationSuite, states: Mapping[str, Mapping[str, Any]]) ->
     e.g. ``templates.<template>.after.target``. A section that did not run is None."""
     names = list(states)
     first = states[names[0]]
-    out: dict[str, Any] = {"states": names, "settings": suite.describe()}
+    out: dict[str, Any] = {"states": names, "target_dataset": first.get("target_dataset"), "settings": suite.describe()}
 
     templates = {key: _by_state(states, lambda r, k=key: r["templates"][k]) for key in first["templates"]}
     templates["mean"] = _by_state(states, lambda r: r["templates_mean"])
@@ -509,5 +515,11 @@ def assemble(suite: EvaluationSuite, states: Mapping[str, Mapping[str, Any]]) ->
         recovery["paraphrases"] = None
     out["recovery"] = recovery
     out["accuracy"] = _by_state(states, lambda r: r["accuracy"])
-    out["seconds"] = _by_state(states, lambda r: r["seconds"])
     return out
+
+
+def section_seconds(states: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Time per section and state, as flat ``evaluation/<state>/<section>`` keys for the report's
+    ``timings`` (durations stay out of ``evaluation``, whose figures are reproducible)."""
+    return {f"evaluation/{state}/{name}": float(seconds)
+            for state, result in states.items() for name, seconds in result.get("seconds", {}).items()}
