@@ -188,7 +188,10 @@ def _load(path: Path) -> Optional[ForgetSet]:
         return None
     if not isinstance(p, dict) or p.get("format") != CACHE_FORMAT:
         return None
-    return ForgetSet.from_state(p)
+    try:
+        return ForgetSet.from_state(p)
+    except (KeyError, TypeError, ValueError):  # a set cached before `kind` was stored (same format number)
+        return None
 
 
 class _progress_bar:
