@@ -139,13 +139,14 @@ def numbers_under_after(tree: Any, path: tuple = ()) -> dict[tuple, float]:
     return out
 
 
-def test_validate_on_the_exported_weights_reproduces_the_after_figures(fitted, tmp_path):
+@pytest.mark.parametrize("stage", ["validate", "test"])
+def test_validate_on_the_exported_weights_reproduces_the_after_figures(fitted, tmp_path, stage):
     log_dir, report = fitted
-    cli = main(["validate", "--config", str(write_config(tmp_path)),
+    cli = main([stage, "--config", str(write_config(tmp_path)),
                 "--model.init_args.pretrained", str(log_dir / "unlearned.safetensors"),
                 "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
     validated = json.loads((Path(cli.trainer.log_dir) / "report.json").read_text())
-    assert validated["stage"] == "validate" and validated["evaluation"]["states"] == ["after"]
+    assert validated["stage"] == stage and validated["evaluation"]["states"] == ["after"]
     fit_after = numbers_under_after(report["evaluation"])
     val_after = numbers_under_after(validated["evaluation"])
     # validate has no synthetic forget set (it would be made from the unlearned weights)
@@ -208,3 +209,26 @@ def test_verification_without_a_non_test_split_fails_before_synthesis(tmp_path):
         run_cli(tmp_path, "--data.init_args.datasets", json.dumps({"image_folder": str(root)}),
                 "--data.init_args.dataset_kwargs", "null")
     assert not (tmp_path / "cache").exists()
+
+
+def test_description_prompts_are_drawn_per_image_and_key_the_cache(tmp_path):
+    from lightning_unlearn import UnlearningModule
+    from lightning_unlearn.datamodules import SyntheticForgetDataModule
+    from lightning_unlearn.evaluation.descriptions import load_descriptions
+
+    module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["anchor", "kite"],
+                              vocabulary=["anchor", "kite", "rocket"])
+    module.resolve_spec({})
+    plain = SyntheticForgetDataModule(cache_dir=str(tmp_path), progress=False)
+    described = SyntheticForgetDataModule(cache_dir=str(tmp_path), progress=False, descriptions="demo")
+    described.check_forget_spec(module.spec)
+    texts, embeddings = described.draw_descriptions(module, [0, 0, 0, 1, 1, 1])
+    shipped = load_descriptions("demo")
+    assert all(t in shipped["anchor"] for t in texts[:3]) and all(t in shipped["kite"] for t in texts[3:])
+    assert embeddings.shape == (6, module.model.text_projection.shape[1])
+    assert described.draw_descriptions(module, [0, 0, 0, 1, 1, 1])[0] == texts  # seeded
+    assert described.cache_path(module) != plain.cache_path(module)
+    kite_only = tmp_path / "kite_only.json"
+    kite_only.write_text(json.dumps({"kite": ["a kite."]}))
+    with pytest.raises(ConfigError, match=r"has no descriptions of the forgotten class 'anchor'"):
+        SyntheticForgetDataModule(progress=False, descriptions=str(kite_only)).check_forget_spec(module.spec)
