@@ -383,15 +383,16 @@ class UnlearningModule(pl.LightningModule):
 
     @torch.no_grad()
     def synthetic_accuracy(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-        """Zero-shot accuracy of the current model on forget images (no Lightning loop)."""
+        """Zero-shot accuracy of the current model on forget images (no Lightning loop, no sync:
+        every rank holds the whole forget set)."""
         embeddings = self.vocabulary_embeddings()
-        correct = 0
+        metric = ZeroShotAccuracy(len(self.spec.vocabulary.classnames), sync_on_compute=False).to(self.device)
         with eval_mode(self):
             for start in range(0, len(images), batch_size):
                 chunk = images[start : start + batch_size].to(self.device)
-                pred = zero_shot_logits(self.encode_image(chunk), embeddings).argmax(dim=-1).cpu()
-                correct += int((pred == labels[start : start + batch_size]).sum())
-        return correct / max(1, len(images))
+                metric.update(zero_shot_logits(self.encode_image(chunk), embeddings),
+                              labels[start : start + batch_size].to(self.device))
+        return metric.compute()["accuracy"] if len(images) else 0.0
 
 
 __all__ = ["UnlearningModule", "eval_mode"]

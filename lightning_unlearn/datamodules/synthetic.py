@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -20,7 +20,7 @@ from lightning_unlearn.io import atomic_path, cache_dir as default_cache_dir
 from lightning_unlearn.models import eval_mode
 from lightning_unlearn.synthesis import SynthesisConfig, resolve_class_targets, synthesize
 
-CACHE_FORMAT = 3  # bump when synthesis changes what it makes: old caches are then remade
+CACHE_FORMAT = 4  # bump when synthesis changes what it makes: old caches are then remade
 
 
 class SyntheticForgetDataModule(ForgetDataModule):
@@ -33,20 +33,11 @@ class SyntheticForgetDataModule(ForgetDataModule):
     the batches.
 
     Args:
-        datasets: evaluation datasets (see :class:`~lightning_unlearn.datamodules.EvaluationDataModule`).
-        data_root: folder holding the datasets.
-        split: split of the evaluation datasets.
-        batch_size: images per evaluation batch.
-        num_workers: DataLoader worker processes per evaluation dataset.
-        dataset_kwargs: extra keyword arguments per dataset name.
         images_per_class: synthetic images per forgotten class (the paper: 64).
-        steps_per_epoch: optimiser steps per epoch, each on the whole set (published: 1).
         synthesis: settings of the gradient ascent (the published generator's by default).
         seed: seed of the synthesis (same seed, same images).
         cache_dir: folder of cached sets (default ``$LIGHTNING_UNLEARN_CACHE/synthetic``).
         use_cache: reuse a cached set with the same key.
-        train_batch_size: images per training step on each device (default: the whole set split
-            evenly across devices).
         progress: show a Rich progress bar while synthesising.
         descriptions: class descriptions as synthesis prompts (the paper's Table 8): a JSON file
             of class name -> list of descriptions, or ``demo`` (the demo world's, shipped). Each
@@ -54,28 +45,24 @@ class SyntheticForgetDataModule(ForgetDataModule):
             that description's embedding in place of its class's prompt embedding. None: the
             class prompts. A file that is not valid JSON fails at once; one that lacks a
             forgotten class fails when the classes are resolved, before synthesis.
+        **kwargs: the evaluation datasets and batching of
+            :class:`~lightning_unlearn.datamodules.ForgetDataModule` (``datasets``, ``data_root``,
+            ``split``, ``batch_size``, ``num_workers``, ``dataset_kwargs``, ``steps_per_epoch``,
+            ``train_batch_size``).
     """
 
     def __init__(
         self,
-        datasets: Optional[Union[dict[str, Optional[str]], list[str]]] = None,
-        data_root: Optional[str] = None,
-        split: Literal["train", "val", "test"] = "test",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        dataset_kwargs: Optional[dict[str, dict]] = None,
         images_per_class: int = 64,
-        steps_per_epoch: int = 1,
         synthesis: Optional[SynthesisConfig] = None,
         seed: int = 0,
         cache_dir: Optional[str] = None,
         use_cache: bool = True,
-        train_batch_size: Optional[int] = None,
         progress: bool = True,
         descriptions: Optional[str] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(datasets, data_root, split, batch_size, num_workers, dataset_kwargs, steps_per_epoch,
-                         train_batch_size)
+        super().__init__(**kwargs)
         _positive_int_validation("images_per_class", images_per_class)
         self.descriptions = descriptions
         self._descriptions = load_descriptions(descriptions) if descriptions is not None else None
@@ -190,7 +177,7 @@ def _load(path: Path) -> Optional[ForgetSet]:
         return None
     try:
         return ForgetSet.from_state(p)
-    except (KeyError, TypeError, ValueError):  # a set cached before `kind` was stored (same format number)
+    except (KeyError, TypeError, ValueError):  # a file of another layout under the same format: remake
         return None
 
 
