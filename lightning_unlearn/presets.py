@@ -142,12 +142,26 @@ def import_class(class_path: str, what: str = "class") -> type:
         raise ConfigError(f"{what} {class_path!r} is not available in this installation ({err})") from err
 
 
+def init_parameters(cls: type) -> set[str]:
+    """The argument names ``cls(...)`` takes: those of its ``__init__`` and, where an ``__init__``
+    passes ``**kwargs`` on, those of the base classes' (the project's convention)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None or klass is object:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind in kinds and p.name != "self"}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
 def accepted_args(cls: type, args: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``args`` that ``cls.__init__`` takes by name."""
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(args)
-    return {k: v for k, v in args.items() if k in params and k != "self"}
+    """The entries of ``args`` that ``cls`` takes by name (see :func:`init_parameters`)."""
+    names = init_parameters(cls)
+    return {k: v for k, v in args.items() if k in names}
 
 
 def _class_name(entry: Any) -> str:

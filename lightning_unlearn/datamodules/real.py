@@ -16,7 +16,7 @@ by step. Methods with ``needs_retain_images`` (e.g. ``AmnesiacRetain``) need thi
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional
 
 import torch
 
@@ -34,15 +34,8 @@ class RealForgetDataModule(ForgetDataModule):
     """Real images of the classes to forget (and optionally of the other classes) from a dataset split.
 
     Args:
-        datasets: evaluation datasets (see :class:`~lightning_unlearn.datamodules.EvaluationDataModule`).
-        data_root: folder holding the datasets.
-        split: split of the evaluation datasets.
-        batch_size: images per evaluation batch.
-        num_workers: DataLoader worker processes per evaluation dataset.
-        dataset_kwargs: extra keyword arguments per dataset name.
         images_per_class: real images per forgotten class (fewer if the split holds fewer; the
             report's ``forget_set.images`` says how many were used).
-        steps_per_epoch: optimiser steps per epoch, each on the whole set (published: 1).
         seed: seed of the draw (same seed, same images).
         forget_split: the split the forget (and retain) images come from; it must differ from
             ``split``, so that no evaluation image is trained on.
@@ -51,10 +44,10 @@ class RealForgetDataModule(ForgetDataModule):
             renders 50 images per class and split by default).
         retain_images_per_class: real images of every retained class of the forget dataset served
             next to the forget images (0: none).
-        train_batch_size: forget images per training step on each device (default: the whole set
-            split evenly across devices).
-        real_valid_images: up to this many real ``val`` images per forgotten class on which the
-            target's accuracy is measured at every epoch end (0: none).
+        **kwargs: the evaluation datasets and batching of
+            :class:`~lightning_unlearn.datamodules.ForgetDataModule` (``datasets``, ``data_root``,
+            ``split``, ``batch_size``, ``num_workers``, ``dataset_kwargs``, ``steps_per_epoch``,
+            ``train_batch_size``, ``real_valid_images``).
 
     Raises:
         ConfigError: ``forget_split`` equals ``split``, or (when the set is made) the forget
@@ -63,30 +56,22 @@ class RealForgetDataModule(ForgetDataModule):
     """
 
     real_forget_images = True
+    requires_datasets = True  # the real images come from an evaluation dataset
 
     def __init__(
         self,
-        datasets: Union[dict[str, Optional[str]], list[str]],
-        data_root: Optional[str] = None,
-        split: Split = "test",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        dataset_kwargs: Optional[dict[str, dict]] = None,
         images_per_class: int = 64,
-        steps_per_epoch: int = 1,
         seed: int = 0,
         forget_split: Split = "train",
         forget_split_kwargs: Optional[dict[str, dict]] = None,
         retain_images_per_class: int = 0,
-        train_batch_size: Optional[int] = None,
-        real_valid_images: int = 0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(datasets, data_root, split, batch_size, num_workers, dataset_kwargs, steps_per_epoch,
-                         train_batch_size, real_valid_images)
+        super().__init__(**kwargs)
         _positive_int_validation("images_per_class", images_per_class)
         _positive_int_validation("retain_images_per_class", retain_images_per_class, allow_zero=True)
         _choice_validation("forget_split", forget_split, ("train", "val", "test"))
-        if forget_split == split:
+        if forget_split == self.split:
             raise ConfigError(f"forget_split {forget_split!r} is the evaluation split: the method would train on the "
                               "images it is evaluated on; use another split (e.g. 'train')")
         self.images_per_class = images_per_class

@@ -104,6 +104,11 @@ def test_batches_carry_retain_images_that_move_on_each_epoch():
     assert float(dataset[3]["retain_image"][0, 0, 0]) == 3.0
 
 
+def test_real_images_need_a_dataset():
+    with pytest.raises(ConfigError, match=r"datasets is empty"):
+        RealForgetDataModule()
+
+
 def test_forget_split_must_differ_from_the_evaluation_split():
     with pytest.raises(ConfigError, match=r"forget_split 'test' is the evaluation split"):
         RealForgetDataModule(datasets=["demo_objects"], forget_split="test")
