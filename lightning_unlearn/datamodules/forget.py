@@ -167,7 +167,10 @@ class ForgetDataModule(EvaluationDataModule):
         self.steps_per_epoch = steps_per_epoch
         self.train_batch_size = train_batch_size
         self.real_valid_images = real_valid_images
-        self._made: dict[str, Optional[ForgetSet]] = {}
+        self._forget_set: Optional[ForgetSet] = None
+        self._retain_set: Optional[ForgetSet] = None
+        self._real_valid_set: Optional[ForgetSet] = None
+        self._made: set[str] = set()  # which of the three are made (a made one may be None)
 
     def make_forget_set(self, module: Any) -> ForgetSet:
         """Make the forget set for ``module`` (runs on global rank zero only)."""
@@ -197,30 +200,31 @@ class ForgetDataModule(EvaluationDataModule):
         return ForgetSet(images=images, labels=labels, kind="real",
                          info={"dataset": spec.dataset, "split": VALIDATION_SPLIT})
 
-    def _lazy(self, key: str, make: Any) -> Any:
-        """``make(module)`` on global rank zero at first use, then broadcast to every rank."""
-        if key not in self._made:
+    def _lazy(self, attribute: str, make: Any) -> Any:
+        """``make(module)`` on global rank zero at first use, then broadcast to every rank; kept in
+        ``attribute`` (``_forget_set``, ``_retain_set``, ``_real_valid_set``)."""
+        if attribute not in self._made:
+            what = attribute.strip("_").replace("_", " ")
             if self.trainer is None or self.trainer.lightning_module is None:
-                raise ConfigError(f"the {key.replace('_', ' ')} is made for a model: attach this DataModule to a "
-                                  "Trainer first")
+                raise ConfigError(f"the {what} is made for a model: attach this DataModule to a Trainer first")
             module = self.trainer.lightning_module
             if module.spec is None:
-                raise ConfigError(f"the {key.replace('_', ' ')} needs the resolved forget spec: run the "
-                                  "LightningModule's setup first")
+                raise ConfigError(f"the {what} needs the resolved forget spec: run the LightningModule's setup first")
             made = make(module) if self.trainer.is_global_zero else None
-            self._made[key] = self.trainer.strategy.broadcast(made, src=0)
-        return self._made[key]
+            setattr(self, attribute, self.trainer.strategy.broadcast(made, src=0))
+            self._made.add(attribute)
+        return getattr(self, attribute)
 
     @property
     def forget_set(self) -> ForgetSet:
         """The forget set: made on rank zero at first use (from the weights before any training step),
         then broadcast to every rank; a resumed run gets it back from the checkpoint."""
-        return self._lazy("forget_set", self.make_forget_set)
+        return self._lazy("_forget_set", self.make_forget_set)
 
     @property
     def retain_set(self) -> Optional[ForgetSet]:
         """Real images of retained classes served in training batches (None: none)."""
-        return self._lazy("retain_set", self.make_retain_set) if self.provides_retain_images else None
+        return self._lazy("_retain_set", self.make_retain_set) if self.provides_retain_images else None
 
     @property
     def provides_retain_images(self) -> bool:
@@ -230,24 +234,25 @@ class ForgetDataModule(EvaluationDataModule):
     @property
     def real_valid_set(self) -> Optional[ForgetSet]:
         """Real validation images of the forgotten classes (None: switched off or unavailable)."""
-        return self._lazy("real_valid_set", self.make_real_valid_set) if self.real_valid_images else None
+        return self._lazy("_real_valid_set", self.make_real_valid_set) if self.real_valid_images else None
 
     def setup(self, stage: Optional[str] = None) -> None:
         super().setup(stage)
         if stage == "fit":
             # Each fit makes them from its own starting weights (a resume restores the forget set;
             # retain and real validation images do not depend on the weights and are drawn again).
-            self._made = {}
+            self._forget_set = self._retain_set = self._real_valid_set = None
+            self._made = set()
 
     def state_dict(self) -> dict[str, Any]:
         # The forget set travels in checkpoints: a resumed run must train on the set made from the
         # original weights, and it is made lazily, after the checkpoint's weights are restored.
-        made = self._made.get("forget_set")
-        return {"forget_set": made.to_state()} if made is not None else {}
+        return {"forget_set": self._forget_set.to_state()} if self._forget_set is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if "forget_set" in state_dict:
-            self._made["forget_set"] = ForgetSet.from_state(state_dict["forget_set"])
+            self._forget_set = ForgetSet.from_state(state_dict["forget_set"])
+            self._made.add("_forget_set")
 
     def _per_device_batch(self) -> int:
         if self.train_batch_size is not None:
