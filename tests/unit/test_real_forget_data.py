@@ -132,3 +132,17 @@ def test_check_available_names_a_split_the_layout_lacks(module, tmp_path):
     caltech.resolve_spec(data.vocabularies)
     with pytest.raises(ConfigError, match=r"split"):
         data.check_available(caltech.spec)
+
+
+def test_continuing_sampler_shards_cover_every_image_once_per_epoch():
+    forget = ForgetSet(images=torch.zeros(4, 3, 2, 2), labels=torch.zeros(4, dtype=torch.long), kind="real")
+    retain = ForgetSet(images=torch.zeros(10, 3, 2, 2), labels=torch.arange(10), kind="real")
+    dataset = ForgetImages(forget, repeats=1, retain_set=retain)
+    for epoch in range(2):
+        shards = []
+        for rank in range(2):
+            sampler = _ContinuingSampler(dataset, num_replicas=2, rank=rank, shuffle=False)
+            sampler.set_epoch(epoch)
+            shards.append([dataset[i] for i in sampler])
+        assert sorted(item["index"] for shard in shards for item in shard) == [0, 1, 2, 3]
+        assert sorted(item["retain_label"] for shard in shards for item in shard) == [4 * epoch + j for j in range(4)]
