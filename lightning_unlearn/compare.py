@@ -50,7 +50,6 @@ from lightning_unlearn.errors import ConfigError, UnknownNameError, UnlearnError
 from lightning_unlearn.io import atomic_path, atomic_write_json, atomic_write_text, check_output_dir
 from lightning_unlearn.names import class_key, close_matches
 from lightning_unlearn.presets import (
-    DATA_CLASSES,
     PRESETS,
     MethodPreset,
     accepted_args,
@@ -125,6 +124,7 @@ class Run:
 
     @property
     def label(self) -> str:
+        """``method / class / seed k`` for progress lines."""
         return f"{self.method} / {self.cls} / seed {self.seed}"
 
 
