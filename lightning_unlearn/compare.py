@@ -528,17 +528,21 @@ def render_plot(plan: Plan, rows: Sequence[Mapping[str, Any]], path: Path) -> No
 
     colours = {"ZS": "tab:blue", "semi ZS": "tab:orange", "not ZS": "tab:red"}
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
-    top = 1.0
+    points = []
     for method in plan.settings.methods:
         done = [r for r in rows if r.get("status") == "ok" and r["method"] == method]
         target = [100 * (float(r["target_bf"]) - float(r["target_af"])) for r in done if r.get("target_af") is not None]
         other = [100 * (float(r["other_bf"]) - float(r["other_af"])) for r in done if r.get("other_af") is not None]
-        if not target or not other:
-            continue
-        x, y = statistics.fmean(other), statistics.fmean(target)
-        top = max(top, abs(x), abs(y))
+        if target and other:
+            points.append((method, statistics.fmean(other), statistics.fmean(target)))
+    top = max([1.0] + [max(abs(x), abs(y)) for _, x, y in points])
+    placed: list[tuple[float, float]] = []
+    for method, x, y in points:
         ax.scatter([x], [y], color=colours.get(get_preset(method).zero_shot, "tab:gray"), s=40, zorder=3)
-        ax.annotate(method, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        # Stack the labels of points that (nearly) coincide instead of printing them over each other.
+        near = sum(abs(x - px) < 0.04 * top and abs(y - py) < 0.04 * top for px, py in placed)
+        placed.append((x, y))
+        ax.annotate(method, (x, y), textcoords="offset points", xytext=(5, 4 + 10 * near), fontsize=8)
     ax.plot([0, top], [0, top], color="0.7", linestyle="--", linewidth=1, label="collateral = forgetting")
     for kind, colour in colours.items():
         ax.scatter([], [], color=colour, label=kind)
