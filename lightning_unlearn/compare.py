@@ -297,6 +297,10 @@ def plan_comparison(settings: CompareSettings) -> Plan:
     read: dict[str, Vocabulary] = {}
     fits = [_fit_config(name, read) for name in _unique(settings.fit_configs, "fit_configs")]
     resolved = {cls: _resolve_class(cls, fits) for cls in classes}
+    spelled = [(spec.dataset, spec.names[0]) for _, spec in resolved.values()]
+    twice = [name for i, name in enumerate(spelled) if name in spelled[:i]]
+    if twice:
+        raise ConfigError(f"classes names {twice[0][1]!r} twice (as {[c for c in classes if resolved[c][1].names[0] == twice[0][1]]})")
     runs = [
         Run(preset.name, spec.names[0], seed, fit, spec, out / preset.name / slug(spec.names[0]) / f"seed{seed}")
         for cls, (fit, spec) in resolved.items() for seed in seeds for preset in presets

@@ -144,6 +144,7 @@ def test_slug():
                                                    r"matches: 'Pekinese'"),
     ({"classes": ["euphonium"]}, UnknownNameError, r"it is a class of 'caltech101'"),
     ({"seeds": [-1]}, ConfigError, r"seeds must be ints >= 0, got -1"),
+    ({"classes": ["Pekinese", "pekinese"]}, ConfigError, r"classes names 'Pekinese' twice \(as \['Pekinese', 'pekinese'\]\)"),
     ({"overrides": {"lipp": {}}}, UnknownNameError, r"overrides: unknown method 'lipp'; close matches: 'lip'"),
     ({"overrides": {"lip": {"trainer.callbacks.Nope.init_args.x": 1}}}, ConfigError, r"no 'Nope' in trainer.callbacks"),
     ({"overrides": {"lip": {"model.init_args.method.init_args.nope": 1}}}, ConfigError,
