@@ -1,13 +1,17 @@
 """Unlearning methods on one contract (:class:`UnlearningMethod`), chosen in YAML."""
 
 from lightning_unlearn.methods.base import UnlearningMethod, ZeroShotType, zero_shot_type
+from lightning_unlearn.methods.edit import TextProjectionEdit
 from lightning_unlearn.methods.lipschitz import EmbeddingLoss, ImageLipschitz, MultimodalLipschitz, PerturbationMethod
+from lightning_unlearn.methods.nullspace import NullSpaceProjection
 
 __all__ = [
     "EmbeddingLoss",
     "ImageLipschitz",
     "MultimodalLipschitz",
+    "NullSpaceProjection",
     "PerturbationMethod",
+    "TextProjectionEdit",
     "UnlearningMethod",
     "ZeroShotType",
     "zero_shot_type",
