@@ -8,7 +8,8 @@ every step, gradients for all parameters.
 Variants:
 - ``loop``: written here, the way the published code goes: for each of the N perturbation sets,
   draw the noise, encode the 64 perturbed images in one forward, accumulate the loss terms
-  (perturbed images clipped to each clean image's range, as ``objectives`` does now).
+  (perturbed images clipped to each clean image's range, as ``objectives`` does now; each term
+  divided by the norm of the applied perturbation; the sum divided by 4N, as published).
 - ``chunk-64``, ``chunk-256``: ``multimodal_lipschitz_loss(max_batch=...)``: the N*64 perturbed
   images encoded in forwards of at most 64 / 256 images.
 - ``all``: ``max_batch=None``: all N*64 perturbed images in one forward.
@@ -88,18 +89,20 @@ class Setup:
 
 
 def loop_loss(encode_image, images, text_features, sigma, n, generators) -> torch.Tensor:
-    """Baseline: one forward of the B perturbed images per perturbation set, accumulated."""
+    """Baseline: one forward of the B perturbed images per perturbation set, accumulated
+    (``objectives``' defaults: the applied perturbation's norm, the published sum / 4N)."""
     clean = encode_image(images)
     flat = images.detach().flatten(1)
     lo, hi = flat.amin(dim=1).view(-1, 1, 1, 1), flat.amax(dim=1).view(-1, 1, 1, 1)  # each image's range
     total = images.new_zeros(())
     for _ in range(n):
         noise = torch.stack([torch.randn(images.shape[1:], generator=g) for g in generators]) * sigma
+        perturbed = torch.maximum(torch.minimum(images.detach() + noise, hi), lo)
         with torch.no_grad():
-            pert = encode_image(torch.maximum(torch.minimum(images.detach() + noise, hi), lo))
+            pert = encode_image(perturbed)
         distances = (clean - pert).norm(dim=-1) + (text_features - pert).norm(dim=-1)
-        total = total + (distances / noise.flatten(1).norm(dim=1)).sum()
-    return total / (n * images.shape[0])
+        total = total + (distances / (perturbed - images.detach()).flatten(1).norm(dim=1)).sum()
+    return total / (4 * n)
 
 
 def rss_kb(field: str) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -22,6 +23,7 @@ from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from lightning_unlearn.errors import MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.io import check_output_dir
 from lightning_unlearn.names import close_matches
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -39,6 +41,23 @@ class UnlearnCLI(LightningCLI):
             "validate": {"model", "dataloaders", "datamodule"},
             "test": {"model", "dataloaders", "datamodule"},
         }
+
+    def _check_output_folders(self) -> None:
+        # The logger creates its folder before any callback's setup: check it first, legibly.
+        trainer = self.trainer
+        if trainer.loggers:
+            check_output_dir(trainer.log_dir or trainer.default_root_dir, "the log folder")
+        else:
+            check_output_dir(trainer.default_root_dir, "default_root_dir")
+
+    def before_fit(self) -> None:
+        self._check_output_folders()
+
+    def before_validate(self) -> None:
+        self._check_output_folders()
+
+    def before_test(self) -> None:
+        self._check_output_folders()
 
 
 def packaged_configs() -> list[str]:
@@ -123,20 +142,35 @@ def _info_to_stdout() -> None:
                 handler.setStream(sys.stdout)
 
 
+def _hide_known_noise() -> None:
+    """Warnings that say nothing to this command's users: BatchNorm layers are kept in eval mode on
+    purpose (their statistics are real data's), a training-free method has no optimiser by design,
+    and a Lightning/torch version notice."""
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    warnings.filterwarnings("ignore", message=r"`LightningModule.configure_optimizers` returned `None`")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 def console_main(argv: Optional[Sequence[str]] = None) -> None:
     """The ``lightning-unlearn`` console script: bad input ends in one line on stderr and status 2."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     _info_to_stdout()
+    _hide_known_noise()
+    saved = list(sys.argv)
     try:
-        main(resolve_config_args(args))
+        # Through sys.argv, not `args=`: LightningCLI warns when it is given both.
+        sys.argv[1:] = resolve_config_args(args)
+        main()
     except Exception as err:  # noqa: BLE001 - only the project's own errors are shortened
         cause = project_error(err)
         if cause is None or debug:
             raise
         print(f"lightning-unlearn: error: {cause}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        sys.argv[:] = saved
 
 
 if __name__ == "__main__":

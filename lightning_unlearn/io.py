@@ -9,7 +9,24 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from lightning_unlearn.errors import OutputError
+
 CACHE_ENV = "LIGHTNING_UNLEARN_CACHE"
+
+
+def check_output_dir(path: str | Path, what: str = "output_dir") -> None:
+    """Raise :class:`OutputError` if folder ``path`` can certainly not be created or written.
+
+    No side effect: the nearest existing ancestor must be a folder the process may write into
+    (root passes permission checks, but not a file standing where a folder is needed).
+    """
+    probe = Path(path).expanduser().absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{what} {str(path)!r} cannot be a folder: {str(probe)!r} is a file; choose another")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {str(path)!r} is not writable: no write permission on {str(probe)!r}")
 
 
 def cache_dir(sub: str = "") -> Path:

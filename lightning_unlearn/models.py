@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib
+import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import open_clip
 import torch
@@ -40,17 +41,19 @@ PROJECT_MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 class PretrainedProvider:
     """Project-made weights: ``find()`` returns the cached file or None; ``build()`` makes it.
 
-    Both are ``"module:function"`` strings, imported only when called (so registering a provider
-    imports nothing).
+    Each is a function or a ``"module:function"`` string, imported only when called (so
+    registering a provider imports nothing).
     """
 
-    find: str
-    build: str
+    find: Union[str, Callable[[], Optional[Union[str, Path]]]]
+    build: Union[str, Callable[[], Union[str, Path]]]
 
     @staticmethod
-    def _call(target: str) -> Optional[str]:
-        module, _, attr = target.partition(":")
-        result = getattr(importlib.import_module(module), attr)()
+    def _call(target: Union[str, Callable[[], Any]]) -> Optional[str]:
+        if isinstance(target, str):
+            module, _, attr = target.partition(":")
+            target = getattr(importlib.import_module(module), attr)
+        result = target()
         return None if result is None else str(result)
 
     def cached(self) -> Optional[str]:
@@ -99,6 +102,24 @@ def register_project_model_configs() -> None:
     """Add the project's model configs to open_clip's registry (idempotent; per process)."""
     if not all(p.stem in open_clip.list_models() for p in PROJECT_MODEL_CONFIGS.glob("*.json")):
         open_clip.add_model_config(PROJECT_MODEL_CONFIGS)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Model initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_random_init() -> Iterator[None]:
+    """Hide open_clip's warning that no pretrained weights were loaded (weights come next, or random
+    weights are the point)."""
+    notice = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 def check_model_name(name: str) -> None:
@@ -154,7 +175,14 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
     try:
         incompatible = open_clip.load_checkpoint(model, str(path), strict=False, weights_only=True)
     except Exception as err:  # safetensors, pickle and zip readers raise many types
-        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+        text = str(err).strip()
+        if "Error(s) in loading state_dict" in text:  # read fine, but the shapes differ
+            mismatches = [line.strip() for line in text.splitlines() if "size mismatch" in line]
+            raise CheckpointError(
+                f"checkpoint {str(path)!r} does not fit this model: {len(mismatches)} tensors differ in shape"
+                + (f" (e.g. {mismatches[0][:200]})" if mismatches else "")
+            ) from err
+        first = text.splitlines()[0][:300] if text else type(err).__name__
         raise CheckpointError(
             f"cannot read checkpoint {str(path)!r} (truncated, or not a safetensors/PyTorch state dict): {first}"
         ) from err
@@ -232,10 +260,13 @@ def load_clip(
     if force_quick_gelu is not None:
         quick_gelu = force_quick_gelu
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=tag, precision=precision, device=device, force_quick_gelu=quick_gelu,
-            cache_dir=cache_dir, weights_only=True,
-        )
+        # Weights from a file or a provider are loaded right after: the random-init notice is noise.
+        quiet = quiet_random_init() if pretrained and tag is None else contextlib.nullcontext()
+        with quiet:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=tag, precision=precision, device=device, force_quick_gelu=quick_gelu,
+                cache_dir=cache_dir, weights_only=True,
+            )
     except RuntimeError as err:
         if tag is not None and "download" in str(err).lower():
             raise MissingFileError(

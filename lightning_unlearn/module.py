@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_unlearn._validation import _positive_number_validation, _template_validation
+from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod
 from lightning_unlearn.metrics import ZeroShotAccuracy
 from lightning_unlearn.models import (
@@ -100,6 +101,8 @@ class UnlearningModule(pl.LightningModule):
         self.save_hyperparameters(ignore=["method", "optimizer"])
         self.hparams["method"] = self.method.describe()  # a plain dict: checkpoints load with weights_only
         self.forget_classes = [forget_classes] if isinstance(forget_classes, str) else list(forget_classes)
+        if not self.forget_classes:
+            raise ConfigError("forget_classes is empty: name at least one class to forget")
         self.optimizer_factory = optimizer
         self.register_buffer("_sigma", torch.tensor(float(sigma), dtype=torch.float64))
 

@@ -60,3 +60,16 @@ def zero_shot_logits(
 ) -> torch.Tensor:
     """``scale`` x cosine similarity between image features ``[B, D]`` and classes ``[C, D]``."""
     return scale * F.normalize(image_features, dim=-1) @ class_embeddings.T
+
+
+@torch.no_grad()
+def encode_classes(
+    model: torch.nn.Module,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Normalised class embeddings ``[C, D]`` of an open_clip model, averaged over ``templates``
+    (no gradient; the model's train/eval mode is left to the caller)."""
+    return class_embeddings(model.encode_text, tokenize_classes(tokenizer, classnames, templates).to(device))

@@ -11,7 +11,8 @@ Each rank writes ``<out>/ranks/rank<R>.json`` with what it saw:
 
 - ``selected``: ``GradientLayerSelection.last_selected`` at every optimizer step (group -> names);
 - ``synthetic_sha``: sha256 of the synthetic images and labels it trained on;
-- ``made_synthetic``: how many times this rank synthesised (only local rank 0 should, in prepare_data);
+- ``made_synthetic``: how many times this rank synthesised (only global rank 0 should; the others get
+  the set by broadcast);
 - ``acc``: per validation, the logged ``forget/synthetic_acc`` and the accuracy of the whole set
   computed locally (each rank validates only its shard, so they agree only if the metric is reduced);
 - ``indices``: the image indices of its training batch at every step;
@@ -56,11 +57,15 @@ from lightning_unlearn.callbacks import (  # noqa: E402
     SyntheticAccuracyStopping,
     UnlearningReport,
 )
-from lightning_unlearn.datamodules import EvaluationDataModule, SyntheticForgetDataModule  # noqa: E402
+from lightning_unlearn.datamodules import SyntheticForgetDataModule  # noqa: E402
+from lightning_unlearn.methods import EmbeddingLoss, ImageLipschitz, MultimodalLipschitz  # noqa: E402
 from lightning_unlearn.synthesis import SynthesisConfig  # noqa: E402
 
 VOCAB = ("cat", "dog", "car", "tree")
-SYNTHESIS = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100)
+SYNTHESIS = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100,
+                            threshold_decay="per_image", pixel_space="model", jitter_mode="symmetric",
+                            blur_kernel_size=3, blur_from_first_iteration=False)
+METHODS = {"lipschitz": MultimodalLipschitz, "image_lipschitz": ImageLipschitz, "embedding": EmbeddingLoss}
 
 
 def _rank() -> int:
@@ -84,15 +89,15 @@ report_callback.save_open_clip_weights = _recording(report_callback.save_open_cl
 report_callback.atomic_write_json = _recording(report_callback.atomic_write_json)
 report_callback.atomic_write_text = _recording(report_callback.atomic_write_text)
 synthetic_dm.atomic_path = _recording(synthetic_dm.atomic_path)
-_make = SyntheticForgetDataModule.make
+_synthesise = SyntheticForgetDataModule.synthesise
 
 
-def _counting_make(self, module):
+def _counting_synthesise(self, module):
     MADE["count"] += 1
-    return _make(self, module)
+    return _synthesise(self, module)
 
 
-SyntheticForgetDataModule.make = _counting_make
+SyntheticForgetDataModule.synthesise = _counting_synthesise
 
 
 def tensor_sha(*tensors: torch.Tensor) -> str:
@@ -133,9 +138,9 @@ class Recorder(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        synthetic = trainer.datamodule.synthetic
+        synthetic = trainer.datamodule.forget_set
         logged = float(trainer.callback_metrics["forget/synthetic_acc"])
-        whole = pl_module.synthetic_accuracy(synthetic.images, synthetic.class_index)
+        whole = pl_module.synthetic_accuracy(synthetic.images, synthetic.labels)
         self.acc.append({"logged": logged, "whole_set": whole})
 
 
@@ -154,22 +159,22 @@ def main(argv=None) -> None:
     parser.add_argument("--goal", type=float, default=0.0)
     parser.add_argument("--explicit-output", action="store_true",
                         help="give UnlearningReport an output_dir instead of using the trainer's log dir")
-    parser.add_argument("--objective", default="lipschitz", choices=["lipschitz", "image_lipschitz", "embedding"])
+    parser.add_argument("--objective", default="lipschitz", choices=sorted(METHODS))
+    parser.add_argument("--reduction", default="published", choices=["published", "mean"],
+                        help="the loss reduction (published: sum over the global batch / 4N)")
     args = parser.parse_args(argv)
 
     out = Path(args.out)
     pl.seed_everything(args.seed, verbose=False)
     module = UnlearningModule(
         model_name="tiny-vit", pretrained=None, forget_classes=["dog"],
-        vocabulary=None if args.eval_root else list(VOCAB),
-        num_perturbations=2, sigma=0.5, lr=args.lr, objective=args.objective,
-    )
-    evaluation = (
-        EvaluationDataModule({"image_folder": args.eval_root}, batch_size=4) if args.eval_root else None
+        vocabulary=None if args.eval_root else list(VOCAB), sigma=0.5, lr=args.lr,
+        method=METHODS[args.objective](num_perturbations=2, reduction=args.reduction),
     )
     data = SyntheticForgetDataModule(
+        {"image_folder": args.eval_root} if args.eval_root else None, batch_size=4,
         images_per_class=args.images_per_class, steps_per_epoch=args.steps_per_epoch, synthesis=SYNTHESIS,
-        seed=args.seed, evaluation=evaluation, cache_dir=args.cache, progress=False,
+        seed=args.seed, cache_dir=args.cache, progress=False,
     )
     selection = GradientLayerSelection(k=2)
     escalation = NoiseLayerEscalation(sigma_schedule=[0.5, 1.0, 2.0], k_schedules={"vision": [2, 4, 8], "text": [2, 4, 8]})
@@ -191,7 +196,7 @@ def main(argv=None) -> None:
     ranks.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().clone() for k, v in module.model.state_dict().items()}
     torch.save(weights, ranks / f"weights{rank}.pt")
-    synthetic = data.synthetic
+    synthetic = data.forget_set
     record = {
         "rank": rank,
         "env_rank": _rank(),
@@ -201,7 +206,7 @@ def main(argv=None) -> None:
         "acc": recorder.acc,
         "losses": recorder.losses,
         "indices": recorder.indices,
-        "synthetic_sha": tensor_sha(synthetic.images, synthetic.class_index),
+        "synthetic_sha": tensor_sha(synthetic.images, synthetic.labels),
         "made_synthetic": MADE["count"],
         "writes": WRITES,
         "weights_sha": state_sha(weights),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -15,23 +14,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.datamodules.forget import ForgetDataModule
 from lightning_unlearn.errors import ConfigError, OutputError
-from lightning_unlearn.io import atomic_write_json, atomic_write_text, save_open_clip_weights
+from lightning_unlearn.io import atomic_write_json, atomic_write_text, check_output_dir, save_open_clip_weights
 from lightning_unlearn.report import build_report, print_report, render_markdown
-
-
-def _output_dir_validation(path: Path) -> None:
-    """Raise :class:`OutputError` if ``path`` can certainly not be created or written (no side effect).
-
-    The nearest existing ancestor must be a folder we may write into. Root passes permission
-    checks, but not a regular file standing where a folder is needed, nor a read-only mount.
-    """
-    probe = path.expanduser().absolute()
-    while not probe.exists() and probe.parent != probe:
-        probe = probe.parent
-    if not probe.is_dir():
-        raise OutputError(f"output_dir {str(path)!r} cannot be a folder: {str(probe)!r} is a file; choose another")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise OutputError(f"output_dir {str(path)!r} is not writable: no write permission on {str(probe)!r}")
 
 
 class UnlearningReport(Callback):
@@ -66,7 +50,7 @@ class UnlearningReport(Callback):
         if export_name is not None and not export_name.endswith(".safetensors"):
             raise ConfigError(f"export_name must end with '.safetensors', got {export_name!r}")
         if output_dir is not None:
-            _output_dir_validation(Path(output_dir))
+            check_output_dir(output_dir)
         self.output_dir = output_dir
         self.evaluate_before = evaluate_before
         self.evaluate_after = evaluate_after

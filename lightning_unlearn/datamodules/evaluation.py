@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Subset
 
@@ -37,6 +38,9 @@ class EvaluationDataModule(LightningDataModule):
             a ``split`` here overrides ``split`` for that dataset.
     """
 
+    #: Whether at least one dataset must be given (a forget DataModule may run on an explicit vocabulary).
+    requires_datasets: bool = True
+
     def __init__(
         self,
         datasets: Union[dict[str, Optional[str]], list[str]],
@@ -59,13 +63,12 @@ class EvaluationDataModule(LightningDataModule):
         self.transform: Optional[Callable[[Any], Any]] = None
         self.eval_datasets: dict[str, ZeroShotDataset] = {}
 
-    @staticmethod
     def _resolve_roots(
-        datasets: Union[dict[str, Optional[str]], list[str]], data_root: Optional[str]
+        self, datasets: Optional[Union[dict[str, Optional[str]], list[str]]], data_root: Optional[str]
     ) -> dict[str, Optional[str]]:
         """Each dataset's root (its own or ``data_root``); fails on unknown names or no root."""
-        pairs = dict(datasets) if isinstance(datasets, dict) else {name: None for name in datasets}
-        if not pairs:
+        pairs = dict(datasets) if isinstance(datasets, dict) else {name: None for name in datasets or []}
+        if not pairs and self.requires_datasets:
             raise ConfigError("datasets is empty: name at least one evaluation dataset")
         roots = {}
         for name, root in pairs.items():
@@ -112,12 +115,42 @@ class EvaluationDataModule(LightningDataModule):
             name: Vocabulary(tuple(ds.classnames), tuple(ds.templates), name) for name, ds in self.eval_datasets.items()
         }
 
-    def _loader(self, dataset: Any) -> DataLoader:
+    def class_images(
+        self, name: str, labels: Sequence[int], split: str, per_class: int, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to ``per_class`` real images of each class in ``labels`` from ``split`` of dataset ``name``.
+
+        A seeded draw without replacement (the same seed gives the same images), transformed for
+        the model. Returns ``(images [M, C, H, W], labels [M])`` in the dataset's label space.
+
+        Raises:
+            ConfigError: the dataset's layout has no such split, or a class has no image in it.
+        """
+        dataset = self.build_dataset(name, split=split)
+        targets = torch.as_tensor(getattr(dataset, "targets", [dataset[i][1] for i in range(len(dataset))]))
+        generator = torch.Generator().manual_seed(seed)
+        chosen: list[int] = []
+        for label in labels:
+            members = torch.nonzero(targets == int(label)).flatten()
+            if len(members) == 0:
+                raise ConfigError(
+                    f"dataset {name!r} has no image of class {dataset.classnames[int(label)]!r} in its {split!r} split"
+                )
+            order = members[torch.randperm(len(members), generator=generator)]
+            chosen += order[:per_class].tolist()
+        self._require_transform()
+        images = torch.stack([dataset[i][0] for i in chosen])
+        return images, targets[chosen].clone()
+
+    def _require_transform(self) -> None:
         if self._transform() is None:
             raise ConfigError(
                 "no image transform: set `datamodule.transform` or give the LightningModule a `preprocess`"
                 " attribute (PIL images cannot be batched)"
             )
+
+    def _loader(self, dataset: Any) -> DataLoader:
+        self._require_transform()
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0)
 

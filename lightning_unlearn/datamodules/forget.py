@@ -11,6 +11,7 @@ synthesises it; a real-image DataModule reads it from a dataset split).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
@@ -43,6 +44,23 @@ class ForgetSet:
     reached: Optional[torch.Tensor] = None
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
+
+    def to_state(self) -> dict[str, Any]:
+        """Tensors, numbers and strings only (checkpoints load with ``weights_only``)."""
+        state: dict[str, Any] = {"images": self.images, "labels": self.labels, "kind": self.kind,
+                                 "seconds": float(self.seconds), "info": json.dumps(self.info)}
+        if self.probability is not None:
+            state["probability"] = self.probability
+        if self.reached is not None:
+            state["reached"] = self.reached
+        return state
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "ForgetSet":
+        """The inverse of :meth:`to_state`."""
+        return cls(images=state["images"], labels=state["labels"], kind=state["kind"],
+                   probability=state.get("probability"), reached=state.get("reached"),
+                   seconds=float(state.get("seconds", 0.0)), info=json.loads(state.get("info", "{}")))
 
     def summary(self) -> dict[str, Any]:
         """The report's ``forget_set`` section."""
@@ -78,7 +96,8 @@ class ForgetDataModule(EvaluationDataModule):
     ``validate``/``test`` run on the evaluation datasets.
 
     Args:
-        datasets: evaluation datasets (see :class:`EvaluationDataModule`).
+        datasets: evaluation datasets (see :class:`EvaluationDataModule`); none if the
+            LightningModule has an explicit ``vocabulary`` (then nothing is evaluated).
         data_root: folder holding the datasets.
         split: split of the evaluation datasets.
         batch_size: images per evaluation batch.
@@ -90,10 +109,11 @@ class ForgetDataModule(EvaluationDataModule):
     """
 
     real_forget_images: bool = False
+    requires_datasets = False  # with an explicit vocabulary on the module, no dataset is needed
 
     def __init__(
         self,
-        datasets: Union[dict[str, Optional[str]], list[str]],
+        datasets: Optional[Union[dict[str, Optional[str]], list[str]]] = None,
         data_root: Optional[str] = None,
         split: Literal["train", "val", "test"] = "test",
         batch_size: int = 64,
@@ -115,7 +135,8 @@ class ForgetDataModule(EvaluationDataModule):
 
     @property
     def forget_set(self) -> ForgetSet:
-        """The forget set: made on rank zero at first use, then broadcast to every rank."""
+        """The forget set: made on rank zero at first use (from the weights before any training step),
+        then broadcast to every rank; a resumed run gets it back from the checkpoint."""
         if self._forget_set is None:
             if self.trainer is None or self.trainer.lightning_module is None:
                 raise ConfigError("the forget set is made for a model: attach this DataModule to a Trainer first")
@@ -126,9 +147,19 @@ class ForgetDataModule(EvaluationDataModule):
             self._forget_set = self.trainer.strategy.broadcast(made, src=0)
         return self._forget_set
 
-    def teardown(self, stage: str) -> None:
+    def setup(self, stage: Optional[str] = None) -> None:
+        super().setup(stage)
         if stage == "fit":
-            self._forget_set = None  # a later fit may start from other weights
+            self._forget_set = None  # each fit makes it from its own starting weights (a resume restores it)
+
+    def state_dict(self) -> dict[str, Any]:
+        # The forget set travels in checkpoints: a resumed run must train on the set made from the
+        # original weights, and it is made lazily, after the checkpoint's weights are restored.
+        return {"forget_set": self._forget_set.to_state()} if self._forget_set is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "forget_set" in state_dict:
+            self._forget_set = ForgetSet.from_state(state_dict["forget_set"])
 
     def _per_device_batch(self) -> int:
         if self.train_batch_size is not None:

@@ -50,7 +50,7 @@ class SyntheticForgetDataModule(ForgetDataModule):
 
     def __init__(
         self,
-        datasets: Union[dict[str, Optional[str]], list[str]],
+        datasets: Optional[Union[dict[str, Optional[str]], list[str]]] = None,
         data_root: Optional[str] = None,
         split: Literal["train", "val", "test"] = "test",
         batch_size: int = 64,
@@ -119,8 +119,7 @@ class SyntheticForgetDataModule(ForgetDataModule):
 
 
 def _to_payload(s: ForgetSet) -> dict[str, Any]:
-    return {"format": CACHE_FORMAT, "images": s.images, "labels": s.labels, "probability": s.probability,
-            "reached": s.reached, "seconds": s.seconds, "info": json.dumps(s.info)}
+    return {"format": CACHE_FORMAT, **s.to_state()}
 
 
 def _load(path: Path) -> Optional[ForgetSet]:
@@ -133,8 +132,7 @@ def _load(path: Path) -> Optional[ForgetSet]:
         return None
     if not isinstance(p, dict) or p.get("format") != CACHE_FORMAT:
         return None
-    return ForgetSet(images=p["images"], labels=p["labels"], kind="synthetic", probability=p["probability"],
-                     reached=p["reached"], seconds=float(p["seconds"]), info=json.loads(p["info"]))
+    return ForgetSet.from_state(p)
 
 
 class _progress_bar:

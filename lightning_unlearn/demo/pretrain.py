@@ -13,8 +13,6 @@ itself. ``batch_repeats`` such groups make one optimiser step.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 from typing import Iterator, Optional
 
@@ -31,7 +29,7 @@ from lightning_unlearn.demo import DEMO_MODEL_NAME, world
 from lightning_unlearn.demo.datasets import DemoWorldDataset
 from lightning_unlearn.io import save_open_clip_weights
 from lightning_unlearn.metrics import ZeroShotAccuracy
-from lightning_unlearn.models import eval_mode
+from lightning_unlearn.models import eval_mode, quiet_random_init
 from lightning_unlearn.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
 
 _MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
@@ -190,23 +188,6 @@ class DemoWorldDataModule(L.LightningDataModule):
         return [DataLoader(_TensorImages(self._val[d]), batch_size=self.val_batch_size) for d in self.domains]
 
 
-class _DropRandomInitNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Model initialized randomly" not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_random_init() -> Iterator[None]:
-    """Hide open_clip's warning that no pretrained weights were loaded: random init is the point here."""
-    notice = _DropRandomInitNotice()
-    root = logging.getLogger()
-    root.addFilter(notice)
-    try:
-        yield
-    finally:
-        root.removeFilter(notice)
-
-
 def _decays(name: str, param: nn.Parameter) -> bool:
     # CLIP convention: no weight decay on gains, biases, embeddings and the temperature
     return param.ndim >= 2 and "embedding" not in name and "logit_scale" not in name
@@ -248,7 +229,7 @@ class DemoClipPretraining(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        with _quiet_random_init():
+        with quiet_random_init():
             self.model = open_clip.create_model(model_name, output_dict=True)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         if freeze_token_embedding:

@@ -12,7 +12,7 @@ from lightning_unlearn import UnlearningModule
 from lightning_unlearn.demo.datasets import DemoWorldDataset
 from lightning_unlearn.demo.pretrain import to_model_input
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def _load(name: str):

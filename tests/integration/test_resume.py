@@ -25,7 +25,7 @@ What is shown, with validation-end checkpoints and the plain callbacks:
   in its checkpoint state (``last_monitor``);
 - the checkpoint holds the callbacks' state (selection counts, the escalation's epoch-start
   snapshot and ``last_monitor``, the report's history, evaluation before unlearning and unlearning
-  time so far) and loads with ``torch.load(weights_only=True)``;
+  time so far) and the DataModule's forget set, and loads with ``torch.load(weights_only=True)``;
 - the resumed run trains the CLIP in train mode, as the uninterrupted one does
   (``UnlearningModule.on_fit_start``; Lightning 2.6 no longer switches modes at fit start);
 - slow: interrupted after every step of the run (1-9), the resume is exact each time.
@@ -50,7 +50,8 @@ from lightning_unlearn.callbacks import (
     SyntheticAccuracyStopping,
     UnlearningReport,
 )
-from lightning_unlearn.datamodules import EvaluationDataModule, SyntheticForgetDataModule
+from lightning_unlearn.datamodules import SyntheticForgetDataModule
+from lightning_unlearn.methods import MultimodalLipschitz
 from lightning_unlearn.synthesis import SynthesisConfig
 
 # Expected here: the resumed run has no ModelCheckpoint (the first one had), and the synthetic
@@ -62,7 +63,9 @@ pytestmark = [
 ]
 
 CLASSES = ("cat", "dog", "car", "tree")
-SYNTHESIS = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100)
+SYNTHESIS = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100,
+                            threshold_decay="per_image", pixel_space="model", jitter_mode="symmetric",
+                            blur_kernel_size=3, blur_from_first_iteration=False)
 TOTAL_STEPS = 10
 
 
@@ -116,11 +119,11 @@ def run(world: dict[str, Path], out: Path, *, checkpoint: Optional[ModelCheckpoi
         stop_at: Optional[int] = None, ckpt_path: Optional[Path] = None) -> Optional[dict[str, Any]]:
     """One run; the end state, or None if it was interrupted."""
     pl.seed_everything(0, verbose=False)
-    module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["dog"],
-                              num_perturbations=2, sigma=0.5, lr=2e-3)
-    evaluation = EvaluationDataModule({"image_folder": str(world["eval"])}, batch_size=8)
-    data = SyntheticForgetDataModule(images_per_class=8, steps_per_epoch=2, synthesis=SYNTHESIS,
-                                     evaluation=evaluation, cache_dir=str(world["cache"]), progress=False)
+    module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["dog"], sigma=0.5, lr=2e-3,
+                              method=MultimodalLipschitz(num_perturbations=2, reduction="mean", noise_norm="drawn"))
+    data = SyntheticForgetDataModule({"image_folder": str(world["eval"])}, batch_size=8, images_per_class=8,
+                                     steps_per_epoch=2, synthesis=SYNTHESIS, cache_dir=str(world["cache"]),
+                                     progress=False)
     selection = GradientLayerSelection(k=2)
     escalation = NoiseLayerEscalation(sigma_schedule=[0.5, 1.0, 2.0],
                                       k_schedules={"vision": [2, 4, 8], "text": [2, 4, 8]})
@@ -147,7 +150,7 @@ def run(world: dict[str, Path], out: Path, *, checkpoint: Optional[ModelCheckpoi
         "selection_counts": dict(selection.selection_counts),
         "escalation": {key: getattr(escalation, key) for key in (
             "position", "sigma_history", "monitor_history", "restored_epochs", "best_value", "best_epoch",
-            "stop_reason")},
+            "stopping_reason")},
         "global_step": trainer.global_step,
         "train_modes": probe.modes,
         "report": {k: v for k, v in report.report.items() if k not in ("timings", "export")},
@@ -229,6 +232,10 @@ def test_checkpoint_holds_the_callbacks_state(world, reference, tmp_path):
     assert report["synthetic_acc_history"] == reference["report"]["synthetic_acc_history"][:2]
     before = reference["report"]["before"]
     assert report["before"] == {"synthetic_acc": before["synthetic_acc"], "datasets": before["datasets"]}
+    # The forget set made from the original weights travels with the checkpoint: a resumed run (whose
+    # weights are restored before the set is first needed) trains on the same images.
+    forget = checkpoint["SyntheticForgetDataModule"]["forget_set"]
+    assert forget["images"].shape == (8, 3, 32, 32) and forget["kind"] == "synthetic"
 
 
 def test_resume_from_the_last_step_of_an_undone_epoch(world, reference, tmp_path):

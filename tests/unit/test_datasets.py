@@ -45,8 +45,9 @@ from lightning_unlearn.datasets import (
 )
 from lightning_unlearn.datasets import base as registry
 from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.spec import resolve_forget_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TRANSFORM = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
 FOUR = ("caltech101", "oxford_flowers", "stanford_cars", "stanford_dogs")
 
@@ -499,24 +500,37 @@ def test_datamodule_roots_kwargs_and_module_preprocess(paper_root, standard_root
     assert next(iter(dm.test_dataloader()[1]))[0].shape[1:] == (3, 8, 8)
 
 
-def test_datamodule_find_class(paper_root):
+def test_datamodule_vocabularies_resolve_the_forget_spec(paper_root):
     dm = EvaluationDataModule(list(FOUR), data_root=str(paper_root))
-    assert dm.find_class("pekinese") == [("stanford_dogs", 1)]
-    assert dm.find_class("Toy_Poodle") == [("stanford_dogs", 3)]
-    assert dm.find_class("2009 spyker c8 coupe") == [("stanford_cars", 1)]
-    assert dm.find_class("car_side") == [("caltech101", 2)]
-    with pytest.raises(ValueError, match="did you mean 'Pekinese'"):
-        dm.require_class("Pekingese")
+    dm.setup("test")
+    vocabularies = dm.vocabularies
+    assert list(vocabularies) == list(FOUR)
+    assert vocabularies["stanford_dogs"].classnames == tuple(dm.eval_datasets["stanford_dogs"].classnames)
+    spec = resolve_forget_spec(["toy_poodle"], vocabularies)  # case/underscore-insensitive
+    assert spec.dataset == "stanford_dogs" and spec.names == ("toy poodle",)
+    assert spec.targets["stanford_dogs"] == (3,) and spec.targets["caltech101"] == ()
+    with pytest.raises(UnknownNameError, match=r"class 'Pekingese' is in none of the evaluation datasets.*'Pekinese'"):
+        resolve_forget_spec(["Pekingese"], vocabularies)
+
+
+def test_datamodule_class_images_draws_real_images_of_the_classes(paper_root):
+    dm = EvaluationDataModule(["stanford_dogs"], data_root=str(paper_root))
+    dm.transform = TRANSFORM
+    images, labels = dm.class_images("stanford_dogs", [1, 3], split="train", per_class=1, seed=0)
+    assert images.shape == (2, 3, 8, 8) and labels.tolist() == [1, 3]
+    again, _ = dm.class_images("stanford_dogs", [1, 3], split="train", per_class=1, seed=0)
+    assert torch.equal(images, again)
 
 
 def test_datamodule_fails_early():
-    with pytest.raises(ValueError, match="has no root"):
+    with pytest.raises(ConfigError, match="has no root"):
         EvaluationDataModule(["caltech101"])
-    with pytest.raises(ValueError, match="not in datasets"):
+    with pytest.raises(ConfigError, match="not in datasets"):
         EvaluationDataModule(["caltech101"], data_root="/d", dataset_kwargs={"stanford_dogs": {}})
 
 
 def test_datamodule_without_transform(paper_root):
     dm = EvaluationDataModule(["stanford_dogs"], data_root=str(paper_root))
-    with pytest.raises(RuntimeError, match="no transform"):
+    dm.setup("test")
+    with pytest.raises(ConfigError, match="no image transform"):
         dm.test_dataloader()

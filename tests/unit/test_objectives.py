@@ -8,6 +8,10 @@ per-image generators draw one ``[C, H, W]`` tensor per image and perturbation). 
 themselves, so they cannot depend on how a BLAS splits a matmul. With ``clamp`` each perturbed image
 is clipped to the [min, max] of its own clean image (the published code used the batch's range,
 which made an image's loss depend on the other images of its batch or DDP shard).
+
+The direct formulas take the published defaults unless told otherwise: the reduction
+``sum / (4N)`` (``"mean"``: the mean over images and perturbations) and the norm of the applied
+perturbation ``||x~ - x||`` (``"drawn"``: ``||eps||``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import math
 import pytest
 import torch
 
+from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.objectives import (
     draw_noise,
     embedding_loss,
@@ -71,9 +76,9 @@ def reference_noise(n_pert: int, generator, shape=(B, C, H, W_), dtype=torch.flo
     return torch.stack(per_set) * SIGMA
 
 
-def direct_terms(encode, images, text, noise, clamp=True, detach=True):
-    """Per (n, b): (||f(x) - f(x~)||, ||t - f(x~)||, ||eps||), looping over perturbations and images;
-    x~ = x + eps, clipped to the range of x."""
+def direct_terms(encode, images, text, noise, clamp=True, detach=True, noise_norm="applied"):
+    """Per (n, b): (||f(x) - f(x~)||, ||t - f(x~)||, ||x~ - x|| or ||eps||), looping over perturbations
+    and images; x~ = x + eps, clipped to the range of x. The norm is a constant (no gradient)."""
     out = []
     for n in range(noise.shape[0]):
         for b in range(images.shape[0]):
@@ -89,13 +94,19 @@ def direct_terms(encode, images, text, noise, clamp=True, detach=True):
                 fp = encode(xt)[0]
             fx = encode(x)[0]
             t = text[b] if text is not None and text.shape[0] > 1 else (None if text is None else text[0])
-            out.append((norm(fx - fp), None if t is None else norm(t - fp), norm(eps)))
+            applied = norm(xt.detach() - x.detach()) if clamp else norm(eps)
+            out.append((norm(fx - fp), None if t is None else norm(t - fp), applied if noise_norm == "applied" else norm(eps)))
     return out
 
 
-def direct_multimodal(encode, images, text, noise, **kw):
+def reduce(values, n_pert, reduction="published"):
+    """A list over (n, b) -> the loss: sum / (4N), or the mean."""
+    return sum(values) / (4 * n_pert) if reduction == "published" else sum(values) / len(values)
+
+
+def direct_multimodal(encode, images, text, noise, reduction="published", **kw):
     terms = direct_terms(encode, images, text, noise, **kw)
-    return sum((a + b) / e for a, b, e in terms) / len(terms)
+    return reduce([(a + b) / e for a, b, e in terms], noise.shape[0], reduction)
 
 
 # --------------------------------------------------------------------------------------- formula
@@ -103,14 +114,16 @@ def direct_multimodal(encode, images, text, noise, **kw):
 
 @pytest.mark.parametrize("clamp", [True, False])
 @pytest.mark.parametrize("per_image", [False, True])
-def test_multimodal_loss_matches_formula(data, clamp, per_image):
+@pytest.mark.parametrize("reduction, noise_norm", [("published", "applied"), ("mean", "drawn"), ("mean", "applied"), ("published", "drawn")])
+def test_multimodal_loss_matches_formula(data, clamp, per_image, reduction, noise_norm):
     images, weight, text = data
     n_pert = 4
     loss = multimodal_lipschitz_loss(
-        linear(weight), images, text, SIGMA, n_pert, clamp=clamp, generator=gens() if per_image else gen()
+        linear(weight), images, text, SIGMA, n_pert, clamp=clamp, generator=gens() if per_image else gen(),
+        reduction=reduction, noise_norm=noise_norm,
     )
     noise = reference_noise(n_pert, gens() if per_image else gen())
-    expected = direct_multimodal(linear(weight), images, text, noise, clamp=clamp)
+    expected = direct_multimodal(linear(weight), images, text, noise, reduction, clamp=clamp, noise_norm=noise_norm)
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
 
 
@@ -143,16 +156,34 @@ def test_precomputed_image_features_are_used(data):
     assert not torch.allclose(a, c)
 
 
-def test_noise_norms_are_those_of_the_drawn_noise(data):
+@pytest.mark.parametrize("noise_norm", ["applied", "drawn"])
+def test_noise_norms_are_those_chosen(data, noise_norm):
+    """``applied``: ||x - clamp(x + eps)||, the perturbation the encoder saw; ``drawn``: ||eps||."""
     images, _, _ = data
-    feats, norms = perturbed_features(identity, images, SIGMA, 3, clamp=True, generator=gen())
+    feats, norms = perturbed_features(identity, images, SIGMA, 3, clamp=True, generator=gen(), noise_norm=noise_norm)
     noise = reference_noise(3, gen())
     assert feats.shape == (3, B, C * H * W_) and norms.shape == (3, B)
-    expected = torch.stack([torch.stack([norm(noise[n, b]) for b in range(B)]) for n in range(3)])
+    applied = feats.view(3, B, C, H, W_) - images.unsqueeze(0)  # identity encoder: features = x~
+    chosen = applied if noise_norm == "applied" else noise
+    expected = torch.stack([torch.stack([norm(chosen[n, b]) for b in range(B)]) for n in range(3)])
     torch.testing.assert_close(norms, expected, rtol=1e-12, atol=0)
     for b in range(B):
         own = (images[b].unsqueeze(0) + noise[:, b]).clamp(float(images[b].min()), float(images[b].max()))
         assert torch.equal(feats[:, b], own.flatten(1))
+
+
+def test_applied_and_drawn_norms_differ_with_clamping_only(data):
+    """Clamping shortens the applied perturbation; without clamping it is the drawn noise exactly."""
+    images, weight, text = data
+    norms = {nn: perturbed_features(identity, images, SIGMA, 3, clamp=True, generator=gen(), noise_norm=nn)[1]
+             for nn in ("applied", "drawn")}
+    assert bool((norms["applied"] <= norms["drawn"] + 1e-12).all()) and bool((norms["applied"] < norms["drawn"]).any())
+    unclamped = [perturbed_features(identity, images, SIGMA, 3, clamp=False, generator=gen(), noise_norm=nn)
+                 for nn in ("applied", "drawn")]
+    assert torch.equal(unclamped[0][0], unclamped[1][0]) and torch.equal(unclamped[0][1], unclamped[1][1])
+    losses = [multimodal_lipschitz_loss(linear(weight), images, text, SIGMA, 3, generator=gen(), noise_norm=nn)
+              for nn in ("applied", "drawn")]
+    assert float(losses[0]) > float(losses[1])  # shorter perturbations, larger quotients
 
 
 def test_clamp_uses_each_images_own_range():
@@ -165,22 +196,27 @@ def test_clamp_uses_each_images_own_range():
     assert float(feats[:, 1].min()) >= -3.0 and float(feats[:, 1].max()) <= 3.0
 
 
-def test_image_only_loss_matches_formula(data):
+@pytest.mark.parametrize("reduction, noise_norm", [("published", "applied"), ("mean", "drawn")])
+def test_image_only_loss_matches_formula(data, reduction, noise_norm):
     images, weight, _ = data
-    loss = image_lipschitz_loss(linear(weight), images, SIGMA, 4, generator=gen())
-    terms = direct_terms(linear(weight), images, None, reference_noise(4, gen()))
-    expected = sum(a / e for a, _, e in terms) / len(terms)
+    loss = image_lipschitz_loss(linear(weight), images, SIGMA, 4, generator=gen(), reduction=reduction, noise_norm=noise_norm)
+    terms = direct_terms(linear(weight), images, None, reference_noise(4, gen()), noise_norm=noise_norm)
+    expected = reduce([a / e for a, _, e in terms], 4, reduction)
     torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0, 0.3])
-def test_embedding_loss_matches_formula(data, alpha):
+@pytest.mark.parametrize("reduction", ["published", "mean"])
+def test_embedding_loss_matches_formula(data, alpha, reduction):
+    """Distances over (n, b) plus alpha * ||f(x) + t|| (the paper's sign) once per image:
+    published sum_b / 4, mean over b."""
     images, weight, text = data
     encode = linear(weight)
-    loss = embedding_loss(encode, images, text, SIGMA, 4, alpha=alpha, generator=gen())
+    loss = embedding_loss(encode, images, text, SIGMA, 4, alpha=alpha, generator=gen(), reduction=reduction)
     terms = direct_terms(encode, images, text, reference_noise(4, gen()))
-    distances = sum(a + b for a, b, _ in terms) / len(terms)
-    pull = sum(norm(encode(images[b : b + 1])[0] + text[b]) for b in range(B)) / B
+    distances = reduce([a + b for a, b, _ in terms], 4, reduction)
+    pulls = [norm(encode(images[b : b + 1])[0] + text[b]) for b in range(B)]
+    pull = sum(pulls) / 4 if reduction == "published" else sum(pulls) / B
     torch.testing.assert_close(loss, distances + alpha * pull, rtol=1e-12, atol=0)
 
 
@@ -240,9 +276,11 @@ def test_chunked_gradients_match_unchunked(data):
 @pytest.mark.parametrize("splits", [[1, 2, 3], [4, 2], [6], [5, 1]])
 @pytest.mark.parametrize("max_batch", [None, 4])
 @pytest.mark.parametrize("clamp", [True, False])
-def test_per_image_generators_make_results_independent_of_the_split(splits, max_batch, clamp):
+@pytest.mark.parametrize("reduction", ["published", "mean"])
+def test_per_image_generators_make_results_independent_of_the_split(splits, max_batch, clamp, reduction):
     """Each image gets the same noise, perturbed features and loss terms whatever shard (DDP rank)
-    and chunk it lands in, so the shards' losses, weighted by size, give the whole batch's."""
+    and chunk it lands in, so the shards' losses give the whole batch's: summed (published, a sum
+    over images), or weighted by size (mean)."""
     g = gen(0)
     images = torch.randn(6, C, H, W_, generator=g, dtype=torch.float64)
     text = torch.randn(6, C * H * W_, generator=g, dtype=torch.float64)
@@ -257,14 +295,15 @@ def test_per_image_generators_make_results_independent_of_the_split(splits, max_
         parts_n.append(n)
         shard_gens = [gen(100 + i) for i in range(start, start + size)]
         loss = multimodal_lipschitz_loss(
-            identity, images[shard], text[shard], SIGMA, 5, max_batch=max_batch, clamp=clamp, generator=shard_gens
+            identity, images[shard], text[shard], SIGMA, 5, max_batch=max_batch, clamp=clamp, generator=shard_gens,
+            reduction=reduction,
         )
-        losses.append(loss * size)
+        losses.append(loss if reduction == "published" else loss * size / 6)
         start += size
     assert torch.equal(torch.cat(parts_f, dim=1), full_f)
     assert torch.equal(torch.cat(parts_n, dim=1), full_n)
-    whole = multimodal_lipschitz_loss(identity, images, text, SIGMA, 5, clamp=clamp, generator=gens(6))
-    torch.testing.assert_close(sum(losses) / 6, whole, rtol=1e-12, atol=0)
+    whole = multimodal_lipschitz_loss(identity, images, text, SIGMA, 5, clamp=clamp, generator=gens(6), reduction=reduction)
+    torch.testing.assert_close(sum(losses), whole, rtol=1e-12, atol=0)
 
 
 def test_single_generator_noise_depends_on_the_split():
@@ -359,7 +398,7 @@ def test_text_gradient_matches_analytic_form(data):
     """d/dt of mean_{n,b} ||t_b - f(x~)|| / ||eps|| is (t_b - f(x~)) / (||.|| ||eps|| N B), summed over n."""
     images, weight, text = data
     t = text.clone().requires_grad_(True)
-    multimodal_lipschitz_loss(linear(weight), images, t, SIGMA, 3, generator=gen()).backward()
+    multimodal_lipschitz_loss(linear(weight), images, t, SIGMA, 3, generator=gen(), reduction="mean", noise_norm="drawn").backward()
     noise = reference_noise(3, gen())
     expected = torch.zeros_like(text)
     for n in range(3):
@@ -386,6 +425,7 @@ def test_text_gradient_matches_analytic_form(data):
         ({"max_batch": 0}, r"max_batch.*\b0\b"),
         ({"max_batch": -2}, r"max_batch.*-2"),
         ({"generator": [torch.Generator(), torch.Generator()]}, r"\b2 generators.*\b3 images"),
+        ({"noise_norm": "clamped"}, r"noise_norm must be one of 'applied', 'drawn', got 'clamped'"),
     ],
 )
 @pytest.mark.parametrize("fn", ["multimodal", "image", "embedding", "features"])
@@ -393,7 +433,7 @@ def test_bad_arguments_raise_value_error_naming_the_value(data, kwargs, pattern,
     images, weight, text = data
     args = {"sigma": SIGMA, "num_perturbations": 2, **kwargs}
     encode = linear(weight)
-    with pytest.raises(ValueError, match=pattern):
+    with pytest.raises(ConfigError, match=pattern):
         if fn == "multimodal":
             multimodal_lipschitz_loss(encode, images, text, **args)
         elif fn == "image":
@@ -402,3 +442,95 @@ def test_bad_arguments_raise_value_error_naming_the_value(data, kwargs, pattern,
             embedding_loss(encode, images, text, **args)
         else:
             perturbed_features(encode, images, **args)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"reduction": "sum"}, r"reduction must be one of 'published', 'mean', got 'sum'"),
+        ({"world_size": 0}, r"world_size must be an int >= 1, got 0"),
+        ({"world_size": 2.0}, r"world_size must be an int >= 1, got 2\.0"),
+    ],
+)
+@pytest.mark.parametrize("fn", ["multimodal", "image", "embedding"])
+def test_bad_reduction_arguments(data, kwargs, pattern, fn):
+    images, weight, text = data
+    calls = []
+
+    def encode(x):
+        calls.append(len(x))
+        return linear(weight)(x)
+
+    with pytest.raises(ConfigError, match=pattern):
+        if fn == "multimodal":
+            multimodal_lipschitz_loss(encode, images, text, SIGMA, 2, **kwargs)
+        elif fn == "image":
+            image_lipschitz_loss(encode, images, SIGMA, 2, **kwargs)
+        else:
+            embedding_loss(encode, images, text, SIGMA, 2, **kwargs)
+    assert not calls  # checked before any forward
+
+
+# ------------------------------------------------------------------------------------ reduction
+
+
+def test_published_reduction_is_b_times_the_one_image_loss(tiny_clip):
+    """For B identical images, each with its own identically seeded noise generator, the default
+    multimodal loss is B times the value for one image, to 1e-5 relative; with reduction='mean'
+    it is 1 times."""
+    model = tiny_clip("tiny-vit").model
+    one = torch.randn(1, 3, 32, 32, generator=gen(0))
+    text = torch.randn(1, 64, generator=gen(1))
+    batch = 4
+    same = [gen(7) for _ in range(batch)]
+    with torch.no_grad():
+        single = multimodal_lipschitz_loss(model.encode_image, one, text, 0.5, 5, generator=[gen(7)])
+        many = multimodal_lipschitz_loss(model.encode_image, one.expand(batch, -1, -1, -1), text, 0.5, 5, generator=same)
+        single_mean = multimodal_lipschitz_loss(model.encode_image, one, text, 0.5, 5, generator=[gen(7)], reduction="mean")
+        many_mean = multimodal_lipschitz_loss(
+            model.encode_image, one.expand(batch, -1, -1, -1), text, 0.5, 5, generator=[gen(7) for _ in range(batch)],
+            reduction="mean",
+        )
+    torch.testing.assert_close(many, batch * single, rtol=1e-5, atol=0)
+    torch.testing.assert_close(many_mean, single_mean, rtol=1e-5, atol=0)
+    torch.testing.assert_close(single, single_mean / 4, rtol=1e-6, atol=0)  # one image: sum / 4N = mean / 4
+
+
+@pytest.mark.parametrize("fn", ["multimodal", "image", "embedding"])
+def test_world_size_scales_the_published_loss_only(data, fn):
+    images, weight, text = data
+    losses = {}
+    for reduction in ("published", "mean"):
+        for world in (1, 3):
+            kw = dict(generator=gen(), reduction=reduction, world_size=world)
+            if fn == "multimodal":
+                losses[reduction, world] = multimodal_lipschitz_loss(linear(weight), images, text, SIGMA, 3, **kw)
+            elif fn == "image":
+                losses[reduction, world] = image_lipschitz_loss(linear(weight), images, SIGMA, 3, **kw)
+            else:
+                losses[reduction, world] = embedding_loss(linear(weight), images, text, SIGMA, 3, **kw)
+    torch.testing.assert_close(losses["published", 3], 3 * losses["published", 1], rtol=1e-12, atol=0)
+    assert torch.equal(losses["mean", 3], losses["mean", 1])
+
+
+@pytest.mark.parametrize("splits", [[3, 3], [2, 4], [1, 2, 3]])
+def test_ddp_averaged_gradient_equals_the_one_process_gradient(splits):
+    """Each "rank" returns world_size * (its sum) / 4N for its shard; the mean of the ranks'
+    gradients (what DDP applies) is the gradient of the published loss of the whole batch, even for
+    unequal shards."""
+    g = gen(0)
+    images = torch.randn(6, C, H, W_, generator=g, dtype=torch.float64)
+    weight = torch.randn(C * H * W_, D, generator=g, dtype=torch.float64)
+    text = torch.randn(6, D, generator=g, dtype=torch.float64)
+
+    def grad(rows, world_size):
+        w = weight.clone().requires_grad_(True)
+        shard_gens = [gen(100 + i) for i in rows]
+        multimodal_lipschitz_loss(linear(w), images[rows], text[rows], SIGMA, 4, generator=shard_gens,
+                                  world_size=world_size).backward()
+        return w.grad
+
+    whole = grad(list(range(6)), 1)
+    starts = [sum(splits[:k]) for k in range(len(splits))]
+    ranks = [grad(list(range(s, s + n)), len(splits)) for s, n in zip(starts, splits)]
+    torch.testing.assert_close(sum(ranks) / len(splits), whole, rtol=1e-12, atol=1e-15)

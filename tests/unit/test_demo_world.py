@@ -253,7 +253,7 @@ def test_pretraining_config_runs_from_the_cli_and_exports_open_clip_weights(tmp_
     from lightning_unlearn.models import load_clip
 
     export = tmp_path / "out" / "demo.safetensors"
-    config = Path(__file__).resolve().parents[1] / "configs" / "demo_pretrain.yaml"
+    config = Path(__file__).resolve().parents[2] / "configs" / "demo_pretrain.yaml"
     cli = main(["fit", "--config", str(config),
                 "--data.init_args.train_per_class", "4", "--data.init_args.val_per_class", "2",
                 "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",

@@ -16,7 +16,7 @@ import pytest
 from lightning_unlearn.cli import main
 from lightning_unlearn.demo.cache import ensure_demo_clip
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 #: Pretraining steps of the reduced demo CLIP (the shipped one trains 600).
 REDUCED_STEPS = 300
 
@@ -48,9 +48,9 @@ def test_demo_config_forgets_the_class_and_spares_the_other_domain(
         "fit", "--config", str(CONFIG),
         "--model.init_args.pretrained", str(reduced_demo_clip),
         "--model.init_args.forget_classes", '["anchor"]',
-        "--model.init_args.num_perturbations", "10",
+        "--model.init_args.method.init_args.num_perturbations", "10",
         "--data.init_args.images_per_class", "32",
-        "--data.init_args.evaluation.init_args.dataset_kwargs", per_class,
+        "--data.init_args.dataset_kwargs", per_class,
         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
     ])
     report = json.loads((Path(cli.trainer.log_dir) / "report.json").read_text())
