@@ -330,7 +330,8 @@ def cached_pooled_features(
 # --------------------------------------------------------------------------------------------
 # The ridge edit
 # --------------------------------------------------------------------------------------------
-def _finite_check(name: str, tensor: Tensor) -> None:
+def check_finite(name: str, tensor: Tensor) -> None:
+    """Raise :class:`IllConditionedError` naming ``name`` if ``tensor`` holds NaN or inf."""
     bad = int((~torch.isfinite(tensor)).sum())
     if bad:
         raise IllConditionedError(
@@ -345,7 +346,7 @@ def _weights(name: str, weights: Optional[Tensor], count: int) -> Tensor:
     weights = weights.to(torch.float64).flatten()
     if len(weights) != count:
         raise ConfigError(f"{name} must have one weight per row ({count}), got {len(weights)}")
-    _finite_check(name, weights)
+    check_finite(name, weights)
     if (weights < 0).any() or weights.sum() <= 0:
         raise ConfigError(f"{name} must be >= 0 with a positive sum, got min {float(weights.min())}")
     return weights / weights.sum()
@@ -424,7 +425,7 @@ def solve_ridge_edit(
     P64, R, F, Z = (t.to(torch.float64) for t in (P, retain, forget, targets))
     for name, tensor in (("the projection", P64), ("the retain features", R), ("the forget features", F),
                          ("the forget targets", Z)):
-        _finite_check(name, tensor)
+        check_finite(name, tensor)
     w = _weights("retain_weights", retain_weights, len(R))
     v = _weights("forget_weights", forget_weights, len(F))
     gram_r = R.T @ (w[:, None] * R)
@@ -446,10 +447,10 @@ def solve_ridge_edit(
         U = directions.to(torch.float64)
         if U.ndim != 2 or U.shape[0] != d or U.shape[1] == 0:
             raise ConfigError(f"directions must have shape [{d}, k>0], got {tuple(directions.shape)}")
-        _finite_check("the edit directions", U)
+        check_finite("the edit directions", U)
         delta = U @ torch.linalg.solve(U.T @ A @ U, U.T @ B)
     solution = P64 + delta
-    _finite_check("the solution", solution)
+    check_finite("the solution", solution)
     return RidgeSolution(matrix=solution, rcond=rcond, seconds=time.perf_counter() - start)
 
 
@@ -532,7 +533,9 @@ def class_free_targets(originals: Tensor, neutrals: Tensor, basis: Tensor) -> Te
     orig = originals.to(torch.float64)
     free = neutrals.to(torch.float64)
     free = free - (free @ basis) @ basis.T
-    unit = torch.nn.functional.normalize(orig, dim=-1)
+    # the part of each original outside the class span, so that removing it keeps `free` out of the span
+    rest = orig - (orig @ basis) @ basis.T
+    unit = rest / rest.norm(dim=-1, keepdim=True).clamp_min(1e-300)
     free = free - (free * unit).sum(-1, keepdim=True) * unit
     norms = free.norm(dim=-1, keepdim=True)
     if not bool((norms > 1e-9 * orig.norm(dim=-1, keepdim=True)).all()):

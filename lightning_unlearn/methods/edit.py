@@ -47,6 +47,7 @@ from lightning_unlearn.textedit import (
     RidgeSolution,
     TextProjection,
     cached_pooled_features,
+    check_finite,
     class_basis,
     class_free_targets,
     cosine_rows,
@@ -232,6 +233,8 @@ def build_edit_problem(
     small = pooled_text_features(model, tokenizer(forget_text + neutral_text + [settings.neutral_prompt]),
                                  batch_size=batch_size)
     n_f = len(forget_text)
+    check_finite("the retain features", retain_feats)  # before any SVD, which would fail less clearly
+    check_finite("the forget and neutral features", small)
     P = projection.matrix()
     forget = projection.augment(small[:n_f])
     neutrals = projection.augment(small[n_f : 2 * n_f])
