@@ -66,7 +66,8 @@ from lightning_unlearn.callbacks import (  # noqa: E402
     SyntheticAccuracyStopping,
     UnlearningReport,
 )
-from lightning_unlearn.datamodules import EvaluationDataModule, SyntheticForgetDataModule  # noqa: E402
+from lightning_unlearn.datamodules import ForgetSet, SyntheticForgetDataModule  # noqa: E402
+from lightning_unlearn.methods import MultimodalLipschitz  # noqa: E402
 from lightning_unlearn.datamodules.synthetic import _to_payload  # noqa: E402
 from lightning_unlearn.io import atomic_path  # noqa: E402
 from lightning_unlearn.synthesis import SynthesisConfig, SynthesisError  # noqa: E402
@@ -99,31 +100,14 @@ def demo_world_names() -> tuple[list[str], list[str]]:
 
 
 def demo_model(steps: Optional[int] = None) -> tuple[str, str]:
-    """(open_clip name, pretrained tag or weights path) of the demo CLIP.
+    """(open_clip name, pretrained tag or weights path) of the demo CLIP: the project tag
+    ``demo-world`` (built on first use by the module's prepare_data) or, with ``steps``, the cached
+    weights of a demo CLIP trained for that many steps."""
+    from lightning_unlearn.demo import DEMO_MODEL_NAME, ensure_demo_clip
 
-    A project tag registered with ``models.register_pretrained`` (``demo-world``, DESIGN.md) wins;
-    otherwise ``lightning_unlearn.demo.ensure_demo_clip()`` gives the cached weights file (trained
-    first if the cache lacks it: minutes) for ``lightning_unlearn.demo.DEMO_MODEL_NAME``.
-    """
-    from lightning_unlearn import models
-
-    try:
-        import lightning_unlearn.demo as demo
-    except ImportError as err:
-        raise SystemExit(f"--model demo: lightning_unlearn.demo is not importable ({err}); use --model tiny-vit")
-    tagged = sorted(p for p in models._PRETRAINED_RESOLVERS if p[1] == "demo-world")
-    if tagged:
-        return tagged[0]
-    name = getattr(demo, "DEMO_MODEL_NAME", None)
-    try:
-        ensure = demo.ensure_demo_clip
-    except (AttributeError, ImportError) as err:
-        raise SystemExit(f"--model demo: no demo CLIP helper yet ({err}); use --model tiny-vit, or give "
-                         "--model-name and --pretrained")
-    if not name:
-        raise SystemExit("--model demo: lightning_unlearn.demo names no model; give --model-name and --pretrained")
-    path = ensure(progress=False, **({"steps": steps} if steps else {}))
-    return name, str(path)
+    if not steps:
+        return DEMO_MODEL_NAME, "demo-world"
+    return DEMO_MODEL_NAME, str(ensure_demo_clip(steps=steps, progress=False))
 
 
 class PhaseMemory(pl.Callback):
@@ -199,16 +183,15 @@ def main(argv=None) -> int:
     goal = args.goal if args.goal is not None else (0.1 if args.model == "demo" else None)
     t0 = time.perf_counter()
     pl.seed_everything(0, verbose=False)
-    module = UnlearningModule(model_name=name, pretrained=tag, forget_classes=forget, vocabulary=vocabulary,
-                              num_perturbations=args.perturbations, max_batch=args.max_batch, lr=1e-4)
+    module = UnlearningModule(model_name=name, pretrained=tag, forget_classes=forget, vocabulary=vocabulary, lr=1e-4,
+                              method=MultimodalLipschitz(num_perturbations=args.perturbations, max_batch=args.max_batch))
     model_seconds = time.perf_counter() - t0
-    # the demo datasets need no files, but EvaluationDataModule wants a root for every dataset
-    evaluation = EvaluationDataModule({"demo_objects": str(workdir)}, batch_size=128,
-                                      dataset_kwargs={"demo_objects": {"num_per_class": args.eval_per_class}}) \
-        if _has_demo_datasets() else None
+    evaluation = dict(datasets={"demo_objects": None}, batch_size=128,
+                      dataset_kwargs={"demo_objects": {"num_per_class": args.eval_per_class}}) \
+        if args.model == "demo" else {}
     data = SyntheticForgetDataModule(images_per_class=per_class, steps_per_epoch=args.steps_per_epoch,
-                                     synthesis=synthesis, evaluation=evaluation, cache_dir=str(cache),
-                                     use_cache=True, progress=False)
+                                     synthesis=synthesis, cache_dir=str(cache), use_cache=True, progress=False,
+                                     **evaluation)
     phases = PhaseMemory()
     trainer = pl.Trainer(
         accelerator=args.accelerator, devices=int(args.devices) if args.devices.isdigit() else args.devices,
@@ -222,17 +205,22 @@ def main(argv=None) -> int:
     partial_note = None
     # a set from an earlier run with the same key is reused (the demo's key needs the attached
     # evaluation datasets, so it is only known inside fit)
-    cached = data.cache_path(module).is_file() if vocabulary is not None else None
+    cached = None
+    if vocabulary is not None:
+        module.resolve_spec({})  # what setup does; the tiny run has an explicit vocabulary
+        cached = data.cache_path(module).is_file()
     if args.model == "tiny-vit" and not cached:
         # A random model cannot reach a target for most classes: make the set with a bounded budget and
-        # cache the partial set where prepare_data looks for it.
+        # cache the partial set where the DataModule looks for it.
         t1 = time.perf_counter()
         try:
-            synthetic = data.make(module)
+            synthetic = data.synthesise(module)
         except SynthesisError as err:
-            synthetic = err.result
-            partial_note = f"{int((~synthetic.reached).sum())} of {len(synthetic.images)} images did not reach 0.3"
-        synthetic.info["seconds"] = time.perf_counter() - t1
+            made = err.result
+            synthetic = ForgetSet(images=made.images, labels=made.class_index, kind="synthetic",
+                                  probability=made.probability, reached=made.reached)
+            partial_note = f"{int((~made.reached).sum())} of {len(made.images)} images did not reach 0.3"
+        synthetic.seconds = time.perf_counter() - t1
         with atomic_path(data.cache_path(module)) as tmp:
             torch.save(_to_payload(synthetic), tmp)
 
@@ -244,8 +232,8 @@ def main(argv=None) -> int:
     results = {
         "model": f"{name} ({tag or 'random init'})",
         "classes": forget,
-        "vocabulary_size": len(module.forget_spec().vocabulary),
-        "synthetic_images": report["synthetic_set"]["images"],
+        "vocabulary_size": len(module.spec.vocabulary.classnames),
+        "synthetic_images": report["forget_set"]["images"],
         "perturbations": args.perturbations,
         "optimizer_steps": report["optimizer_steps"],
         "device": f"{args.accelerator} x {args.devices}",
@@ -254,7 +242,7 @@ def main(argv=None) -> int:
             "import": round(import_seconds, 1),
             "demo_clip (cache or pretraining)": round(demo_seconds, 1),
             "model": round(model_seconds, 1),
-            # synthesis runs in fit's prepare_data, except with the random model (made by this script first)
+            # synthesis runs at the start of fit, except with the random model (made by this script first)
             "synthesis": round(report["timings"].get("synthesis", 0.0), 1),
             "fit": round(fit_seconds, 1),
             **{k: round(v, 1) for k, v in report["timings"].items() if k != "synthesis"},
@@ -280,14 +268,6 @@ def main(argv=None) -> int:
         return 1
     print(f"OK: peak RSS {results['peak_rss_gib']:.2f} GiB <= {args.limit_gib} GiB")
     return 0
-
-
-def _has_demo_datasets() -> bool:
-    try:
-        import lightning_unlearn.demo.datasets  # noqa: F401  (registers demo_objects / demo_textures)
-    except ImportError:
-        return False
-    return True
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from lightning_unlearn._validation import _positive_number_validation, _template_validation
 from lightning_unlearn.errors import ConfigError
+from lightning_unlearn.evaluation.suite import EvaluationRunner, EvaluationSuite, as_suite, exported_reference
 from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod
 from lightning_unlearn.metrics import ZeroShotAccuracy
 from lightning_unlearn.models import (
@@ -39,7 +40,9 @@ class UnlearningModule(pl.LightningModule):
     during ``fit`` is the zero-shot accuracy on the forget set, logged as ``forget/synthetic_acc``
     (the stopping and escalation signal). A training-free method edits the weights once at fit start
     and no optimiser step runs. ``validate``/``test`` on evaluation datasets log
-    ``eval/<dataset>/{accuracy,target,other_classes}``.
+    ``eval/<dataset>/{accuracy,target,other_classes}`` and run the evaluation suite on the given
+    weights (:attr:`evaluation_results`, which :class:`~lightning_unlearn.callbacks.UnlearningReport`
+    writes); in ``fit`` the report runs it before and after unlearning.
 
     Args:
         model_name: open_clip model name, e.g. ``RN50`` or ``ViT-B-16``.
@@ -65,6 +68,9 @@ class UnlearningModule(pl.LightningModule):
         weight_decay: Adam weight decay (coupled: added to the gradient, as ``torch.optim.Adam``).
         optimizer: optimizer factory taking the eligible parameters (overrides the Adam settings).
         cache_dir: open_clip's weight cache folder.
+        evaluation: what the evaluation suite measures besides top-1 accuracy (templates,
+            retrieval, real-image verification, recovery probes, plots); None: the defaults of
+            :class:`~lightning_unlearn.evaluation.EvaluationSuite`.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class UnlearningModule(pl.LightningModule):
         weight_decay: float = 0.2,
         optimizer: Optional[OptimizerCallable] = None,
         cache_dir: Optional[str] = None,
+        evaluation: Optional[EvaluationSuite] = None,
     ) -> None:
         super().__init__()
         _template_validation("forget_prompt", forget_prompt)
@@ -98,8 +105,10 @@ class UnlearningModule(pl.LightningModule):
         self.method = method if method is not None else MultimodalLipschitz()
         if not isinstance(self.method, UnlearningMethod):
             raise TypeError(f"method must be an UnlearningMethod, got {type(self.method).__name__}")
-        self.save_hyperparameters(ignore=["method", "optimizer"])
+        self.evaluation = as_suite(evaluation)  # also accepts the dict a checkpoint's hparams hold
+        self.save_hyperparameters(ignore=["method", "optimizer", "evaluation"])
         self.hparams["method"] = self.method.describe()  # a plain dict: checkpoints load with weights_only
+        self.hparams["evaluation"] = self.evaluation.describe()
         self.forget_classes = [forget_classes] if isinstance(forget_classes, str) else list(forget_classes)
         if not self.forget_classes:
             raise ConfigError("forget_classes is empty: name at least one class to forget")
@@ -122,6 +131,10 @@ class UnlearningModule(pl.LightningModule):
         self.eval_metrics = nn.ModuleDict()
         self._vocab_embeddings: Optional[torch.Tensor] = None
         self._eval_embeddings: dict[int, torch.Tensor] = {}
+        self.evaluation_runner: Optional[EvaluationRunner] = None
+        #: The suite's figures of the last validate/test run: ``{"after": {...}}`` (see ``evaluation.assemble``).
+        self.evaluation_results: Optional[dict[str, Any]] = None
+        self._captured: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
 
     # --- the noise level: one value, saved in checkpoints ------------------------------------
     @property
@@ -201,6 +214,13 @@ class UnlearningModule(pl.LightningModule):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         spec = self.resolve_spec(getattr(datamodule, "vocabularies", {}) or {})
         self.method.setup(self)
+        check = getattr(datamodule, "check_forget_spec", None)
+        if callable(check):  # e.g. a descriptions file must describe every forgotten class
+            check(spec)
+        if self.evaluation_runner is None:
+            self.evaluation_runner = EvaluationRunner(self.evaluation, self)
+        if getattr(datamodule, "eval_datasets", None) is not None:
+            self.evaluation_runner.prepare(datamodule)  # bad settings fail here, before any run
         if stage == "fit":
             self.synthetic_metric = ZeroShotAccuracy(len(spec.vocabulary.classnames), spec.forget_indices)
             rank_zero_info(f"Forgetting {list(spec.names)} among {len(spec.vocabulary.classnames)} classes"
@@ -235,9 +255,11 @@ class UnlearningModule(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._vocab_embeddings = None
         self._eval_embeddings = {}
+        self._captured = {}
 
     def on_test_epoch_start(self) -> None:
         self._eval_embeddings = {}
+        self._captured = {}
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if isinstance(batch, dict):
@@ -268,8 +290,10 @@ class UnlearningModule(pl.LightningModule):
         if dataloader_idx not in self._eval_embeddings:
             self._eval_embeddings[dataloader_idx] = self.dataset_embeddings(self._eval_datasets()[name])
         images, labels = batch[0], batch[1]
-        self.eval_metrics[name].update(zero_shot_logits(self.encode_image(images), self._eval_embeddings[dataloader_idx]),
-                                       labels)
+        features = self.encode_image(images)
+        self.eval_metrics[name].update(zero_shot_logits(features, self._eval_embeddings[dataloader_idx]), labels)
+        # kept for the evaluation suite: the features of this model state are computed once
+        self._captured.setdefault(name, []).append((features.detach().float().cpu(), labels.detach().cpu()))
 
     def _log_evaluation(self) -> None:
         for name, metric in self.eval_metrics.items():
@@ -284,9 +308,41 @@ class UnlearningModule(pl.LightningModule):
             self.log("forget/synthetic_acc", self.synthetic_metric.compute()["accuracy"], prog_bar=True)
             self.synthetic_metric.reset()
         self._log_evaluation()
+        if self.trainer.state.fn != "fit":
+            self._run_suite()
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation()
+        self._run_suite()
+
+    def _captured_shards(self) -> Optional[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+        """The evaluation loop's features, if they cover every image of every dataset in order
+        (one process, no batch limit); else None (the suite encodes its own exact shards)."""
+        datasets = self._eval_datasets()
+        if self.world_size != 1 or set(self._captured) != set(datasets):
+            return None
+        shards = {name: (torch.cat([f for f, _ in parts]), torch.cat([y for _, y in parts]))
+                  for name, parts in self._captured.items()}
+        if any(len(shards[name][1]) != len(ds) for name, ds in datasets.items()):
+            return None
+        return shards
+
+    def _run_suite(self) -> None:
+        """validate/test: the evaluation suite on the given weights (every rank)."""
+        if self.evaluation_runner is None or not self._eval_datasets():
+            return
+        shards, self._captured = self._captured_shards(), {}
+        # Exported weights carry the target accuracy before unlearning: the relearning goal's base.
+        reference = exported_reference(self.hparams.pretrained)
+        self.evaluation_results = {"after": self.evaluation_runner.run("after", self.trainer, shards,
+                                                                       reference_target=reference)}
+
+    def real_target_probabilities(self) -> dict[int, float]:
+        """Vocabulary index -> median class probability of each forgotten class's real images under
+        the current weights, if ``evaluation.synthesis_target_from_real`` is set (else empty)."""
+        if self.evaluation_runner is None or self._trainer is None:
+            return {}
+        return self.evaluation_runner.real_target_probabilities(self.trainer.datamodule)
 
     # --- evaluation outside Lightning's loops (the report's before/after) ----------------------
     @torch.no_grad()
@@ -297,11 +353,15 @@ class UnlearningModule(pl.LightningModule):
             return class_embeddings(self.model.encode_text, tokens)
 
     @torch.no_grad()
-    def evaluate_datasets(self, loaders: Mapping[str, DataLoader]) -> dict[str, dict[str, Any]]:
+    def evaluate_datasets(
+        self, loaders: Mapping[str, DataLoader], shards: Optional[dict[str, tuple[torch.Tensor, torch.Tensor]]] = None
+    ) -> dict[str, dict[str, Any]]:
         """Zero-shot accuracy per dataset, split into target and other classes.
 
         ``loaders`` yield each rank's shard of every dataset (no padding, so counts are exact);
-        the counts are summed across ranks. Call it on every rank.
+        the counts are summed across ranks. Call it on every rank. If ``shards`` is a dict, it
+        receives this rank's raw image features and labels per dataset (CPU), for the evaluation
+        suite to reuse.
         """
         results = {}
         with eval_mode(self):
@@ -309,23 +369,30 @@ class UnlearningModule(pl.LightningModule):
                 dataset = loader.dataset.dataset if hasattr(loader.dataset, "dataset") else loader.dataset
                 metric = ZeroShotAccuracy(len(dataset.classnames), self.spec.targets.get(name, ())).to(self.device)
                 embeddings = self.dataset_embeddings(dataset)
+                kept: list[tuple[torch.Tensor, torch.Tensor]] = []
                 for images, labels in loader:
-                    logits = zero_shot_logits(self.encode_image(images.to(self.device)), embeddings)
-                    metric.update(logits, labels.to(self.device))
+                    features = self.encode_image(images.to(self.device))
+                    metric.update(zero_shot_logits(features, embeddings), labels.to(self.device))
+                    if shards is not None:
+                        kept.append((features.float().cpu(), labels.cpu()))
                 results[name] = metric.compute()
+                if shards is not None:
+                    shards[name] = ((torch.cat([f for f, _ in kept]), torch.cat([y for _, y in kept])) if kept
+                                    else (torch.zeros(0, 0), torch.zeros(0, dtype=torch.long)))
         return results
 
     @torch.no_grad()
     def synthetic_accuracy(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
-        """Zero-shot accuracy of the current model on forget images (no Lightning loop)."""
+        """Zero-shot accuracy of the current model on forget images (no Lightning loop, no sync:
+        every rank holds the whole forget set)."""
         embeddings = self.vocabulary_embeddings()
-        correct = 0
+        metric = ZeroShotAccuracy(len(self.spec.vocabulary.classnames), sync_on_compute=False).to(self.device)
         with eval_mode(self):
             for start in range(0, len(images), batch_size):
                 chunk = images[start : start + batch_size].to(self.device)
-                pred = zero_shot_logits(self.encode_image(chunk), embeddings).argmax(dim=-1).cpu()
-                correct += int((pred == labels[start : start + batch_size]).sum())
-        return correct / max(1, len(images))
+                metric.update(zero_shot_logits(self.encode_image(chunk), embeddings),
+                              labels[start : start + batch_size].to(self.device))
+        return metric.compute()["accuracy"] if len(images) else 0.0
 
 
 __all__ = ["UnlearningModule", "eval_mode"]

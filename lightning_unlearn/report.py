@@ -11,6 +11,7 @@ from lightning_unlearn.callbacks.escalation import EscalationStopReason, NoiseLa
 from lightning_unlearn.callbacks.selection import GradientLayerSelection
 from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
 from lightning_unlearn.datamodules.forget import ForgetDataModule
+from lightning_unlearn.evaluation.render import print_evaluation, render_markdown_section
 from lightning_unlearn.methods import zero_shot_type
 
 
@@ -88,6 +89,25 @@ def build_report(
     return report
 
 
+def build_evaluation_report(trainer: pl.Trainer, module: Any, stage: str) -> dict[str, Any]:
+    """The report of ``validate``/``test`` on the given weights (the caller adds ``evaluation``).
+
+    The given model's figures are under ``after`` (as in a fit report, so the two compare key by
+    key); ``after.datasets`` are the zero-shot accuracies under each dataset's own evaluation
+    template, from the evaluation suite's shared features.
+    """
+    spec = module.spec
+    results = (module.evaluation_results or {}).get("after", {})
+    return {
+        "stage": stage,
+        "model": {"name": module.hparams.model_name, "pretrained": module.hparams.pretrained},
+        "classes": list(spec.names),
+        "forget_dataset": spec.dataset,
+        "prompts": list(spec.prompts),
+        "after": _headline({"datasets": results.get("accuracy", {})}, spec.dataset),
+    }
+
+
 def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
@@ -113,8 +133,26 @@ def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _render_evaluation_only(report: dict[str, Any]) -> str:
+    """``report.md`` of ``validate``/``test``: the given model's accuracies and the suite."""
+    lines = [
+        f"# Evaluation report ({report['stage']}): {', '.join(report['classes'])}",
+        "",
+        f"- model: `{report['model']['name']}` (`{report['model']['pretrained']}`)",
+        "",
+        "| zero-shot accuracy (%) | model |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {a} |" for name, _, a in _rows({**report, "before": {}})]
+    if report.get("evaluation"):
+        lines += render_markdown_section(report["evaluation"])
+    return "\n".join(lines) + "\n"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
-    """``report.md``: a readable table of the same content as ``report.json``."""
+    """``report.md``: a readable table of the same content as ``report.json``, with the plots."""
+    if report.get("stage") in ("validate", "test"):
+        return _render_evaluation_only(report)
     lines = [
         f"# Unlearning report: {', '.join(report['classes'])}",
         "",
@@ -134,18 +172,30 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in report["timings"].items()]
     if "export" in report:
         lines += ["", f"Unlearned weights: `{report['export']}`"]
+    if report.get("evaluation"):
+        lines += render_markdown_section(report["evaluation"])
     return "\n".join(lines) + "\n"
 
 
 def print_report(report: dict[str, Any]) -> None:
-    """Print the before/after table with Rich."""
+    """Print the before/after table with Rich, then the evaluation suite's table."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Forgetting {', '.join(report['classes'])} ({report['model']['name']})")
-    table.add_column("zero-shot accuracy (%)")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
-    for row in _rows(report):
-        table.add_row(*row)
+    stage = report.get("stage")
+    if stage in ("validate", "test"):
+        table = Table(title=f"{stage.capitalize()}: {', '.join(report['classes'])} ({report['model']['name']})")
+        table.add_column("zero-shot accuracy (%)")
+        table.add_column("model", justify="right")
+        for name, _, after in _rows({**report, "before": {}}):
+            table.add_row(name, after)
+    else:
+        table = Table(title=f"Forgetting {', '.join(report['classes'])} ({report['model']['name']})")
+        table.add_column("zero-shot accuracy (%)")
+        table.add_column("before", justify="right")
+        table.add_column("after", justify="right")
+        for row in _rows(report):
+            table.add_row(*row)
     Console().print(table)
+    if report.get("evaluation"):
+        print_evaluation(report["evaluation"], f"Evaluation suite: {', '.join(report['classes'])}")

@@ -372,8 +372,10 @@ class _Run:
 
     def __init__(self, encode_image: ImageEncoder, classes: torch.Tensor, class_index: torch.Tensor,
                  shape: tuple[int, ...], space: _PixelSpace, targets: _Targets, cfg: SynthesisConfig,
-                 seed: int, logit_scale: float, progress: Optional[Callable[[int, int], None]]) -> None:
+                 seed: int, logit_scale: float, progress: Optional[Callable[[int, int], None]],
+                 own_embeddings: Optional[torch.Tensor] = None) -> None:
         self.encode_image, self.classes, self.class_index = encode_image, classes, class_index
+        self.own_embeddings = own_embeddings  # [M, D] normalised, per image (description prompts), or None
         self.shape, self.space, self.targets, self.cfg = shape, space, targets, cfg
         self.logit_scale, self.progress = logit_scale, progress
         self.device = classes.device
@@ -397,9 +399,20 @@ class _Run:
         noise = torch.randn((n, *self.shape), generator=self.generator).to(self.device)
         return self.space.start(noise)
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Zero-shot logits ``[B, C]`` of model inputs ``x``."""
-        return zero_shot_logits(self.encode_image(x), self.classes, self.logit_scale)
+    def _logits(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Zero-shot logits ``[B, C]`` of model inputs ``x`` (images ``index`` of the run).
+
+        With per-image embeddings, each image's own class column is its own embedding's logit
+        (its description in place of its class row); the other columns are unchanged.
+        """
+        if self.own_embeddings is None:
+            return zero_shot_logits(self.encode_image(x), self.classes, self.logit_scale)
+        features = self.encode_image(x)
+        logits = zero_shot_logits(features, self.classes, self.logit_scale)
+        own = self.own_embeddings[index.to(self.own_embeddings.device)]
+        own_logit = self.logit_scale * (F.normalize(features, dim=-1) * own).sum(dim=-1)
+        columns = self.class_index[index.to(self.class_index.device)].unsqueeze(1)
+        return logits.scatter(1, columns, own_logit.unsqueeze(1))
 
     def _iterate(self) -> None:
         """One iteration of the active batch: ascent, blur, success check, retire, refill."""
@@ -426,7 +439,7 @@ class _Run:
         dx, dy = offsets
         x_req = torch.roll(x, shifts=(dx, dy), dims=(2, 3)).requires_grad_(True)
         with torch.enable_grad():
-            logits = self._logits(self.space.ascent_input(x_req))
+            logits = self._logits(self.space.ascent_input(x_req), self.active.index)
             own_logit = logits.gather(1, own.unsqueeze(1)).squeeze(1)
             objective = own_logit - self.cfg.l2_weight * x_req.flatten(1).norm(dim=1)
             (grad,) = torch.autograd.grad(objective.sum(), x_req)
@@ -447,7 +460,7 @@ class _Run:
         """
         if self.space.kind == "imagenet":
             evaluated = self.space.kept(x)
-            logits = self._logits(evaluated)
+            logits = self._logits(evaluated, self.active.index)
         probs = logits.softmax(dim=1)
         p_own = probs.gather(1, own.unsqueeze(1)).squeeze(1).cpu()
         return evaluated, p_own, (probs.argmax(dim=1) == own).cpu()
@@ -549,6 +562,7 @@ def synthesize(
     logit_scale: float = LOGIT_SCALE,
     progress: Optional[Callable[[int, int], None]] = None,
     target_probabilities: Optional[Mapping[int, float]] = None,
+    image_embeddings: Optional[torch.Tensor] = None,
 ) -> SyntheticSet:
     """Make one image per entry of ``class_index`` by gradient ascent from standard-normal noise.
 
@@ -561,8 +575,13 @@ def synthesize(
     indices to their own targets (overriding ``target_probability``; build it from class names
     with :func:`resolve_class_targets`). ``progress(done, total)`` is called whenever images finish.
 
+    ``image_embeddings`` ``[M, D]`` (optional): one text embedding per image, e.g. of a class
+    description drawn for it (the paper's Table 8). Image ``i``'s objective and success check then
+    use it in place of its class's row of ``class_embeddings``; the other classes keep theirs.
+    Without it the computation is exactly the class-row one.
+
     Raises:
-        ConfigError: bad ``class_index`` or ``target_probabilities``.
+        ConfigError: bad ``class_index``, ``target_probabilities`` or ``image_embeddings``.
         SynthesisError: if an image still fails after ``max_restarts`` restarts (the partial set
             is its ``result``).
     """
@@ -572,8 +591,14 @@ def synthesize(
     start = _checked_targets(cfg, target_probabilities, class_embeddings.shape[0])
     space = _PixelSpace(cfg.pixel_space, mean, std, device)
     classes = F.normalize(class_embeddings.detach(), dim=-1)
+    own = None
+    if image_embeddings is not None:
+        if tuple(image_embeddings.shape) != (index.numel(), classes.shape[1]):
+            raise ConfigError(f"image_embeddings must be [{index.numel()}, {classes.shape[1]}] (one per image), "
+                              f"got {list(image_embeddings.shape)}")
+        own = F.normalize(image_embeddings.detach().to(device=device, dtype=classes.dtype), dim=-1)
     run = _Run(encode_image, classes, index, (3, image_size, image_size), space, _Targets(cfg, index.cpu(), start),
-               cfg, seed, logit_scale, progress)
+               cfg, seed, logit_scale, progress, own)
     result = run.run().to_set(index, seed)
     if not bool(result.reached.all()):
         raise _failure(result, cfg)

@@ -172,7 +172,7 @@ def main(argv=None) -> None:
         method=METHODS[args.objective](num_perturbations=2, reduction=args.reduction),
     )
     data = SyntheticForgetDataModule(
-        {"image_folder": args.eval_root} if args.eval_root else None, batch_size=4,
+        datasets={"image_folder": args.eval_root} if args.eval_root else None, batch_size=4,
         images_per_class=args.images_per_class, steps_per_epoch=args.steps_per_epoch, synthesis=SYNTHESIS,
         seed=args.seed, cache_dir=args.cache, progress=False,
     )

@@ -98,14 +98,11 @@ class ForgetDataModule(EvaluationDataModule):
     Args:
         datasets: evaluation datasets (see :class:`EvaluationDataModule`); none if the
             LightningModule has an explicit ``vocabulary`` (then nothing is evaluated).
-        data_root: folder holding the datasets.
-        split: split of the evaluation datasets.
-        batch_size: images per evaluation batch.
-        num_workers: DataLoader worker processes per evaluation dataset.
-        dataset_kwargs: extra keyword arguments per dataset name.
         steps_per_epoch: optimiser steps per epoch, each on the whole forget set (published: 1).
         train_batch_size: forget images per training step on each device (default: the whole set
             split evenly across devices).
+        **kwargs: the other :class:`EvaluationDataModule` arguments (``data_root``, ``split``,
+            ``batch_size``, ``num_workers``, ``dataset_kwargs``).
     """
 
     real_forget_images: bool = False
@@ -114,15 +111,11 @@ class ForgetDataModule(EvaluationDataModule):
     def __init__(
         self,
         datasets: Optional[Union[dict[str, Optional[str]], list[str]]] = None,
-        data_root: Optional[str] = None,
-        split: Literal["train", "val", "test"] = "test",
-        batch_size: int = 64,
-        num_workers: int = 0,
-        dataset_kwargs: Optional[dict[str, dict]] = None,
         steps_per_epoch: int = 1,
         train_batch_size: Optional[int] = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(datasets, data_root, split, batch_size, num_workers, dataset_kwargs)
+        super().__init__(datasets=datasets, **kwargs)
         _positive_int_validation("steps_per_epoch", steps_per_epoch)
         _positive_int_validation("train_batch_size", train_batch_size, allow_none=True)
         self.steps_per_epoch = steps_per_epoch

@@ -92,10 +92,16 @@ class UnlearningMethod(ABC):
 
     @property
     def hparams(self) -> dict[str, Any]:
-        """The ``__init__`` arguments, read back from the attributes of the same name."""
-        params = inspect.signature(type(self).__init__).parameters.values()
+        """The ``__init__`` arguments, read back from the attributes of the same name (those of base
+        classes too, for a subclass that passes ``**kwargs`` on)."""
         kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return {p.name: getattr(self, p.name) for p in params if p.name != "self" and p.kind in kinds}
+        names: dict[str, None] = {}
+        for cls in type(self).__mro__:
+            if "__init__" in vars(cls) and issubclass(cls, UnlearningMethod):
+                for p in inspect.signature(vars(cls)["__init__"]).parameters.values():
+                    if p.name != "self" and p.kind in kinds:
+                        names.setdefault(p.name)
+        return {name: getattr(self, name) for name in names}
 
     def describe(self) -> dict[str, Any]:
         """``class_path``/``init_args`` of this method: a plain dict for hyperparameters and reports."""

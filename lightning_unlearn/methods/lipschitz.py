@@ -92,22 +92,13 @@ class EmbeddingLoss(PerturbationMethod):
 
     Args:
         alpha: weight of the last term (the paper gives no value; 1.0 here).
-        **kwargs: the :class:`PerturbationMethod` settings.
+        **kwargs: the :class:`PerturbationMethod` settings (num_perturbations, max_batch, ...).
     """
 
     short_name = "emb"
 
-    def __init__(
-        self,
-        alpha: float = 1.0,
-        num_perturbations: int = 25,
-        max_batch: Optional[int] = 256,
-        detach_perturbed: bool = True,
-        reduction: Reduction = "published",
-        noise_norm: NoiseNorm = "applied",
-        clamp: bool = True,
-    ) -> None:
-        super().__init__(num_perturbations, max_batch, detach_perturbed, reduction, noise_norm, clamp)
+    def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.alpha = float(alpha)
 
     def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:

@@ -75,7 +75,7 @@ def module(inputs, **kwargs) -> UnlearningModule:
 
 def fit(inputs, out: Path, model: UnlearningModule, *, datasets=None, data_root=None, synthesis: SynthesisConfig = EASY,
         callbacks: Optional[list] = None, max_epochs: int = 2, cache: Optional[Path] = None) -> pl.Trainer:
-    data = SyntheticForgetDataModule(datasets, data_root, batch_size=4, images_per_class=2, steps_per_epoch=2,
+    data = SyntheticForgetDataModule(datasets=datasets, data_root=data_root, batch_size=4, images_per_class=2, steps_per_epoch=2,
                                      synthesis=synthesis, cache_dir=str(cache or inputs["cache"]), progress=False)
     if callbacks is None:
         callbacks = [GradientLayerSelection(k=2), SyntheticAccuracyStopping(goal=0.0),

@@ -121,7 +121,7 @@ def run(world: dict[str, Path], out: Path, *, checkpoint: Optional[ModelCheckpoi
     pl.seed_everything(0, verbose=False)
     module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["dog"], sigma=0.5, lr=2e-3,
                               method=MultimodalLipschitz(num_perturbations=2, reduction="mean", noise_norm="drawn"))
-    data = SyntheticForgetDataModule({"image_folder": str(world["eval"])}, batch_size=8, images_per_class=8,
+    data = SyntheticForgetDataModule(datasets={"image_folder": str(world["eval"])}, batch_size=8, images_per_class=8,
                                      steps_per_epoch=2, synthesis=SYNTHESIS, cache_dir=str(world["cache"]),
                                      progress=False)
     selection = GradientLayerSelection(k=2)

@@ -1,0 +1,76 @@
+"""Recovery probes (evaluation/probes.py): linear probe, relearning, paraphrases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lightning_unlearn.evaluation.features import DatasetFeatures
+from lightning_unlearn.evaluation.probes import linear_probe, paraphrase_result, relearn, stratified_folds
+from lightning_unlearn.evaluation.templates import split_from_features
+from lightning_unlearn.zeroshot import tokenize_classes
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_folds_deal_each_class_evenly():
+    positive = torch.tensor([True] * 6 + [False] * 10)
+    fold = stratified_folds(positive, 2, seed=0)
+    assert int((fold[positive] == 0).sum()) == 3 and int((fold[~positive] == 0).sum()) == 5
+
+
+def test_linear_probe_finds_a_separable_class_and_not_a_random_one():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(120, 16, generator=generator)
+    positive = torch.zeros(120, dtype=torch.bool)
+    positive[:20] = True
+    separable = features.clone()
+    separable[positive, 0] += 4.0  # the class differs along one direction
+    found = linear_probe(separable, positive, seed=0)
+    chance = linear_probe(features, positive, seed=0)
+    assert found["balanced_accuracy"] > 0.9 and found["auroc"] > 0.95
+    assert chance["balanced_accuracy"] < 0.75
+    assert found["positives"] == 20 and found["images"] == 120
+
+
+def test_linear_probe_needs_samples_of_both_classes():
+    assert linear_probe(torch.randn(5, 3), torch.tensor([True, False, False, False, False]))["balanced_accuracy"] is None
+
+
+def test_paraphrase_replaces_only_the_class_row():
+    classes = torch.eye(3)
+    data = DatasetFeatures(torch.tensor([[1.0, 0.1, 0], [1.0, 0.1, 0], [0, 1.0, 0], [0, 0, 1.0]]),
+                           torch.tensor([0, 0, 1, 2]))
+    # a paraphrase pointing at class 2's direction: class 0's images go to class 1, class 2's to class 0
+    scores = paraphrase_result(data, classes, 0, torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]))
+    assert scores[0] == {"target": 1.0, "other_classes": 1.0}
+    assert scores[1]["target"] == 0.0 and scores[1]["other_classes"] == pytest.approx(0.5)
+    assert split_from_features(data, classes, [0])["target"] == 1.0  # the embeddings given are untouched
+
+
+def _relearn_inputs(tiny_clip):
+    clip = tiny_clip("tiny-vit")
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(6, 3, 32, 32, generator=generator)
+    tokens = tokenize_classes(clip.tokenizer, ["cat", "dog", "car"], ["a photo of a {}."])
+    trainable = [name for name, _ in clip.model.named_parameters() if name.startswith("visual.")]
+    return clip, images, tokens, trainable
+
+
+def test_relearning_counts_steps_until_the_goal_and_leaves_the_model_alone(tiny_clip):
+    clip, images, tokens, trainable = _relearn_inputs(tiny_clip)
+    before = {k: v.clone() for k, v in clip.model.state_dict().items()}
+    labels = torch.ones(4, dtype=torch.long)
+    out = relearn(clip.model, trainable, images[:4], labels, tokens, images[4:], torch.ones(2, dtype=torch.long),
+                  goal=1.0, steps=30, lr=1e-2, device=torch.device("cpu"))
+    assert out["reached"] and out["steps_to_half"] == len(out["curve"]) - 1
+    assert out["curve"][-1] >= 1.0 and all(v < 1.0 for v in out["curve"][:-1])
+    assert all(torch.equal(before[k], v) for k, v in clip.model.state_dict().items())
+
+
+def test_relearning_without_a_goal_reports_no_step_count(tiny_clip):
+    clip, images, tokens, trainable = _relearn_inputs(tiny_clip)
+    out = relearn(clip.model, trainable, images[:2], torch.ones(2, dtype=torch.long), tokens, images[2:4],
+                  torch.ones(2, dtype=torch.long), goal=None, steps=2, lr=1e-3, device=torch.device("cpu"))
+    assert out["steps_to_half"] is None and not out["reached"] and len(out["curve"]) == 3

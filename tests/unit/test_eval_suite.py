@@ -1,0 +1,112 @@
+"""EvaluationSuite settings and the report's ``evaluation`` shape (evaluation/suite.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lightning_unlearn.errors import ConfigError, MissingFileError
+from lightning_unlearn.evaluation import PAPER_TEMPLATES, EvaluationSuite, assemble
+from lightning_unlearn.evaluation.suite import REFERENCE_METADATA_KEY, as_suite, exported_reference, section_seconds
+from lightning_unlearn.io import save_open_clip_weights
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"templates": ["a photo of a dog"]}, r"exactly one '\{\}'"),
+    ({"templates": []}, r"non-empty list of templates"),
+    ({"retrieval_k": [1, 0]}, r"retrieval_k values must be ints >= 1.*got 0"),
+    ({"retrieval_k": [-5]}, r"retrieval_k values must be ints >= 1.*got -5"),
+    ({"retrieval_k": []}, r"retrieval_k must be a non-empty list"),
+    ({"verification_split": "test"}, r"verification_split must be one of 'train', 'val', got 'test'"),
+    ({"verification_images": -1}, r"verification_images must be an int >= 0"),
+    ({"synthesis_target_from_real": True}, r"synthesis_target_from_real needs real images"),
+    ({"probe_folds": 1}, r"probe_folds must be >= 2"),
+    ({"relearn_goal": 1.5}, r"relearn_goal must be a number in \(0, 1\]"),
+    ({"relearn_lr": 0.0}, r"relearn_lr must be a finite number > 0"),
+    ({"linear_probe": "yes"}, r"linear_probe must be true or false"),
+])
+def test_bad_settings_fail_at_construction(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        EvaluationSuite(**kwargs)
+
+
+def test_a_bad_paraphrases_file_fails_at_construction(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text("not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        EvaluationSuite(paraphrases=str(path))
+    with pytest.raises(MissingFileError, match="does not exist"):
+        EvaluationSuite(paraphrases=str(tmp_path / "none.json"))
+
+
+def test_settings_round_trip_through_a_plain_dict():
+    suite = EvaluationSuite(templates=list(PAPER_TEMPLATES), retrieval_k=[10, 1, 5, 5], paraphrases={"dog": ["a pup."]})
+    assert suite.retrieval_k == [1, 5, 10]
+    stored = json.loads(json.dumps(suite.describe()))  # what hparams / a checkpoint keep
+    assert as_suite(stored) == suite and as_suite(None) == EvaluationSuite()
+    with pytest.raises(ConfigError, match="must be an EvaluationSuite or a dict"):
+        as_suite(3)
+
+
+def _state(target: float, relearn: bool = False) -> dict:
+    split = {"target": target, "other_classes": 0.9,
+             "datasets": {"objects": {"accuracy": 0.9, "target": target, "other_classes": 0.9, "num_images": 10,
+                                      "template": "t {}"}}}
+    precision = {"p@1": target, "p@5": target, "p@10": target}
+    result = {
+        "accuracy": {"objects": split["datasets"]["objects"]},
+        "templates": {"t {}": split}, "templates_mean": split,
+        "retrieval": {"database_images": 10,
+                      **{kind: {"target": precision, "other_classes": precision,
+                                "queries": {"target": 1, "other_classes": 2}}
+                         for kind in ("image_from_text", "image_from_image")}},
+        "verification": {"dataset": "objects", "split": "train",
+                         **{g: {"probability": {"median": target, "q1": 0.1, "q3": 0.9, "mean": 0.5, "images": 4},
+                                "accuracy": target} for g in ("real", "synthetic")}},
+        "linear_probe": {"balanced_accuracy": 0.95, "auroc": 0.99, "images": 10, "positives": 2},
+        "paraphrases": {"dog": {"a pup.": {"target": target, "other_classes": 0.9}}},
+        "seconds": {"templates": 0.5},
+    }
+    if relearn:
+        result["relearn"] = {"steps_to_half": 3, "reached": True, "goal": 0.4, "curve": [0.1, 0.2, 0.3, 0.5]}
+    return result
+
+
+def test_assembled_section_has_the_documented_keys():
+    suite = EvaluationSuite(verification_images=4, linear_probe=True, relearn_steps=5)
+    ev = assemble(suite, {"before": _state(0.8), "after": _state(0.1, relearn=True)})
+    assert ev["templates"]["t {}"]["before"]["target"] == 0.8 and ev["templates"]["t {}"]["after"]["target"] == 0.1
+    assert ev["templates"]["mean"]["after"]["other_classes"] == 0.9
+    for kind in ("image_from_text", "image_from_image"):
+        for state, value in (("before", 0.8), ("after", 0.1)):
+            for group in ("target", "other_classes"):
+                assert set(ev["retrieval"][kind][state][group]) == {"p@1", "p@5", "p@10"}
+            assert ev["retrieval"][kind][state]["target"]["p@1"] == value
+    assert ev["verification"]["real"]["median_probability"] == 0.8  # the first state's: the original model
+    assert ev["verification"]["synthetic"]["median_probability"] == 0.8
+    assert ev["verification"]["real"]["accuracy"] == {"before": 0.8, "after": 0.1}
+    assert (ev["recovery"]["linear_probe"]["before"], ev["recovery"]["linear_probe"]["after"]) == (0.95, 0.95)
+    assert ev["recovery"]["relearn"]["steps_to_half"] == 3
+    assert ev["recovery"]["paraphrases"]["mean"]["after"]["target"] == 0.1
+    assert section_seconds({"before": _state(0.8)}) == {"evaluation/before/templates": 0.5}
+    json.dumps(ev)  # plain data
+
+
+def test_sections_that_did_not_run_are_none_and_a_single_state_stays_under_its_name():
+    state = _state(0.3)
+    for key in ("retrieval", "verification", "linear_probe", "paraphrases"):
+        del state[key]
+    ev = assemble(EvaluationSuite(retrieval=False), {"after": state})
+    assert ev["states"] == ["after"] and "before" not in ev["templates"]["t {}"]
+    assert ev["retrieval"] is None and ev["verification"] is None
+    assert ev["recovery"] == {"linear_probe": None, "relearn": None, "paraphrases": None}
+
+
+def test_exported_weights_carry_the_relearning_reference(tmp_path):
+    path = save_open_clip_weights(tmp_path / "w.safetensors", {"x": torch.zeros(1)},
+                                  metadata={REFERENCE_METADATA_KEY: json.dumps(0.96)})
+    assert exported_reference(str(path)) == pytest.approx(0.96)
+    plain = save_open_clip_weights(tmp_path / "p.safetensors", {"x": torch.zeros(1)})
+    assert exported_reference(str(plain)) is None and exported_reference("openai") is None
