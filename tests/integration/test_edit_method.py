@@ -142,6 +142,18 @@ def test_unsupported_text_tower_fails_before_any_change():
     assert unchanged(module, before)
 
 
+@pytest.mark.parametrize(
+    ("forget", "error", "message"),
+    [(["dgo"], "UnknownNameError", r"unknown class 'dgo' in the vocabulary; close matches: 'dog'"),
+     (VOCAB, "ConfigError", r"would forget every class of the vocabulary")],
+)
+def test_bad_classes_fail_in_the_spec_before_the_edit(forget, error, message):
+    from lightning_unlearn import errors
+
+    with pytest.raises(getattr(errors, error), match=message):
+        edit_module(forget=forget)
+
+
 def test_empty_retain_set_fails_before_any_change():
     # the other class is the same class spelled differently: nothing is left to retain
     module = edit_module(vocabulary=["dog", "Dog"], generic_vocabulary=None)
