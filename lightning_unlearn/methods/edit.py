@@ -32,7 +32,6 @@ from lightning_unlearn._validation import (
 )
 from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.methods.base import UnlearningMethod
-from lightning_unlearn.names import class_key
 from lightning_unlearn.promptbank import (
     composed_templates,
     fill,
