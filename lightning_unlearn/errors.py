@@ -32,3 +32,11 @@ class CheckpointError(UnlearnError, ValueError):
 
 class OutputError(UnlearnError, ValueError):
     """An output folder cannot be created or written."""
+
+
+class UnsupportedModelError(ConfigError):
+    """The model lacks a part a method needs (e.g. a linear text projection); the message names it."""
+
+
+class IllConditionedError(ConfigError):
+    """A closed-form edit's linear system is singular, ill-conditioned or not finite (the message says which)."""

@@ -2,8 +2,10 @@
 
 from lightning_unlearn.methods.amnesiac import AmnesiacRelabelling, AmnesiacRetain
 from lightning_unlearn.methods.base import UnlearningMethod, ZeroShotType, zero_shot_type
+from lightning_unlearn.methods.edit import TextProjectionEdit
 from lightning_unlearn.methods.emmn import ErrorMinMaxNoise
 from lightning_unlearn.methods.lipschitz import EmbeddingLoss, ImageLipschitz, MultimodalLipschitz, PerturbationMethod
+from lightning_unlearn.methods.nullspace import NullSpaceProjection
 
 __all__ = [
     "AmnesiacRelabelling",
@@ -12,7 +14,9 @@ __all__ = [
     "ErrorMinMaxNoise",
     "ImageLipschitz",
     "MultimodalLipschitz",
+    "NullSpaceProjection",
     "PerturbationMethod",
+    "TextProjectionEdit",
     "UnlearningMethod",
     "ZeroShotType",
     "zero_shot_type",

@@ -1,0 +1,265 @@
+"""The training-free methods `edit` (TextProjectionEdit) and `nullspace` (NullSpaceProjection) on
+tiny random-init open_clip models: apply outside a Trainer, bad input before any weight changes,
+and `lightning-unlearn fit` end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import pytest
+import torch
+import yaml
+from PIL import Image
+from torch import nn
+
+from lightning_unlearn import UnlearningModule
+from lightning_unlearn.cli import main
+from lightning_unlearn.errors import ConfigError, IllConditionedError, UnsupportedModelError
+from lightning_unlearn.methods import NullSpaceProjection, TextProjectionEdit
+from lightning_unlearn.methods.edit import build_edit_problem, solve_edit
+from lightning_unlearn.textedit import cosine_rows, locate_text_projection, pooled_text_features
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+VOCAB = ["cat", "dog", "car", "tree", "boat", "house", "bird", "chair"]
+# small banks keep the tiny tests fast; the defaults are measured in docs/edit.md
+FAST = dict(composed_templates=4, generic_vocabulary=["apple", "river", "mountain", "piano"], retain_templates_per_class=4)
+
+
+def edit_module(name: str = "tiny-vit", forget: Any = ("dog",), vocabulary: Any = VOCAB, **method: Any) -> UnlearningModule:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # random-init weights: the same in every run
+        module = UnlearningModule(model_name=name, pretrained=None, forget_classes=list(forget),
+                                  vocabulary=list(vocabulary), method=TextProjectionEdit(**{**FAST, **method}))
+    module.resolve_spec({})
+    return module
+
+
+def state(module: UnlearningModule) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.model.state_dict().items()}
+
+
+def unchanged(module: UnlearningModule, before: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(v, before[k]) for k, v in module.model.state_dict().items())
+
+
+def embed(module: UnlearningModule, prompts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        return module.model.encode_text(module.tokenizer(prompts)).double()
+
+
+# --- arguments ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lam": 0.0}, "lam must be a finite number > 0, got 0.0"),
+        ({"mu": -1.0}, "mu must be a finite number >= 0, got -1.0"),
+        ({"rank_per_class": 0}, "rank_per_class must be an int >= 1 or None, got 0"),
+        ({"target": "zero"}, "target must be one of 'class_free', 'neutral', 'fixed', got 'zero'"),
+        ({"neutral": "a {}"}, r"neutral must be a non-empty word or phrase without '\{\}', got 'a \{\}'"),
+        ({"templates": ["no placeholder"]}, r"each of templates must be a string with exactly one '\{\}'"),
+        ({"generic_vocabulary": "wordnet"}, "generic_vocabulary must be 'imagenet', a list of class names or None"),
+        ({"evaluation_prompt_weight": 0.7, "generic_weight": 0.3}, r"must be < 1 .* got 0.7 \+ 0.3"),
+        ({"evaluation_prompt_weight": 1.0}, r"evaluation_prompt_weight must be a number in \[0, 1\), got 1.0"),
+    ],
+)
+def test_bad_edit_arguments(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        TextProjectionEdit(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"alpha": 2.0}, r"alpha must be a number in \[0, 1\], got 2.0"),
+     ({"side": "both"}, "side must be one of 'text', 'image', got 'both'"),
+     ({"directions_per_class": 0}, "directions_per_class must be an int >= 1, got 0")],
+)
+def test_bad_nullspace_arguments(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        NullSpaceProjection(**kwargs)
+
+
+# --- apply -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "forget"), [("tiny-vit", ("dog",)), ("tiny-custom", ("dog", "boat"))])
+def test_edit_writes_the_solution_into_the_text_projection_only(name, forget):
+    module = edit_module(name, forget)
+    before = state(module)
+    method = module.method
+    problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts,
+                                 [module.spec.vocabulary], method.settings(), module.hparams.forget_prompt)
+    expected = solve_edit(problem, method.lam, method.mu, method.rank_per_class).matrix
+    report = method.apply(module)
+    proj = locate_text_projection(module.model)
+    assert torch.allclose(proj.matrix(), expected, atol=1e-6)
+    changed = [k for k, v in module.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == proj.parameter_names()
+    assert report["projection"] == proj.name and report["rank_per_class"] == 2
+    assert report["forget_prompts"] == len(problem.forget) > len(forget)
+    assert report["retain_prompts"] == sum(report["retain_groups"].values()) == len(problem.retain)
+    assert report["vocabularies"] == {"forget": None, "retained": ["vocabulary"], "generic": "4 classes"}
+    assert 0 <= report["retain_shift"]["mean_1_minus_cos"] <= report["retain_shift"]["max_1_minus_cos"]
+    assert 0 < method.timings["edit"] < 1.0 and method.timings["edit_encode"] > 0
+
+
+def test_full_ridge_moves_forget_prompts_more_than_the_others():
+    # a random tower separates classes weakly: the unrestricted solve with a strong forget term
+    module = edit_module(rank_per_class=None, lam=10.0)
+    keep = [f"a photo of a {c}." for c in VOCAB if c != "dog"]
+    before_forget, before_keep = embed(module, ["a photo of a dog."]), embed(module, keep)
+    report = module.method.apply(module)
+    moved = cosine_rows(embed(module, ["a photo of a dog."]), before_forget)
+    kept = cosine_rows(embed(module, keep), before_keep)
+    assert moved.max() < 0.6 and kept.mean() > 0.85
+    assert report["forget_cosine_to_original"]["mean"] < 0.6
+    assert report["retain_shift"]["mean_1_minus_cos"] < 1 - report["forget_cosine_to_original"]["mean"]
+
+
+def test_edit_on_a_linear_projection_with_bias(tiny_clip):
+    module = edit_module(rank_per_class=1)
+    proj = module.model.text_projection
+    width, dim = proj.shape
+    linear = nn.Linear(width, dim)
+    with torch.no_grad():
+        linear.weight.copy_(proj.T)
+    del module.model.text_projection
+    module.model.text_projection = linear
+    before = linear.bias.detach().clone()
+    report = module.method.apply(module)
+    assert report["projection"] == "text_projection" and not torch.equal(linear.bias, before)
+    assert report["forget_cosine_to_original"]["mean"] < 0.9
+
+
+def test_unsupported_text_tower_fails_before_any_change():
+    module = edit_module()
+    del module.model.text_projection
+    module.model.text_projection = nn.Sequential(nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 64))
+    before = state(module)
+    with pytest.raises(UnsupportedModelError, match="no final linear projection: `text_projection` is a Sequential"):
+        module.method.apply(module)
+    assert unchanged(module, before)
+
+
+@pytest.mark.parametrize(
+    ("forget", "error", "message"),
+    [(["dgo"], "UnknownNameError", r"unknown class 'dgo' in the vocabulary; close matches: 'dog'"),
+     (VOCAB, "ConfigError", r"would forget every class of the vocabulary")],
+)
+def test_bad_classes_fail_in_the_spec_before_the_edit(forget, error, message):
+    from lightning_unlearn import errors
+
+    with pytest.raises(getattr(errors, error), match=message):
+        edit_module(forget=forget)
+
+
+def test_empty_retain_set_fails_before_any_change():
+    # the other class is the same class spelled differently: nothing is left to retain
+    module = edit_module(vocabulary=["dog", "Dog"], generic_vocabulary=None)
+    before = state(module)
+    with pytest.raises(ConfigError, match="the retain set is empty"):
+        module.method.apply(module)
+    assert unchanged(module, before)
+
+
+def test_singular_system_fails_before_any_change_and_names_mu():
+    # 7 classes x 4 prompts and 4 generic ones do not span the 64-wide pooled space: mu = 0 is singular
+    module = edit_module(mu=0.0, rank_per_class=None, generic_vocabulary=None)
+    before = state(module)
+    with pytest.raises(IllConditionedError, match=r"(singular|ill-conditioned).*with mu=0.0; set mu > 0"):
+        module.method.apply(module)
+    assert unchanged(module, before)
+
+
+def test_non_finite_weights_fail_before_any_change():
+    module = edit_module()
+    with torch.no_grad():
+        module.model.ln_final.weight[0] = float("nan")
+    before = state(module)
+    with pytest.raises(IllConditionedError, match="not finite: the retain features holds"):
+        module.method.apply(module)
+    assert all(torch.equal(v, before[k]) or torch.isnan(v).any() for k, v in module.model.state_dict().items())
+    assert torch.equal(module.model.text_projection, before["text_projection"])
+
+
+@pytest.mark.parametrize(("name", "side"), [("tiny-rn", "image"), ("tiny-vit", "image"), ("tiny-custom", "text")])
+def test_nullspace_projects_the_target_out(name, side):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = UnlearningModule(model_name=name, pretrained=None, forget_classes=["dog"], vocabulary=VOCAB,
+                                  method=NullSpaceProjection(side=side))
+    module.resolve_spec({})
+    target = embed(module, [t.format("dog") for t in module.spec.vocabulary.templates])
+    report = module.method.apply(module)
+    assert report["side"] == side and report["directions"] == 1 and "edit" in module.method.timings
+    direction = torch.nn.functional.normalize(target.mean(0), dim=0)
+    if side == "text":
+        assert embed(module, ["a photo of a dog."]) @ direction == pytest.approx(0.0, abs=1e-4)
+    else:
+        with torch.no_grad():
+            images = module.model.encode_image(torch.randn(3, 3, 32, 32)).double()
+        assert (images @ direction).abs().max() < 1e-4
+
+
+# --- fit end to end ----------------------------------------------------------------------------------
+def _image_folder(root: Path, classes: list[str], per_class: int = 2) -> Path:
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (32, 32), ((30 * c + 20 * i) % 255, 80, 160)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_fit_edit_writes_report_and_an_open_clip_export(tmp_path, tiny_clip):
+    source = tmp_path / "tiny.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tiny_clip("tiny-vit").model.state_dict().items()}, str(source))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    data = _image_folder(tmp_path / "pets", VOCAB)
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": "lightning_unlearn.UnlearningModule",
+                  "init_args": {"model_name": "tiny-vit", "pretrained": str(source), "forget_classes": ["dog"],
+                                "method": {"class_path": "lightning_unlearn.methods.TextProjectionEdit",
+                                           "init_args": FAST}}},
+        "data": {"class_path": "lightning_unlearn.datamodules.EvaluationDataModule",
+                 "init_args": {"datasets": {"image_folder": str(data)}, "batch_size": 8}},
+        "trainer": {"accelerator": "cpu", "max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0,
+                    "enable_checkpointing": False,
+                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                               "init_args": {"save_dir": str(tmp_path / "runs")}},
+                    "callbacks": [{"class_path": "lightning_unlearn.callbacks.UnlearningReport",
+                                   "init_args": {"print_table": False}}]},
+    }
+    path = tmp_path / "edit.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = main(["fit", "--config", str(path), "--model.init_args.forget_classes", "[cat]"])
+    out = Path(cli.trainer.log_dir)
+    report = json.loads((out / "report.json").read_text())
+    assert report["classes"] == ["cat"] and report["method"]["name"] == "edit"
+    assert report["optimizer_steps"] == 0 and report["stop_reason"] == "training_free"
+    assert report["edit"]["vocabularies"]["forget"] == "image_folder" and "edit" in report["timings"]
+    assert report["timings"]["edit"] == pytest.approx(cli.model.method.timings["edit"], abs=1e-6)
+    exported, _, _ = open_clip.create_model_and_transforms("tiny-vit", pretrained=str(out / "unlearned.safetensors"))
+    for (name, a), (_, b) in zip(exported.state_dict().items(), cli.model.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(exported.text_projection, tiny_clip("tiny-vit").model.text_projection)
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == digest  # the input checkpoint is untouched
+    tokens = cli.model.tokenizer(["a photo of a cat."])
+    assert pooled_text_features(exported, tokens).shape == (1, 64)
+
+
+def test_packaged_edit_configs_parse(capsys):
+    from lightning_unlearn.cli import packaged_configs
+
+    names = [n for n in packaged_configs() if n.endswith("_edit")]
+    assert {"demo_edit", "rn50_caltech101_edit", "vit_b16_stanford_dogs_edit"} <= set(names) and len(names) == 9
+    for name in names:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["fit", "--config", name, "--print_config"])
+        assert exit_info.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["model"]["init_args"]["method"]["class_path"] == "lightning_unlearn.methods.TextProjectionEdit"
+        assert printed["data"]["class_path"] == "lightning_unlearn.datamodules.EvaluationDataModule"
