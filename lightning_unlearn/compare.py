@@ -56,6 +56,7 @@ from lightning_unlearn.presets import (
     apply_preset,
     get_preset,
     import_class,
+    init_parameters,
     set_dotted,
 )
 from lightning_unlearn.spec import ForgetSpec, Vocabulary, resolve_forget_spec
@@ -76,7 +77,8 @@ class CompareSettings:
     Args:
         methods: short names of the methods (``lightning_unlearn.presets.PRESETS``), in table order.
         classes: classes to forget, one per run, as the forget dataset spells them.
-        seeds: seeds; each run's Lightning, synthesis, noise and real-image draw use it.
+        seeds: seeds; each run's Lightning, synthesis, noise, real-image draw and (where the
+            method takes a ``seed``) method use it.
         out: output folder (``<out>/compare.csv``, ``compare.md``, ``compare.png`` and one folder
             per run).
         fit_configs: the fit configs runs start from (files or packaged names); each class runs
@@ -247,6 +249,9 @@ def run_config(settings: CompareSettings, run: Run) -> dict[str, Any]:
     model = config["model"]["init_args"]
     model["forget_classes"] = [run.cls]
     model["noise_seed"] = run.seed
+    method = model["method"]
+    if "seed" in init_parameters(import_class(method["class_path"], f"method {run.method!r}")):
+        method.setdefault("init_args", {})["seed"] = run.seed  # e.g. the edit's prompt draws
     data = config["data"]
     data_cls = import_class(data["class_path"], "DataModule")
     data_args = data.setdefault("init_args", {})

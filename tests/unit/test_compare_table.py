@@ -93,6 +93,7 @@ def test_run_config_sets_class_seed_outputs_and_overrides(world):
     assert trainer["enable_checkpointing"] is False and model["lr"] == 0.01
     report_args = trainer["callbacks"][-1]["init_args"]
     assert report_args == {"export_name": None, "output_dir": str(lip.directory), "print_table": False}
+    assert "seed" not in model["method"].get("init_args", {})  # MultimodalLipschitz takes no seed
     other = run_config(s, retain)
     assert other["model"]["init_args"]["lr"] == 0.02 and other["data"]["init_args"]["images_per_class"] == 3
     assert other["data"]["class_path"].endswith("RealForgetDataModule")
@@ -211,3 +212,11 @@ def test_compare_flags_override_the_config(tmp_path):
     assert (parsed.methods, parsed.classes, parsed.seeds, parsed.out) == (["lip", "emb", "amns"], ["kite"], [3, 4],
                                                                           str(tmp_path))
     assert parsed.real_data["images_per_class"] == 64  # the rest comes from the config
+
+
+def test_run_config_seeds_a_method_that_takes_a_seed(world):
+    s = settings(world, methods=["edit"], classes=["Pekinese"], seeds=[4])
+    run = plan_comparison(s).runs[0]
+    config = run_config(s, run)
+    assert config["model"]["init_args"]["method"]["init_args"]["seed"] == 4
+    assert config["data"]["class_path"].endswith("EvaluationDataModule")
