@@ -5,7 +5,7 @@ method: the method class (keeping the init args of the fit config's method that 
 also takes, e.g. the perturbation settings), the forget images (synthetic, real, or none for a
 training-free method), and the few module, data, trainer and callback changes that define the
 method or ablation. ``lightning-unlearn compare`` runs them by name; adding a method is one entry
-in :data:`PRESETS`.
+in the packaged ``presets.yaml`` (:data:`PRESETS`).
 
 Every preset runs through the same ``fit`` path (loading, eligibility, evaluation, report,
 export); the zero-shot type each declares is the one the report computes from the method and the
@@ -17,8 +17,11 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, Sequence
+
+import yaml
 
 from lightning_unlearn.errors import ConfigError, UnknownNameError
 from lightning_unlearn.methods.base import ZeroShotType
@@ -36,7 +39,6 @@ DATA_CLASSES: dict[str, str] = {
 TRAINING_CALLBACKS = ("GradientLayerSelection", "SyntheticAccuracyStopping", "NoiseLayerEscalation")
 
 _LIP = "lightning_unlearn.methods.MultimodalLipschitz"
-_ULIP = "lightning_unlearn.methods.ImageLipschitz"
 
 
 @dataclass(frozen=True)
@@ -80,42 +82,22 @@ class MethodPreset:
         return self.forget_images == "real"
 
 
-_PRESET_LIST = (
-    MethodPreset("lip", _LIP, "ZS", "the paper's multimodal Lipschitz method on synthetic images",
-                 paper="Table 1 Lip"),
-    MethodPreset("lip_real", _LIP, "semi ZS", "Lip on real train-split images of the class",
-                 forget_images="real", paper="Tables 2-3, real forget data"),
-    MethodPreset("emb", "lightning_unlearn.methods.EmbeddingLoss", "ZS",
-                 "embedding loss of eqs. 7-9 (no division by the noise norm, + alpha ||f_img(x) + f_txt(t)||)",
-                 paper="Table 1 Emb"),
-    MethodPreset("ulip", _ULIP, "ZS", "image-only Lipschitz loss on synthetic images",
-                 paper="Table 7 ExtraTextLoss row"),
-    MethodPreset("ulip_real", _ULIP, "semi ZS", "image-only Lipschitz loss on real images (Foster et al.)",
-                 forget_images="real", paper="Table 1 ULip"),
-    MethodPreset("amns", "lightning_unlearn.methods.AmnesiacRelabelling", "ZS",
-                 "amnesiac relabelling: ClipLoss on synthetic images captioned as a random other class",
-                 paper="Table 1 Amns"),
-    MethodPreset("emmn", "lightning_unlearn.methods.ErrorMinMaxNoise", "ZS",
-                 "error-maximising forget noise + error-minimising retain noise; impair, then repair",
-                 drop_callbacks=("SyntheticAccuracyStopping", "NoiseLayerEscalation"), paper="Table 1 EMMN"),
-    MethodPreset("amns_retain", "lightning_unlearn.methods.AmnesiacRetain", "not ZS",
-                 "amnesiac relabelling on real forget images plus real retain images of the dataset",
-                 forget_images="real", data_args={"retain_images_per_class": 8}, paper="Table 1 AmnsRetain"),
-    MethodPreset("all_params_vary", _LIP, "ZS", "Lip with every parameter eligible and no layer selection",
-                 model_args={"eligibility": "all"}, drop_callbacks=("GradientLayerSelection",),
-                 callback_args={"NoiseLayerEscalation": {"k_schedules": None}}, paper="Table 7 AllParamsVary"),
-    MethodPreset("one_iter", _LIP, "ZS", "Lip for a single epoch of the published length (one step)",
-                 data_args={"steps_per_epoch": 1}, trainer_args={"max_epochs": 1},
-                 drop_callbacks=("NoiseLayerEscalation",), paper="Table 7 OneIter"),
-    MethodPreset("edit", "lightning_unlearn.methods.TextProjectionEdit", "ZS",
-                 "training-free edit of the text projection", forget_images="none",
-                 drop_callbacks=TRAINING_CALLBACKS),
-    MethodPreset("nullspace", "lightning_unlearn.methods.NullSpaceProjection", "ZS",
-                 "training-free null-space projection", forget_images="none", drop_callbacks=TRAINING_CALLBACKS),
-)
+def _load_presets() -> dict[str, MethodPreset]:
+    """The entries of the packaged ``presets.yaml`` (data, so adding a method is one entry there)."""
+    entries = yaml.safe_load((Path(__file__).resolve().parent / "presets.yaml").read_text(encoding="utf-8"))
+    presets = {}
+    for name, entry in entries.items():
+        for key in ("drop_callbacks",):
+            if key in entry:
+                entry[key] = tuple(entry[key])
+        if entry.get("drop_callbacks") == ("training",):  # shorthand: every callback that steers training
+            entry["drop_callbacks"] = TRAINING_CALLBACKS
+        presets[name] = MethodPreset(name=name, **entry)
+    return presets
+
 
 #: Short name -> preset, in the paper's order.
-PRESETS: dict[str, MethodPreset] = {preset.name: preset for preset in _PRESET_LIST}
+PRESETS: dict[str, MethodPreset] = _load_presets()
 
 
 def get_preset(name: str) -> MethodPreset:

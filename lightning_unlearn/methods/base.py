@@ -90,6 +90,13 @@ class UnlearningMethod(ABC):
         """Extra report content (default: none)."""
         return None
 
+    def _keep(self, arguments: dict[str, Any]) -> None:
+        """Keep each argument of the calling ``__init__`` as the attribute of the same name; call
+        it as ``self._keep(locals())`` once the arguments are checked (and converted in place)."""
+        caller = inspect.currentframe().f_back.f_code  # type: ignore[union-attr]
+        for name in caller.co_varnames[1 : caller.co_argcount + caller.co_kwonlyargcount]:
+            setattr(self, name, arguments[name])
+
     @property
     def hparams(self) -> dict[str, Any]:
         """The ``__init__`` arguments, read back from the attributes of the same name (those of base

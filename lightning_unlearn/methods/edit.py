@@ -394,24 +394,12 @@ class TextProjectionEdit(UnlearningMethod):
             )
         _positive_int_validation("seed", seed, allow_zero=True)
         _positive_int_validation("batch_size", batch_size)
-        self.lam = float(lam)
-        self.mu = float(mu)
-        self.rank_per_class = rank_per_class
-        self.target = target
-        self.neutral = neutral
-        self.neutral_prompt = neutral_prompt
-        self.templates = list(templates) if templates is not None else None
-        self.composed_templates = composed_templates
-        self.retain_templates_per_class = retain_templates_per_class
-        self.generic_vocabulary = (list(generic_vocabulary) if isinstance(generic_vocabulary, (list, tuple))
-                                   else generic_vocabulary)
-        self.generic_templates_per_class = generic_templates_per_class
-        self.evaluation_prompt_weight = float(evaluation_prompt_weight)
-        self.generic_weight = float(generic_weight)
-        self.seed = seed
-        self.batch_size = batch_size
-        self.cache_dir = cache_dir
-        self.use_cache = use_cache
+        lam, mu = float(lam), float(mu)
+        evaluation_prompt_weight, generic_weight = float(evaluation_prompt_weight), float(generic_weight)
+        templates = list(templates) if templates is not None else None
+        if isinstance(generic_vocabulary, (list, tuple)):
+            generic_vocabulary = list(generic_vocabulary)
+        self._keep(locals())
 
     def settings(self) -> EditSettings:
         """The prompt-bank settings as an :class:`EditSettings`."""

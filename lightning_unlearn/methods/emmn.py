@@ -76,14 +76,8 @@ class ErrorMinMaxNoise(UnlearningMethod):
         _positive_int_validation("repair_steps", repair_steps, allow_zero=True)
         _positive_number_validation("noise_lr", noise_lr)
         _positive_number_validation("noise_l2", noise_l2, allow_zero=True)
-        self.forget_noise_per_class = forget_noise_per_class
-        self.retain_noise_per_class = retain_noise_per_class
-        self.noise_steps = noise_steps
-        self.noise_lr = float(noise_lr)
-        self.noise_l2 = float(noise_l2)
-        self.impair_steps = impair_steps
-        self.repair_steps = repair_steps
-        self.retain_batch = retain_batch
+        noise_lr, noise_l2 = float(noise_lr), float(noise_l2)
+        self._keep(locals())
         self._noise: Optional[dict[str, torch.Tensor]] = None
         self._summary: dict[str, Any] = {}
 

@@ -50,12 +50,7 @@ class PerturbationMethod(UnlearningMethod):
         _positive_int_validation("max_batch", max_batch, allow_none=True)
         _choice_validation("reduction", reduction, ("published", "mean"))
         _choice_validation("noise_norm", noise_norm, ("applied", "drawn"))
-        self.num_perturbations = num_perturbations
-        self.max_batch = max_batch
-        self.detach_perturbed = detach_perturbed
-        self.reduction = reduction
-        self.noise_norm = noise_norm
-        self.clamp = clamp
+        self._keep(locals())
 
     def _perturbation_kwargs(self, module: "UnlearningModule", batch: dict[str, Any]) -> dict[str, Any]:
         return dict(
@@ -99,7 +94,8 @@ class EmbeddingLoss(PerturbationMethod):
 
     def __init__(self, alpha: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.alpha = float(alpha)
+        alpha = float(alpha)
+        self._keep(locals())
 
     def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
         text = module.forget_text_features(batch["label"])

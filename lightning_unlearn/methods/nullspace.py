@@ -63,10 +63,9 @@ class NullSpaceProjection(UnlearningMethod):
         _positive_int_validation("directions_per_class", directions_per_class)
         if templates is not None:
             _templates_validation("templates", templates)
-        self.alpha = float(alpha)
-        self.side = side
-        self.directions_per_class = directions_per_class
-        self.templates = list(templates) if templates is not None else None
+        alpha = float(alpha)
+        templates = list(templates) if templates is not None else None
+        self._keep(locals())
 
     def _check_model(self, model: torch.nn.Module) -> None:
         locate_text_projection(model)  # the directions come from the text tower in both variants

@@ -132,6 +132,7 @@ def test_wheel_ships_every_config_and_the_demo_config_prints_outside_the_repo(tm
     for config in SHIPPED:
         assert f"lightning_unlearn/configs/{config.name}" in names, config.name
     assert "lightning_unlearn/model_configs/demo-clip-rn.json" in names
+    assert "lightning_unlearn/presets.yaml" in names and "lightning_unlearn/demo/descriptions.json" in names
     printed = subprocess.run([sys.executable, "-m", "lightning_unlearn", "fit", "--config", "demo", "--print_config"],
                              capture_output=True, text=True, cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr[-2000:]
