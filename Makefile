@@ -26,7 +26,7 @@ test-slow: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -m slow
 
 demo: $(STAMP)
-	$(BIN)/lightning-unlearn fit --config configs/demo.yaml
+	$(BIN)/lightning-unlearn compare --config configs/demo_side_by_side.yaml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_synthesis.py

@@ -89,6 +89,8 @@ class CompareSettings:
         real_data: init args of ``RealForgetDataModule`` for methods on real images, e.g.
             ``{forget_split_kwargs: {demo_objects: {num_per_class: 64}}}``.
         export: keep every run's ``unlearned.safetensors`` (about the model's size per run).
+        show_runs: print each run's own output as ``fit`` does (progress bar, tables) instead of
+            one progress bar over the runs (``make demo`` shows its two runs this way).
     """
 
     methods: list[str] = field(default_factory=lambda: ["lip", "emb", "amns"])
@@ -99,6 +101,7 @@ class CompareSettings:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     real_data: dict[str, Any] = field(default_factory=dict)
     export: bool = True
+    show_runs: bool = False
 
 
 @dataclass(frozen=True)
@@ -257,19 +260,22 @@ def run_config(settings: CompareSettings, run: Run) -> dict[str, Any]:
     data_args = data.setdefault("init_args", {})
     if preset.uses_real_images:
         data_args.update(settings.real_data)
-    data_args.update(accepted_args(data_cls, {"seed": run.seed, "progress": False}))
+    shown = settings.show_runs  # a run prints as `fit` does, or stays quiet under compare's own bar
+    data_args.update(accepted_args(data_cls, {"seed": run.seed, "progress": shown}))
     trainer = config["trainer"]
     trainer.update({
         "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
                    "init_args": {"save_dir": str(run.directory), "name": "", "version": ""}},
-        "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False,
+        "enable_checkpointing": False,
     })
+    if not shown:
+        trainer.update({"enable_progress_bar": False, "enable_model_summary": False})
     callbacks = trainer["callbacks"]
     report = next((cb for cb in callbacks if cb.get("class_path", "").endswith(".UnlearningReport")), None)
     if report is None:
         report = {"class_path": REPORT_CALLBACK, "init_args": {}}
         callbacks.append(report)
-    report.setdefault("init_args", {}).update({"output_dir": str(run.directory), "print_table": False})
+    report.setdefault("init_args", {}).update({"output_dir": str(run.directory), "print_table": shown})
     if not settings.export:
         report["init_args"]["export_name"] = None
     for key in (ALL_METHODS, run.method):
@@ -411,15 +417,15 @@ def finished_row(run: Run, config: Mapping[str, Any]) -> Optional[dict[str, Any]
 
 
 @contextlib.contextmanager
-def _quiet_runs() -> Iterator[None]:
-    """Lightning's per-run info lines and known-harmless warnings off; ``sys.argv`` emptied so
-    LightningCLI does not mix the compare command line into each run's."""
+def _quiet_runs(quiet: bool = True) -> Iterator[None]:
+    """Known-harmless warnings off and (``quiet``) Lightning's per-run info lines too; ``sys.argv``
+    emptied so LightningCLI does not mix the compare command line into each run's."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning_unlearn")]
     levels = [lg.level for lg in loggers]
     argv = sys.argv[:]
     try:
         for lg in loggers:
-            lg.setLevel(logging.WARNING)
+            lg.setLevel(logging.WARNING if quiet else lg.level)
         sys.argv[1:] = []
         with warnings.catch_warnings():
             for message in (r".*does not have many workers.*", r".*module\(s\) in eval mode.*",
@@ -443,8 +449,9 @@ def execute_run(plan: Plan, run: Run, config: Mapping[str, Any]) -> dict[str, An
     atomic_write_text(path, yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False))
     start = time.perf_counter()
     try:
-        with _quiet_runs():
-            main(["fit", "--config", str(path)], quiet=True)
+        quiet = not plan.settings.show_runs
+        with _quiet_runs(quiet):
+            main(["fit", "--config", str(path)], quiet=quiet)
         report = json.loads((run.directory / "report.json").read_text())
         row = row_from_report(run, report, plan.other_datasets)
     except (Exception, SystemExit) as err:  # noqa: BLE001 - one run's failure must not end the comparison
@@ -575,22 +582,23 @@ def write_outputs(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Option
 
 
 def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Any:
-    """compare.md's table as a Rich table (BF -> AF in one cell)."""
+    """The console's summary: per method (and forget dataset) the target, the other classes and
+    every other dataset, before -> after, and the seconds per run (compare.md has every column)."""
     from rich.table import Table
 
-    table = Table(title="Unlearning comparison: zero-shot accuracy (%), BF -> AF, mean over classes and seeds")
+    table = Table(title="Unlearning comparison: zero-shot accuracy (%), before -> after, mean over runs")
     several = len({r.spec.dataset for r in plan.runs}) > 1
-    heads = (["forget dataset"] if several else []) + ["method", "type", "runs", "target", "other classes"] \
-        + plan.other_datasets + ["synthetic AF", "real valid AF", "steps", "s"]
+    heads = (["forget dataset"] if several else []) + ["method", "target", "other classes"] \
+        + [f"{ds} (other domain)" if len(plan.other_datasets) == 1 else ds for ds in plan.other_datasets] + ["s"]
     for i, head in enumerate(heads):
-        table.add_column(head, justify="left" if i < 3 + several else "right")
+        table.add_column(head, justify="left" if i < 1 + several else "right", no_wrap=i >= 1 + several)
     both = lambda g, key: f"{_pct(g[key + '_bf'])} -> {_pct(g[key + '_af'])}" if g[key + "_af"] is not None else ""  # noqa: E731
     for g in summarise(plan, rows):
-        cells = ([str(g["dataset"])] if several else []) + [g["method"], g["zero_shot"], f"{g['done']}/{g['runs']}",
+        done = "" if g["done"] == g["runs"] else f", {g['done']}/{g['runs']} runs"
+        cells = ([str(g["dataset"])] if several else []) + [f"{g['method']} ({g['zero_shot']}{done})",
                                                             both(g, "target"), both(g, "other")]
         cells += [both(g, ds) for ds in plan.other_datasets]
-        cells += [_pct(g["synthetic_af"]), _pct(g["real_valid_af"]),
-                  "" if g["steps"] is None else f"{g['steps']:.0f}", "" if g["seconds"] is None else f"{g['seconds']:.0f}"]
+        cells += ["" if g["seconds"] is None else f"{g['seconds']:.0f}"]
         table.add_row(*cells)
     return table
 
@@ -616,18 +624,25 @@ def run_comparison(settings: CompareSettings, console: Any = None) -> Path:
     skipped = sum(row is not None for row in rows)
     if skipped:
         console.print(f"Resuming: {skipped} of {len(plan.runs)} runs already finished in {plan.out}")
-    columns = (TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("", total=len(plan.runs), completed=skipped)
-        for i, (run, config) in enumerate(zip(plan.runs, configs)):
-            if rows[i] is not None:
-                continue
-            progress.update(task, description=run.label)
-            rows[i] = execute_run(plan, run, config)
-            progress.console.print(f"{run.label}: {_summary_line(rows[i])}")
+    pending = [i for i, row in enumerate(rows) if row is None]
+    if settings.show_runs:  # each run's own progress bar and tables (one live display at a time)
+        for i in pending:
+            console.rule(f"[bold]{plan.runs[i].label}")
+            rows[i] = execute_run(plan, plan.runs[i], configs[i])
             write_outputs(plan, [r for r in rows if r is not None])
-            progress.advance(task)
-        progress.update(task, description="done")
+    else:
+        columns = (TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("", total=len(plan.runs), completed=skipped)
+            for i in pending:
+                run = plan.runs[i]
+                progress.update(task, description=run.label)
+                rows[i] = execute_run(plan, run, configs[i])
+                progress.console.print(f"{run.label}: {_summary_line(rows[i])}")
+                write_outputs(plan, [r for r in rows if r is not None])
+                progress.advance(task)
+            progress.update(task, description="done")
     seconds = time.perf_counter() - start
     write_outputs(plan, [r for r in rows if r is not None], seconds)
     failed = sum(r is not None and r.get("status") == "failed" for r in rows)

@@ -122,14 +122,22 @@ def _pct(value: Optional[float]) -> str:
     return "-" if value is None else f"{100 * value:.1f}"
 
 
-def _rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+def _real_valid_row(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    before, after = report["before"], report["after"]
+    if before.get("real_valid_acc") is None and after.get("real_valid_acc") is None:
+        return []
+    return [("real validation images", _pct(before.get("real_valid_acc")), _pct(after.get("real_valid_acc")))]
+
+
+def _rows(report: dict[str, Any], real_valid: bool = True) -> list[tuple[str, str, str]]:
+    """The main table: forget set, (real validation images,) target, other classes, datasets."""
     before, after = report["before"], report["after"]
     rows = []
     if before.get("synthetic_acc") is not None or after.get("synthetic_acc") is not None:
         label = "synthetic set" if report.get("forget_set", {}).get("kind", "synthetic") == "synthetic" else "forget set"
         rows.append((label, _pct(before.get("synthetic_acc")), _pct(after.get("synthetic_acc"))))
-    if before.get("real_valid_acc") is not None or after.get("real_valid_acc") is not None:
-        rows.append(("real validation images", _pct(before.get("real_valid_acc")), _pct(after.get("real_valid_acc"))))
+    if real_valid:
+        rows += _real_valid_row(report)
     if before.get("target") is not None or after.get("target") is not None:
         rows.append((f"target ({', '.join(report['classes'])})", _pct(before.get("target")), _pct(after.get("target"))))
         rows.append((f"other classes of {report['forget_dataset']}", _pct(before.get("other_classes")),
@@ -206,8 +214,10 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_column("zero-shot accuracy (%)")
         table.add_column("before", justify="right")
         table.add_column("after", justify="right")
-        for row in _rows(report):
+        # The printed main table keeps its rows (the real validation images go to the next table).
+        for row in _rows(report, real_valid=False):
             table.add_row(*row)
     Console().print(table)
     if report.get("evaluation"):
-        print_evaluation(report["evaluation"], f"Evaluation suite: {', '.join(report['classes'])}")
+        extra = [(label, [b, a]) for label, b, a in _real_valid_row(report)] if stage is None else []
+        print_evaluation(report["evaluation"], f"Evaluation suite: {', '.join(report['classes'])}", extra)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 Row = tuple[str, list[str]]
 
@@ -88,8 +88,8 @@ def render_markdown_section(evaluation: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def print_evaluation(evaluation: Mapping[str, Any], title: str) -> None:
-    """Print the evaluation section as a Rich table."""
+def print_evaluation(evaluation: Mapping[str, Any], title: str, extra: Sequence[Row] = ()) -> None:
+    """Print the evaluation section as a Rich table (``extra`` rows first)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -97,6 +97,6 @@ def print_evaluation(evaluation: Mapping[str, Any], title: str) -> None:
     table.add_column("evaluation suite (%, or steps)")
     for state in evaluation["states"]:
         table.add_column(state, justify="right")
-    for label, values in evaluation_rows(evaluation):
+    for label, values in [*extra, *evaluation_rows(evaluation)]:
         table.add_row(label, *values)
     Console().print(table)

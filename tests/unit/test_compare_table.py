@@ -184,7 +184,7 @@ def test_out_that_is_a_file_or_not_writable(world, tmp_path):
         plan_comparison(settings(world, out=str(tmp_path / "file")))
 
 
-@pytest.mark.parametrize("name", ["demo_compare", "rn50_compare"])
+@pytest.mark.parametrize("name", ["demo_compare", "rn50_compare", "demo_side_by_side"])
 def test_shipped_compare_configs_parse(name):
     from lightning_unlearn.cli import resolve_config
     from lightning_unlearn.compare import build_parser, load_fit_config
@@ -192,9 +192,11 @@ def test_shipped_compare_configs_parse(name):
 
     parsed = build_parser().parse_args(["--config", resolve_config(name)]).as_dict()
     s = CompareSettings(**{k: v for k, v in parsed.items() if k in CompareSettings.__dataclass_fields__})
-    assert set(s.methods) <= set(PRESETS) and len(s.methods) == 10
+    assert set(s.methods) <= set(PRESETS) and len(s.methods) == (2 if name == "demo_side_by_side" else 10)
     assert all(load_fit_config(fit)["model"] for fit in s.fit_configs)
-    if name == "demo_compare":
+    if name == "demo_side_by_side":  # make demo: the paper's method and the edit, each run shown
+        assert s.methods == ["lip", "edit"] and s.show_runs and s.classes == ["anchor"]
+    elif name == "demo_compare":
         from lightning_unlearn.demo.world import CLASSES
 
         assert set(s.classes) <= set(CLASSES["objects"])
