@@ -107,27 +107,32 @@ def main(args: Any = None, run: bool = True, quiet: bool = False) -> UnlearnCLI:
     ``quiet``: no progress bar and no model summary (``lightning-unlearn compare`` runs many fits
     under its own progress bar).
     """
+    argv = sys.argv[:]
     if isinstance(args, (list, tuple)):
         args = resolve_config_args(args)
+        sys.argv[1:] = []  # the caller's own command line is not this run's (LightningCLI would warn)
     display: dict[str, Any] = (
         {"enable_progress_bar": False, "enable_model_summary": False} if quiet
         else {"callbacks": [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]}
     )
-    return UnlearnCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            **display,
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
-        },
-        args=args,
-        run=run,
-        auto_configure_optimizers=False,
-    )
+    try:
+        return UnlearnCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                **display,
+                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+            },
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+        )
+    finally:
+        sys.argv[:] = argv
 
 
 def project_error(err: BaseException) -> Optional[UnlearnError]:

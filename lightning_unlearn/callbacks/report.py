@@ -12,6 +12,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lightning_unlearn.callbacks.selection import GradientLayerSelection
 from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.datamodules.forget import ForgetDataModule
 from lightning_unlearn.errors import ConfigError, OutputError
@@ -153,8 +154,6 @@ class UnlearningReport(Callback):
 
     def _record_trace(self, trainer: pl.Trainer, pl_module: Any, synthetic_acc: float) -> None:
         """One validation step of the escalation trace: forget accuracies, sigma and each group's k."""
-        from lightning_unlearn.callbacks.selection import GradientLayerSelection
-
         real = trainer.callback_metrics.get("forget/real_valid_acc")
         self.trace["synthetic_acc"].append(synthetic_acc)
         self.trace["real_valid_acc"].append(None if real is None else float(real))
