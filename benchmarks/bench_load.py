@@ -58,7 +58,6 @@ import lightning.pytorch as pl  # noqa: E402
 import open_clip  # noqa: E402
 import torch  # noqa: E402
 
-import lightning_unlearn  # noqa: E402,F401
 from lightning_unlearn import UnlearningModule  # noqa: E402
 from lightning_unlearn.callbacks import (  # noqa: E402
     GradientLayerSelection,

@@ -109,8 +109,10 @@ def main(args: Any = None, run: bool = True, quiet: bool = False) -> UnlearnCLI:
     """
     argv = sys.argv[:]
     if isinstance(args, (list, tuple)):
-        args = resolve_config_args(args)
-        sys.argv[1:] = []  # the caller's own command line is not this run's (LightningCLI would warn)
+        # Given through sys.argv: LightningCLI then parses exactly these arguments without warning
+        # about the caller's own command line, and DDP's launcher starts the other ranks with them.
+        sys.argv[1:] = resolve_config_args(args)
+        args = None
     display: dict[str, Any] = (
         {"enable_progress_bar": False, "enable_model_summary": False} if quiet
         else {"callbacks": [RichProgressBar(leave=True), RichModelSummary(max_depth=2)]}

@@ -37,7 +37,6 @@ import logging
 import re
 import shutil
 import statistics
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -418,15 +417,12 @@ def finished_row(run: Run, config: Mapping[str, Any]) -> Optional[dict[str, Any]
 
 @contextlib.contextmanager
 def _quiet_runs(quiet: bool = True) -> Iterator[None]:
-    """Known-harmless warnings off and (``quiet``) Lightning's per-run info lines too; ``sys.argv``
-    emptied so LightningCLI does not mix the compare command line into each run's."""
+    """Known-harmless warnings off and (``quiet``) Lightning's per-run info lines too."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric", "lightning_unlearn")]
     levels = [lg.level for lg in loggers]
-    argv = sys.argv[:]
     try:
         for lg in loggers:
             lg.setLevel(logging.WARNING if quiet else lg.level)
-        sys.argv[1:] = []
         with warnings.catch_warnings():
             for message in (r".*does not have many workers.*", r".*module\(s\) in eval mode.*",
                             r".*isinstance\(treespec, LeafSpec\).*", r"Experiment logs directory .* exists"):
@@ -435,7 +431,6 @@ def _quiet_runs(quiet: bool = True) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-        sys.argv[:] = argv
 
 
 def execute_run(plan: Plan, run: Run, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,10 +11,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lightning_unlearn._distributed import on_rank_zero, share_weights_from_rank_zero
 from lightning_unlearn._validation import _positive_number_validation, _template_validation
 from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.evaluation.suite import EvaluationRunner, EvaluationSuite, as_suite, exported_reference
-from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod
+from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod, as_method
 from lightning_unlearn.metrics import ZeroShotAccuracy
 from lightning_unlearn.models import (
     EligibilityPreset,
@@ -102,9 +103,8 @@ class UnlearningModule(pl.LightningModule):
         _positive_number_validation("sigma", sigma)
         _positive_number_validation("lr", lr)
         _positive_number_validation("weight_decay", weight_decay, allow_zero=True)
-        self.method = method if method is not None else MultimodalLipschitz()
-        if not isinstance(self.method, UnlearningMethod):
-            raise TypeError(f"method must be an UnlearningMethod, got {type(self.method).__name__}")
+        # A class_path/init_args dict is what checkpoints store (load_from_checkpoint passes it back).
+        self.method = as_method(method) if method is not None else MultimodalLipschitz()
         self.evaluation = as_suite(evaluation)  # also accepts the dict a checkpoint's hparams hold
         self.save_hyperparameters(ignore=["method", "optimizer", "evaluation"])
         self.hparams["method"] = self.method.describe()  # a plain dict: checkpoints load with weights_only
@@ -236,10 +236,22 @@ class UnlearningModule(pl.LightningModule):
     def on_fit_start(self) -> None:
         self.train()  # Lightning 2.6 no longer switches modes at fit start; BatchNorm stays eval
         if not self.method.trains:
-            # Runs after the callbacks' on_fit_start, so the report has measured "before".
-            with torch.no_grad():
-                self.method_report = self.method.apply(self)
+            # Runs after the callbacks' on_fit_start, so the report has measured "before". The edit is
+            # made once, on rank 0 (one writer of any cache it keeps), and every rank takes its weights.
+            def edit() -> tuple[dict[str, Any], dict[str, float]]:
+                with torch.no_grad():
+                    return self.method.apply(self), dict(self.method.timings)
+
+            self.method_report, timings = on_rank_zero(self.trainer, edit)
+            self.method.timings.update(timings)
+            share_weights_from_rank_zero(self.trainer, self.model)
             self.trainer.limit_train_batches = 0  # nothing to train: the fit loop ends at once
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["unlearning_method"] = self.method.state_dict()  # e.g. EMMN's learned noise
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.method.load_state_dict(checkpoint.get("unlearning_method") or {})
 
     def configure_optimizers(self) -> Optional[torch.optim.Optimizer]:
         if not self.method.trains:

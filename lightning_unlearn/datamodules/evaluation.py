@@ -14,6 +14,13 @@ from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.spec import Vocabulary
 
 
+def dataset_labels(dataset: Any) -> list[int]:
+    """Every image's label, without decoding images where the dataset lists them (``targets``)."""
+    if hasattr(dataset, "targets"):
+        return list(dataset.targets)
+    return [int(dataset[i][1]) for i in range(len(dataset))]
+
+
 class EvaluationDataModule(LightningDataModule):
     """Zero-shot evaluation datasets, each with its own (unshuffled) DataLoader.
 
@@ -62,6 +69,7 @@ class EvaluationDataModule(LightningDataModule):
         self.dataset_kwargs = self._check_kwargs(dataset_kwargs or {})
         self.transform: Optional[Callable[[Any], Any]] = None
         self.eval_datasets: dict[str, ZeroShotDataset] = {}
+        self._splits: dict[tuple[str, str], ZeroShotDataset] = {}  # other splits, read on demand
 
     def _resolve_roots(
         self, datasets: Optional[Union[dict[str, Optional[str]], list[str]]], data_root: Optional[str]
@@ -92,6 +100,16 @@ class EvaluationDataModule(LightningDataModule):
         if split is not None:
             kwargs["split"] = split
         dataset = get_dataset_factory(name)(self.roots[name], transform=None, **kwargs)
+        dataset.transform = self._transform()  # type: ignore[attr-defined]
+        return dataset
+
+    def split_dataset(self, name: str, split: str) -> ZeroShotDataset:
+        """Dataset ``name`` at ``split``, read once (the evaluation split is the evaluation dataset)."""
+        if split == self.dataset_kwargs.get(name, {}).get("split", self.split) and name in self.eval_datasets:
+            return self.eval_datasets[name]
+        if (name, split) not in self._splits:
+            self._splits[(name, split)] = self.build_dataset(name, split=split)
+        dataset = self._splits[(name, split)]
         dataset.transform = self._transform()  # type: ignore[attr-defined]
         return dataset
 
@@ -126,8 +144,8 @@ class EvaluationDataModule(LightningDataModule):
         Raises:
             ConfigError: the dataset's layout has no such split, or a class has no image in it.
         """
-        dataset = self.build_dataset(name, split=split)
-        targets = torch.as_tensor(getattr(dataset, "targets", [dataset[i][1] for i in range(len(dataset))]))
+        dataset = self.split_dataset(name, split)
+        targets = torch.as_tensor(dataset_labels(dataset))
         generator = torch.Generator().manual_seed(seed)
         chosen: list[int] = []
         for label in labels:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_unlearn._distributed import on_rank_zero
 from lightning_unlearn._validation import _positive_int_validation
 from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.errors import ConfigError
@@ -210,8 +211,7 @@ class ForgetDataModule(EvaluationDataModule):
             module = self.trainer.lightning_module
             if module.spec is None:
                 raise ConfigError(f"the {what} needs the resolved forget spec: run the LightningModule's setup first")
-            made = make(module) if self.trainer.is_global_zero else None
-            setattr(self, attribute, self.trainer.strategy.broadcast(made, src=0))
+            setattr(self, attribute, on_rank_zero(self.trainer, lambda: make(module)))
             self._made.add(attribute)
         return getattr(self, attribute)
 

@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from lightning_unlearn._validation import _choice_validation, _positive_int_validation
+from lightning_unlearn.datamodules.evaluation import dataset_labels
 from lightning_unlearn.datamodules.forget import ForgetDataModule, ForgetSet
 from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory
 from lightning_unlearn.errors import ConfigError
@@ -110,10 +111,8 @@ class RealForgetDataModule(ForgetDataModule):
         """Fail now if the ``forget_split`` of the forget dataset lacks, or lacks images of, a
         class the run needs (no image is loaded; for checks before a run)."""
         name = self.source_dataset(spec)
-        if name not in self._source_counts:  # read the split once per dataset
-            dataset = self.build_dataset(name, split=self.forget_split)
-            targets = getattr(dataset, "targets", None)
-            labels = list(targets) if targets is not None else [dataset[i][1] for i in range(len(dataset))]
+        if name not in self._source_counts:  # count the split's labels once per dataset
+            labels = dataset_labels(self.split_dataset(name, self.forget_split))
             self._source_counts[name] = torch.bincount(torch.as_tensor(labels, dtype=torch.long),
                                                        minlength=len(spec.vocabulary.classnames))
         counts = self._source_counts[name]
@@ -121,6 +120,10 @@ class RealForgetDataModule(ForgetDataModule):
         empty = [spec.vocabulary.classnames[c] for c in needed if int(counts[c]) == 0]
         if empty:
             raise ConfigError(f"dataset {name!r} has no image of {empty[:5]} in its {self.forget_split!r} split")
+
+    def check_forget_spec(self, spec: Any) -> None:
+        """Called by the module's ``setup``: the split holds every class the run needs (before any work)."""
+        self.check_available(spec, retain=self.provides_retain_images)
 
     def _draw(self, module: Any, labels: list[int], per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Seeded real images of ``labels`` from ``forget_split`` (labels = vocabulary indices)."""

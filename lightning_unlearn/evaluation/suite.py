@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, Optional, Sequence, Union
 
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_unlearn._validation import (
     _choice_validation,
@@ -26,6 +27,7 @@ from lightning_unlearn._validation import (
     _unit_interval_validation,
 )
 from lightning_unlearn.errors import ConfigError, UnlearnError
+from lightning_unlearn.datamodules.evaluation import dataset_labels
 from lightning_unlearn.evaluation import probes, retrieval, templates as tpl
 from lightning_unlearn.evaluation.descriptions import descriptions_for, load_descriptions
 from lightning_unlearn.evaluation.features import DatasetFeatures, compute_features, encode_images, gather_features
@@ -112,12 +114,7 @@ class EvaluationSuite:
         if self.templates is not None:
             _templates_validation("evaluation.templates", self.templates)
             self.templates = list(self.templates)
-        if isinstance(self.retrieval_k, (str, bytes)) or not isinstance(self.retrieval_k, Sequence) or not self.retrieval_k:
-            raise ConfigError(f"evaluation.retrieval_k must be a non-empty list of positive ints, got {self.retrieval_k!r}")
-        for k in self.retrieval_k:
-            if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
-                raise ConfigError(f"evaluation.retrieval_k values must be ints >= 1 (k of precision@k), got {k!r} "
-                                  f"in {list(self.retrieval_k)!r}")
+        _number_list_validation("evaluation.retrieval_k", self.retrieval_k, positive_ints=True)
         self.retrieval_k = sorted(set(self.retrieval_k))
         _positive_int_validation("evaluation.retrieval_other_queries", self.retrieval_other_queries, allow_zero=True)
         _positive_int_validation("evaluation.verification_images", self.verification_images, allow_zero=True)
@@ -201,6 +198,7 @@ class EvaluationRunner:
         self.real_dataset: Optional[str] = None
         self.real_images: Optional[torch.Tensor] = None
         self.real_labels: Optional[torch.Tensor] = None  # dataset labels
+        self.real_split: Optional[str] = None  # the split they come from
         self.paraphrases: dict[str, list[str]] = {}
         self._eval_images: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         self._prepared_for: Optional[int] = None
@@ -239,16 +237,27 @@ class EvaluationRunner:
                 f"evaluation dataset holds them ({list(getattr(datamodule, 'roots', {}) or [])})"
             )
         start = time.perf_counter()
+        split = self.verification_split(datamodule)
         try:
-            images, labels = datamodule.class_images(dataset, list(spec.targets[dataset]), self.suite.verification_split,
-                                                     per_class, seed=self.suite.seed)
+            images, labels = datamodule.class_images(dataset, list(spec.targets[dataset]), split, per_class,
+                                                     seed=self.suite.seed)
         except UnlearnError as err:
             raise ConfigError(
-                f"evaluation needs {per_class} real images per forgotten class from the {self.suite.verification_split!r} "
+                f"evaluation needs {per_class} real images per forgotten class from the {split!r} "
                 f"split of {dataset!r} (a non-test split), which cannot be read: {err}"
             ) from err
-        self.real_dataset, self.real_images, self.real_labels = dataset, images, labels
+        self.real_dataset, self.real_images, self.real_labels, self.real_split = dataset, images, labels, split
         self._read_seconds = time.perf_counter() - start
+
+    def verification_split(self, datamodule: Any) -> str:
+        """``verification_split``, unless the method trains on real images of that split: then the
+        other non-test split, so that the check never looks at an image the method was fed."""
+        split = self.suite.verification_split
+        if getattr(datamodule, "real_forget_images", False) and getattr(datamodule, "forget_split", None) == split:
+            other = "val" if split == "train" else "train"
+            rank_zero_info(f"Evaluation: the method trains on real {split!r} images; real-image checks use {other!r}")
+            return other
+        return split
 
     def _first_per_class(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The first ``count`` real images of each class (``class_images`` keeps a seeded order)."""
@@ -377,7 +386,7 @@ class EvaluationRunner:
         embeddings = module.vocabulary_embeddings().float().cpu()
         images, labels = self._first_per_class(self.suite.verification_images)
         real = encode_images(module.encode_image, images, module.device)
-        section = {"dataset": self.real_dataset, "split": self.suite.verification_split,
+        section = {"dataset": self.real_dataset, "split": self.real_split,
                    "real": image_set_result(real, embeddings, self.vocabulary_labels(labels, self.real_dataset, dm))}
         if synthetic is not None:
             made = encode_images(module.encode_image, synthetic[0], module.device)
@@ -406,7 +415,7 @@ class EvaluationRunner:
         """Test images of the forgotten classes in ``dataset`` (read once)."""
         if self._eval_images is None:
             data = dm.eval_datasets[dataset]
-            labels = torch.as_tensor(getattr(data, "targets", [data[i][1] for i in range(len(data))]))
+            labels = torch.as_tensor(dataset_labels(data))
             index = torch.nonzero(torch.isin(labels, torch.tensor(self.module.spec.targets[dataset]))).flatten()
             self._eval_images = (torch.stack([data[int(i)][0] for i in index]), labels[index])
         return self._eval_images

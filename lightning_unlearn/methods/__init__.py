@@ -1,7 +1,7 @@
 """Unlearning methods on one contract (:class:`UnlearningMethod`), chosen in YAML."""
 
 from lightning_unlearn.methods.amnesiac import AmnesiacRelabelling, AmnesiacRetain
-from lightning_unlearn.methods.base import UnlearningMethod, ZeroShotType, zero_shot_type
+from lightning_unlearn.methods.base import UnlearningMethod, ZeroShotType, as_method, zero_shot_type
 from lightning_unlearn.methods.edit import TextProjectionEdit
 from lightning_unlearn.methods.emmn import ErrorMinMaxNoise
 from lightning_unlearn.methods.lipschitz import EmbeddingLoss, ImageLipschitz, MultimodalLipschitz, PerturbationMethod
@@ -18,6 +18,7 @@ __all__ = [
     "PerturbationMethod",
     "TextProjectionEdit",
     "UnlearningMethod",
+    "as_method",
     "ZeroShotType",
     "zero_shot_type",
 ]

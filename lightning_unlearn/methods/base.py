@@ -20,11 +20,15 @@ no optimiser step and still writes the same report and export.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from abc import ABC
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
 import torch
+
+from lightning_unlearn.errors import ConfigError
 
 if TYPE_CHECKING:  # the module imports the methods; this import is for type checkers only
     from lightning_unlearn.module import UnlearningModule
@@ -56,13 +60,21 @@ class UnlearningMethod(ABC):
     3. ``apply(module) -> dict``: training-free methods, once, at fit start; returns the report
        section describing what was done.
     4. ``report_section() -> dict | None``: anything else the report should hold.
+    5. ``state_dict()`` / ``load_state_dict(state)``: state a resumed run needs (checkpointed by the module).
+
+    A training-free method's ``apply`` runs on global rank zero only; every rank then takes rank
+    zero's weights. A method that trains runs ``training_step`` on every rank (DDP averages the
+    gradients): anything it makes once (e.g. learned noise) must be made identically everywhere or
+    on rank zero and broadcast.
 
     A method may record durations in ``self.timings`` (name -> seconds, e.g. ``{"edit": 0.002}``);
     the report adds them to its ``timings``.
 
     What a method may use of the module: ``model``, ``encode_image``, ``forget_text_features``,
-    ``vocabulary_embeddings``, ``noise_generators``, ``sigma``, ``spec``, ``tokenizer``,
-    ``world_size`` and ``device``.
+    ``vocabulary_embeddings``, ``vocab_tokens`` (the vocabulary's token ids ``[C, T, L]``),
+    ``noise_generators``, ``sigma``, ``spec``, ``tokenizer``, ``image_size``/``image_mean``/
+    ``image_std``, ``hparams`` (e.g. ``noise_seed``, ``forget_prompt``), ``trainer``,
+    ``world_size``, ``global_rank``, ``global_step`` and ``device``.
     """
 
     short_name: ClassVar[str] = ""
@@ -90,6 +102,14 @@ class UnlearningMethod(ABC):
         """Extra report content (default: none)."""
         return None
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs of this method's state (tensors, numbers, strings; default: none).
+        The module saves it in checkpoints."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (called on resume, after :meth:`setup`)."""
+
     def _keep(self, arguments: dict[str, Any]) -> None:
         """Keep each argument of the calling ``__init__`` as the attribute of the same name; call
         it as ``self._keep(locals())`` once the arguments are checked (and converted in place)."""
@@ -114,6 +134,27 @@ class UnlearningMethod(ABC):
         """``class_path``/``init_args`` of this method: a plain dict for hyperparameters and reports."""
         cls = type(self)
         return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(self.hparams)}
+
+
+def as_method(method: Any) -> UnlearningMethod:
+    """``method`` itself, or the method a ``{"class_path": ..., "init_args": {...}}`` dict describes
+    (what :meth:`UnlearningMethod.describe` writes into checkpoints).
+
+    Raises:
+        ConfigError: anything else, or a class path that is not an importable method.
+    """
+    if isinstance(method, UnlearningMethod):
+        return method
+    if isinstance(method, Mapping) and "class_path" in method:
+        module_name, _, name = str(method["class_path"]).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), name)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ConfigError(f"method class {method['class_path']!r} cannot be imported: {err}") from err
+        if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod)):
+            raise ConfigError(f"method class {method['class_path']!r} is not an UnlearningMethod")
+        return cls(**dict(method.get("init_args") or {}))
+    raise ConfigError(f"method must be an UnlearningMethod or a class_path/init_args dict, got {type(method).__name__}")
 
 
 def zero_shot_type(method: UnlearningMethod, real_forget_images: bool) -> ZeroShotType:

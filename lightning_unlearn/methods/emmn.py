@@ -30,7 +30,10 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 import torch.nn.functional as F
 
+from lightning_unlearn._distributed import on_rank_zero
 from lightning_unlearn._validation import _positive_int_validation, _positive_number_validation
+from lightning_unlearn.callbacks.escalation import NoiseLayerEscalation
+from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
 from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.methods.base import UnlearningMethod
 from lightning_unlearn.models import eval_mode
@@ -85,6 +88,14 @@ class ErrorMinMaxNoise(UnlearningMethod):
         """Forget any noise of an earlier fit (the weights may have changed)."""
         if not module.spec.retain_indices():
             raise ConfigError("EMMN needs at least one class that is not forgotten")
+        trainer = module._trainer
+        steering = [type(cb).__name__ for cb in (trainer.callbacks if trainer is not None else [])
+                    if isinstance(cb, (SyntheticAccuracyStopping, NoiseLayerEscalation))]
+        if steering:
+            raise ConfigError(
+                f"EMMN runs its own impair-repair schedule; remove {steering} from the trainer's callbacks (the goal "
+                "would end the run before the repair, and an undone epoch would undo the impair step)"
+            )
         self._noise = None
         self._summary = {}
 
@@ -131,18 +142,33 @@ class ErrorMinMaxNoise(UnlearningMethod):
     def _ensure_noise(self, module: "UnlearningModule") -> dict[str, torch.Tensor]:
         if self._noise is None:
             start = time.perf_counter()
-            noise = self.learn_noise(module)
-            if module.world_size > 1:  # one noise for every rank
-                noise = module.trainer.strategy.broadcast({k: v.cpu() for k, v in noise.items()}, src=0)
-                noise = {k: v.to(module.device) for k, v in noise.items()}
-            self._noise = noise
+
+            def learn() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+                noise = self.learn_noise(module)
+                return {k: v.cpu() for k, v in noise.items()}, dict(self._summary)
+
+            # Learned once, on rank 0; every rank trains on the same noise.
+            noise, self._summary = on_rank_zero(module.trainer, learn) if module._trainer is not None else learn()
+            self._noise = {k: v.to(module.device) for k, v in noise.items()}
             self.timings["noise"] = time.perf_counter() - start
         return self._noise
 
+    def state_dict(self) -> dict[str, Any]:
+        """The learned noise and its summary: a resumed run impairs and repairs on the same noise."""
+        if self._noise is None:
+            return {}
+        return {"noise": {k: v.cpu() for k, v in self._noise.items()}, "summary": dict(self._summary)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "noise" in state:
+            self._noise = dict(state["noise"])
+            self._summary = dict(state.get("summary", {}))
+
     # --- impair and repair --------------------------------------------------------------------
-    def _zero_shot_loss(self, module: "UnlearningModule", images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Zero-shot cross-entropy with gradient through both towers."""
-        embeddings = class_embeddings(module.model.encode_text, module.vocab_tokens)
+    @staticmethod
+    def _zero_shot_loss(module: "UnlearningModule", embeddings: torch.Tensor, images: torch.Tensor,
+                        labels: torch.Tensor) -> torch.Tensor:
+        """Zero-shot cross-entropy (gradient through both towers: ``embeddings`` carry the text's)."""
         return F.cross_entropy(zero_shot_logits(module.encode_image(images), embeddings), labels)
 
     def phase(self, step: int) -> str:
@@ -152,14 +178,15 @@ class ErrorMinMaxNoise(UnlearningMethod):
         return "repair" if step < self.impair_steps + self.repair_steps else "done"
 
     def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
-        noise = self._ensure_noise(module)
+        noise = {k: v.to(module.device) for k, v in self._ensure_noise(module).items()}
         step = int(module.global_step)
         count = len(noise["retain_labels"])
         rows = (torch.arange(self.retain_batch) + step * self.retain_batch) % count
         rows = rows[: min(self.retain_batch, count)].to(module.device)
-        loss = self._zero_shot_loss(module, noise["retain_images"][rows], noise["retain_labels"][rows])
+        embeddings = class_embeddings(module.model.encode_text, module.vocab_tokens)  # once per step
+        loss = self._zero_shot_loss(module, embeddings, noise["retain_images"][rows], noise["retain_labels"][rows])
         if self.phase(step) == "impair":
-            loss = loss + self._zero_shot_loss(module, noise["forget_images"], noise["forget_labels"])
+            loss = loss + self._zero_shot_loss(module, embeddings, noise["forget_images"], noise["forget_labels"])
         if self.phase(step + 1) == "done" and module._trainer is not None:
             module.trainer.should_stop = True  # the schedule is over: end the fit after this step
         return loss

@@ -27,7 +27,7 @@ from lightning_unlearn.callbacks import (
     SyntheticAccuracyStopping,
     UnlearningReport,
 )
-from lightning_unlearn.datamodules import EvaluationDataModule, SyntheticForgetDataModule
+from lightning_unlearn.datamodules import SyntheticForgetDataModule
 from lightning_unlearn.datasets.base import CorruptImageError, DatasetLayoutError
 from lightning_unlearn.errors import CheckpointError, ConfigError, MissingFileError, OutputError, UnknownNameError
 from lightning_unlearn.methods import MultimodalLipschitz

@@ -178,7 +178,7 @@ def cli_error(tmp_path: Path, capsys: pytest.CaptureFixture, *overrides: str) ->
     (["--model.init_args.evaluation.templates", '["We can see a dog in this image"]'],
      r"evaluation.templates must be a string with exactly one '\{\}' for the class name, got 'We can see a dog"),
     (["--model.init_args.evaluation.retrieval_k", "[1, 0]"],
-     r"evaluation.retrieval_k values must be ints >= 1 \(k of precision@k\), got 0"),
+     r"evaluation.retrieval_k values must be positive ints, got 0"),
 ])
 def test_bad_settings_are_one_line_errors_before_any_run(tmp_path, capsys, override, message):
     assert re.search("^lightning-unlearn: error: .*" + message, cli_error(tmp_path, capsys, *override))

@@ -208,3 +208,15 @@ def test_report_table_comes_after_the_progress_bar(tmp_path, monkeypatch):
     trainer.fit(module, data)
     assert "table" in events and events.index("bar closed") < events.index("table"), events
     assert events.count("table") == 1
+
+
+def test_load_from_checkpoint_rebuilds_the_method_and_the_weights(tmp_path):
+    module = tiny_module(method=MultimodalLipschitz(num_perturbations=4, reduction="mean"))
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, max_epochs=0)
+    trainer.strategy.connect(module)
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = UnlearningModule.load_from_checkpoint(path, weights_only=True)
+    assert isinstance(loaded.method, MultimodalLipschitz) and loaded.method.hparams == module.method.hparams
+    for (name, a), (_, b) in zip(module.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name

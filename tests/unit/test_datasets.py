@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import inspect
 import re
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
 from lightning_unlearn.evaluation.probes import linear_probe, paraphrase_result, relearn, stratified_folds

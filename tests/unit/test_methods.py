@@ -58,3 +58,16 @@ def test_a_method_that_forgets_to_implement_its_step_says_so():
 
     with pytest.raises(NotImplementedError, match="Half trains but does not implement training_step"):
         Half().training_step(None, {})
+
+
+def test_a_described_method_is_rebuilt_from_its_dict():
+    from lightning_unlearn.methods import as_method
+
+    original = EmbeddingLoss(alpha=0.5, num_perturbations=4)
+    rebuilt = as_method(original.describe())
+    assert type(rebuilt) is EmbeddingLoss and rebuilt.hparams == original.hparams
+    assert as_method(original) is original
+    with pytest.raises(ConfigError, match=r"method class 'builtins.dict' is not an UnlearningMethod"):
+        as_method({"class_path": "builtins.dict"})
+    with pytest.raises(ConfigError, match=r"method must be an UnlearningMethod or a class_path/init_args dict, got int"):
+        as_method(3)
