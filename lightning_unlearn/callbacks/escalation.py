@@ -118,9 +118,11 @@ class NoiseLayerEscalation(Callback):
     undone and nothing escalates; the best state is loaded at the end all the same. Learning-rate schedulers are not
     rewound.
 
-    Resuming with ``trainer.fit(ckpt_path=...)`` restores the schedule position, histories, best value and state, the
-    stopping reason and the epoch-start snapshot (all tensors, lists, dicts, floats, ints and strings, so the checkpoint
-    loads with ``torch.load(weights_only=True)``); the current sigma and ``k`` are re-applied at fit start. A
+    Resuming with ``trainer.fit(ckpt_path=...)`` restores the schedule position, histories, best value and state and
+    the epoch-start snapshot (all tensors, lists, dicts, floats, ints and strings, so the checkpoint loads with
+    ``torch.load(weights_only=True)``); the current sigma and ``k`` are re-applied at fit start. The stopping reason is
+    saved too, so a checkpoint says why its run stopped (``load_state_dict`` reads it back), but every fit starts
+    ``NOT_STOPPED``: it says why *this* fit stopped. A
     checkpoint saved in the middle of an epoch keeps that epoch's start snapshot. ``initial_best`` and ``positions``
     are init args: give the resumed run the same ones.
 
