@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import copy
 import importlib
-import inspect
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Optional, Sequence
 
 import yaml
 
+from lightning_unlearn._introspection import init_parameters
 from lightning_unlearn.errors import ConfigError, UnknownNameError
 from lightning_unlearn.methods.base import ZeroShotType
 from lightning_unlearn.names import unknown_name_message
@@ -122,22 +122,6 @@ def import_class(class_path: str, what: str = "class") -> type:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"{what} {class_path!r} is not available in this installation ({err})") from err
-
-
-def init_parameters(cls: type) -> set[str]:
-    """The argument names ``cls(...)`` takes: those of its ``__init__`` and, where an ``__init__``
-    passes ``**kwargs`` on, those of the base classes' (the project's convention)."""
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = vars(klass).get("__init__")
-        if init is None or klass is object:
-            continue
-        params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind in kinds and p.name != "self"}
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-            break
-    return names
 
 
 def accepted_args(cls: type, args: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
-from lightning_unlearn.metrics import split_accuracy
+from lightning_unlearn.metrics import ZeroShotAccuracy
 from lightning_unlearn.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
 
 #: The paper's Table 9 evaluation templates.
@@ -46,13 +46,12 @@ def split_from_features(
     ``embeddings`` are the ``[C, D]`` normalised class embeddings; logits are computed ``chunk``
     images at a time (as the evaluation loop does, so the arithmetic is the same).
     """
-    num_classes = embeddings.shape[0]
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    # The features are already gathered from every rank: count locally, no sync.
+    metric = ZeroShotAccuracy(embeddings.shape[0], list(target_labels), sync_on_compute=False)
     for start in range(0, len(data), chunk):
-        logits = zero_shot_logits(data.features[start : start + chunk], embeddings)
-        flat = data.labels[start : start + chunk] * num_classes + logits.argmax(dim=-1)
-        confusion += torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, -1)
-    return split_accuracy(confusion, list(target_labels))
+        metric.update(zero_shot_logits(data.features[start : start + chunk], embeddings),
+                      data.labels[start : start + chunk])
+    return metric.compute()
 
 
 def template_result(

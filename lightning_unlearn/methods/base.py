@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
 
 import torch
 
+from lightning_unlearn._introspection import init_parameters
 from lightning_unlearn.errors import ConfigError
 
 if TYPE_CHECKING:  # the module imports the methods; this import is for type checkers only
@@ -121,14 +122,7 @@ class UnlearningMethod(ABC):
     def hparams(self) -> dict[str, Any]:
         """The ``__init__`` arguments, read back from the attributes of the same name (those of base
         classes too, for a subclass that passes ``**kwargs`` on)."""
-        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        names: dict[str, None] = {}
-        for cls in type(self).__mro__:
-            if "__init__" in vars(cls) and issubclass(cls, UnlearningMethod):
-                for p in inspect.signature(vars(cls)["__init__"]).parameters.values():
-                    if p.name != "self" and p.kind in kinds:
-                        names.setdefault(p.name)
-        return {name: getattr(self, name) for name in names}
+        return {name: getattr(self, name) for name in init_parameters(type(self))}
 
     def describe(self) -> dict[str, Any]:
         """``class_path``/``init_args`` of this method: a plain dict for hyperparameters and reports."""
