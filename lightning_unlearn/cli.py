@@ -26,7 +26,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from lightning_unlearn.errors import MissingFileError, UnknownNameError, UnlearnError
 from lightning_unlearn.io import check_output_dir
-from lightning_unlearn.names import close_matches
+from lightning_unlearn.names import matches_clause
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
 DEBUG_ENV = "LIGHTNING_UNLEARN_DEBUG"
@@ -77,9 +77,8 @@ def resolve_config(value: str) -> str:
     names = packaged_configs()
     if os.sep in value or value.endswith((".yaml", ".yml")):
         raise MissingFileError(f"config file {value!r} does not exist; packaged configs: {', '.join(names)}")
-    hint = close_matches(value, names)
     raise UnknownNameError(
-        f"unknown config {value!r}" + (f"; close matches: {', '.join(map(repr, hint))}" if hint else "")
+        f"unknown config {value!r}" + matches_clause(value, names)
         + f". Packaged configs: {', '.join(names)}"
     )
 

@@ -46,8 +46,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import yaml
 
 from lightning_unlearn.errors import ConfigError, UnknownNameError, UnlearnError
-from lightning_unlearn.io import atomic_path, atomic_write_json, atomic_write_text, check_output_dir
-from lightning_unlearn.names import class_key, close_matches
+from lightning_unlearn.io import atomic_write_json, atomic_write_text, check_output_dir
+from lightning_unlearn.names import class_key, matches_clause
 from lightning_unlearn.presets import (
     PRESETS,
     MethodPreset,
@@ -237,9 +237,8 @@ def _resolve_class(cls: str, fits: Sequence[FitConfig]) -> tuple[FitConfig, Forg
     if len(fits) == 1:
         raise errors[0]
     every = sorted({c for f in fits for v in ([f.explicit] if f.explicit else f.vocabularies.values()) for c in v.classnames})
-    hint = close_matches(cls, every)
     raise UnknownNameError(f"unknown class {cls!r}: it is in none of the forget datasets of {[f.name for f in fits]}"
-                           + (f"; close matches: {', '.join(map(repr, hint))}" if hint else ""))
+                           + matches_clause(cls, every))
 
 
 def run_config(settings: CompareSettings, run: Run) -> dict[str, Any]:
@@ -532,13 +531,11 @@ def render_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Opti
 
 def render_plot(plan: Plan, rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     """``compare.png``: mean target drop against mean collateral drop (points), one per method."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib import pyplot as plt
+    from lightning_unlearn.evaluation.plots import new_figure, save_png
 
     colours = {"ZS": "tab:blue", "semi ZS": "tab:orange", "not ZS": "tab:red"}
-    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
+    fig = new_figure(6.4, 4.8, dpi=120)
+    ax = fig.subplots()
     points = []
     for method in plan.settings.methods:
         done = [r for r in rows if r.get("status") == "ok" and r["method"] == method]
@@ -563,10 +560,7 @@ def render_plot(plan: Plan, rows: Sequence[Mapping[str, Any]], path: Path) -> No
     ax.set_ylabel("forgetting: drop of the target class (points)")
     ax.set_title("Forgetting against collateral (mean over classes and seeds)")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def write_outputs(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Optional[float] = None) -> None:

@@ -29,7 +29,7 @@ from torch import nn
 
 from lightning_unlearn._validation import _choice_validation
 from lightning_unlearn.errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
-from lightning_unlearn.names import close_matches
+from lightning_unlearn.names import matches_clause
 
 EligibilityPreset = Literal["paper", "blocks", "all"]
 TOWERS = ("vision", "text")
@@ -129,10 +129,9 @@ def check_model_name(name: str) -> None:
     register_project_model_configs()
     models = open_clip.list_models()
     if name not in models:
-        hint = close_matches(name, models)
         raise UnknownNameError(
             f"unknown open_clip model {name!r}"
-            + (f"; close matches: {', '.join(map(repr, hint))}" if hint else "")
+            + matches_clause(name, models)
             + ". open_clip.list_models() lists all names"
         )
 
@@ -154,10 +153,9 @@ def _check_pretrained(name: str, pretrained: str) -> None:
     if _looks_like_path(pretrained):
         raise MissingFileError(f"pretrained checkpoint {pretrained!r} does not exist")
     tags = _known_tags(name)
-    hint = close_matches(pretrained, tags)
     raise UnknownNameError(
         f"unknown pretrained tag {pretrained!r} for model {name!r}"
-        + (f"; close matches: {', '.join(map(repr, hint))}" if hint else "")
+        + matches_clause(pretrained, tags)
         + f". Known tags: {', '.join(tags) or 'none'}; or give the path of a local checkpoint file"
     )
 

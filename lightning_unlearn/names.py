@@ -30,12 +30,18 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 5) -> list[str]
     return [keyed[hit] for hit in hits]
 
 
+def matches_clause(word: str, candidates: Iterable[str]) -> str:
+    """``"; close matches: 'a', 'b'"`` for the close matches of ``word``, or ``""`` if there are none."""
+    hint = close_matches(word, candidates)
+    return f"; close matches: {', '.join(map(repr, hint))}" if hint else ""
+
+
 def unknown_name_message(kind: str, name: str, known: Sequence[str], where: str = "", show_all: int = 12) -> str:
     """``unknown <kind> 'x' [in where]; close matches: 'a', 'b'`` plus the known names if they are few."""
     message = f"unknown {kind} {name!r}" + (f" in {where}" if where else "")
-    hint = close_matches(name, known)
-    if hint:
-        message += f"; close matches: {', '.join(map(repr, hint))}"
+    clause = matches_clause(name, known)
+    if clause:
+        message += clause
     elif known and len(known) <= show_all:
         message += f"; known: {', '.join(map(repr, known))}"
     return message

@@ -14,7 +14,7 @@ from typing import Mapping, Optional, Sequence
 
 from lightning_unlearn._validation import _template_validation, _templates_validation
 from lightning_unlearn.errors import ConfigError, UnknownNameError
-from lightning_unlearn.names import class_key, close_matches, prompt_name
+from lightning_unlearn.names import class_key, matches_clause, prompt_name
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ class ForgetSpec:
 def _unknown_class(name: str, vocabulary: Vocabulary, vocabularies: Mapping[str, Vocabulary]) -> UnknownNameError:
     where = f"dataset {vocabulary.name!r}" if vocabulary.name else "the vocabulary"
     message = f"unknown class {name!r} in {where}"
-    hint = close_matches(name, vocabulary.classnames)
-    if hint:
-        message += f"; close matches: {', '.join(map(repr, hint))}"
+    message += matches_clause(name, vocabulary.classnames)
     elsewhere = [d for d, v in vocabularies.items() if d != vocabulary.name and class_key(name) in v.index()]
     if elsewhere:
         message += f"; it is a class of {', '.join(map(repr, elsewhere))}: set forget_dataset accordingly"
@@ -99,10 +97,9 @@ def _holding_vocabulary(classes: Sequence[str], vocabularies: Mapping[str, Vocab
     for name in classes:
         if not any(class_key(name) in v.index() for v in vocabularies.values()):
             every = sorted({c for v in vocabularies.values() for c in v.classnames})
-            hint = close_matches(name, every)
             raise UnknownNameError(
                 f"class {name!r} is in none of the evaluation datasets {list(vocabularies)}"
-                + (f"; close matches: {', '.join(map(repr, hint))}" if hint else "")
+                + matches_clause(name, every)
             )
     raise ConfigError(f"no single evaluation dataset holds all of {list(classes)}; forget them in separate runs")
 
@@ -135,10 +132,9 @@ def resolve_forget_spec(
         if forget_dataset is not None:
             if forget_dataset not in vocabularies:
                 known = list(vocabularies)
-                hint = close_matches(forget_dataset, known)
                 raise UnknownNameError(
                     f"forget_dataset {forget_dataset!r} is not among the evaluation datasets {known}"
-                    + (f"; close matches: {', '.join(map(repr, hint))}" if hint else "")
+                    + matches_clause(forget_dataset, known)
                 )
             vocabulary = vocabularies[forget_dataset]
         else:

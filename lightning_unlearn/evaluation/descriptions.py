@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from lightning_unlearn.errors import ConfigError, MissingFileError
-from lightning_unlearn.names import class_key, close_matches
+from lightning_unlearn.names import class_key, matches_clause
 
 #: Description files shipped with the package, by name.
 PACKAGED_DESCRIPTIONS: dict[str, Path] = {
@@ -95,10 +95,9 @@ def descriptions_for(descriptions: Mapping[str, list[str]], classes: Sequence[st
     for name in classes:
         texts = by_key.get(class_key(name))
         if texts is None:
-            hint = close_matches(name, list(descriptions))
             raise ConfigError(
                 f"{where} has no descriptions of the forgotten class {name!r}"
-                + (f"; close matches: {', '.join(map(repr, hint))}" if hint else "")
+                + matches_clause(name, list(descriptions))
                 + f" (it describes {len(descriptions)} classes)"
             )
         out[name] = list(texts)

@@ -21,13 +21,15 @@ PLOTS_DIR = "plots"
 _COLOURS = {"before": "#4c72b0", "after": "#dd8452"}
 
 
-def _figure(width: float, height: float) -> Any:
+def new_figure(width: float, height: float, dpi: int = 100) -> Any:
+    """A matplotlib ``Figure`` that needs no pyplot (no global backend, no figure registry)."""
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    return Figure(figsize=(width, height), dpi=dpi, layout="constrained")
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: Path) -> None:
+    """Write ``fig`` as a PNG, atomically."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
@@ -49,7 +51,7 @@ def plot_samples(path: Path, rows: Mapping[str, torch.Tensor], per_row: int = 8)
     if not rows:
         raise ValueError("no images to show")
     columns = max(len(images) for images in rows.values())
-    fig = _figure(1.1 * columns + 1.2, 1.15 * len(rows) + 0.3)
+    fig = new_figure(1.1 * columns + 1.2, 1.15 * len(rows) + 0.3)
     axes = fig.subplots(len(rows), columns, squeeze=False)
     for r, (label, images) in enumerate(rows.items()):
         for c in range(columns):
@@ -62,7 +64,7 @@ def plot_samples(path: Path, rows: Mapping[str, torch.Tensor], per_row: int = 8)
                 ax.axis("off")
         axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
     fig.suptitle("Forget images (model input)")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _bars(ax: Any, groups: Sequence[str], series: Mapping[str, Sequence[float]], ylabel: str) -> None:
@@ -89,7 +91,7 @@ def plot_template_bars(path: Path, evaluation: Mapping[str, Any], forget_dataset
     states = evaluation["states"]
     keys = list(templates)
     datasets = list(next(iter(templates.values()))[states[0]]["datasets"])
-    fig = _figure(max(6.0, 1.4 * len(keys) + 2), 3.0 * len(datasets))
+    fig = new_figure(max(6.0, 1.4 * len(keys) + 2), 3.0 * len(datasets))
     axes = fig.subplots(len(datasets), 1, squeeze=False)
     for ax, name in zip((a[0] for a in axes), datasets):
         series: dict[str, list[float]] = {}
@@ -104,7 +106,7 @@ def plot_template_bars(path: Path, evaluation: Mapping[str, Any], forget_dataset
         _bars(ax, [_short(k) for k in keys], series, "zero-shot accuracy (%)")
         ax.set_title(name, fontsize=10)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_trace(path: Path, trace: Mapping[str, Any]) -> None:
@@ -113,7 +115,7 @@ def plot_trace(path: Path, trace: Mapping[str, Any]) -> None:
     if not synthetic:
         raise ValueError("no validation step was recorded")
     steps = list(range(1, len(synthetic) + 1))
-    fig = _figure(7.0, 5.0)
+    fig = new_figure(7.0, 5.0)
     top, bottom = fig.subplots(2, 1, sharex=True)
     top.plot(steps, [_pct(v) for v in synthetic], marker=".", label="synthetic set")
     real = trace.get("real_valid_acc") or []
@@ -134,13 +136,13 @@ def plot_trace(path: Path, trace: Mapping[str, Any]) -> None:
         twin.set_ylabel("k (selected tensors)")
         twin.legend(fontsize=8, loc="lower right")
     bottom.legend(fontsize=8, loc="upper left")
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_retrieval(path: Path, retrieval: Mapping[str, Any], states: Sequence[str]) -> None:
     """Precision@k of both retrieval kinds, target and other classes, before/after."""
     ks = [f"p@{k}" for k in retrieval["k"]]
-    fig = _figure(9.0, 3.2)
+    fig = new_figure(9.0, 3.2)
     axes = fig.subplots(1, 2, squeeze=False)[0]
     for ax, kind in zip(axes, ("image_from_text", "image_from_image")):
         series = {}
@@ -150,7 +152,7 @@ def plot_retrieval(path: Path, retrieval: Mapping[str, Any], states: Sequence[st
         _bars(ax, ks, series, "precision (%)")
         ax.set_title(kind.replace("_", " "), fontsize=10)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def _attempt(name: str, draw: Callable[[], None], written: list[str], relative: str) -> None:
