@@ -21,7 +21,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence, Union
 
 import open_clip
 import torch
@@ -423,10 +423,15 @@ def set_batchnorm_eval(model: nn.Module) -> None:
             mod.eval()
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of a model's weights, to key caches of things derived from it."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+def tensors_fingerprint(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
+    """A short hash of named tensors (names and float32 values, in the order given)."""
+    digest = hashlib.sha256(salt.encode())
+    for name, tensor in named:
         digest.update(name.encode())
         digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weights, to key caches of things derived from it."""
+    return tensors_fingerprint(sorted(model.state_dict().items()))

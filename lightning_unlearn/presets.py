@@ -18,7 +18,7 @@ import copy
 import importlib
 from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -216,9 +216,3 @@ def _needs_data_switch(data: Mapping[str, Any], preset: MethodPreset) -> bool:
     if preset.forget_images == "real":
         return not real
     return real or not has_forget_set
-
-
-def preset_table(names: Optional[Sequence[str]] = None) -> list[tuple[str, str, str, str]]:
-    """``(name, zero-shot type, method class, description)`` of each preset (all by default)."""
-    return [(p.name, p.zero_shot, p.method.rpartition(".")[2], p.description)
-            for p in (get_preset(n) for n in (names or list(PRESETS)))]

@@ -145,11 +145,7 @@ def _rows(report: dict[str, Any], real_valid: bool = True) -> list[tuple[str, st
     for name in sorted(set(before.get("datasets", {})) | set(after.get("datasets", {}))):
         b = before.get("datasets", {}).get(name, {})
         a = after.get("datasets", {}).get(name, {})
-        for key, label in (("accuracy", ""),) + tuple((g, f" [{g}]") for g in sorted(a.get("groups", {}) or {})):
-            if key == "accuracy":
-                rows.append((f"{name} (all classes)", _pct(b.get("accuracy")), _pct(a.get("accuracy"))))
-            else:
-                rows.append((f"{name}{label}", _pct((b.get("groups") or {}).get(key)), _pct(a["groups"][key])))
+        rows.append((f"{name} (all classes)", _pct(b.get("accuracy")), _pct(a.get("accuracy"))))
     return rows
 
 

@@ -36,7 +36,7 @@ from lightning_unlearn._validation import (
 )
 from lightning_unlearn.errors import ConfigError, IllConditionedError, UnsupportedModelError
 from lightning_unlearn.io import atomic_path, cache_dir as default_cache_dir
-from lightning_unlearn.models import eval_mode
+from lightning_unlearn.models import eval_mode, tensors_fingerprint
 
 #: Bump when what :func:`pooled_text_features` returns changes: old caches are then ignored.
 FEATURE_CACHE_FORMAT = 1
@@ -261,13 +261,9 @@ def text_tower_fingerprint(model: nn.Module) -> str:
     """A short hash of the text tower's tensors except the final projection (what pooled features depend on)."""
     proj = locate_text_projection(model)
     skip = tuple(proj.parameter_names())
-    digest = hashlib.sha256(type(model).__name__.encode())
-    for name, tensor in sorted(proj.tower.state_dict(prefix=proj.prefix).items()):
-        if name in skip or (proj.prefix == "" and name.startswith(("visual.", "logit_"))):
-            continue
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    named = [(name, tensor) for name, tensor in sorted(proj.tower.state_dict(prefix=proj.prefix).items())
+             if name not in skip and not (proj.prefix == "" and name.startswith(("visual.", "logit_")))]
+    return tensors_fingerprint(named, salt=type(model).__name__)
 
 
 def prompts_digest(prompts: Sequence[str]) -> str:

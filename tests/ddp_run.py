@@ -92,9 +92,9 @@ synthetic_dm.atomic_path = _recording(synthetic_dm.atomic_path)
 _synthesise = SyntheticForgetDataModule.synthesise
 
 
-def _counting_synthesise(self, module):
+def _counting_synthesise(self, module, **kwargs):
     MADE["count"] += 1
-    return _synthesise(self, module)
+    return _synthesise(self, module, **kwargs)
 
 
 SyntheticForgetDataModule.synthesise = _counting_synthesise

@@ -11,8 +11,9 @@ synthesises it; :class:`~lightning_unlearn.datamodules.RealForgetDataModule` rea
 Two optional extras, made the same way (rank zero, then broadcast):
 
 - real validation images (``real_valid_images``): up to N real images per forgotten class from the
-  forget dataset's ``val`` split, on which the module measures the target's accuracy at every
-  epoch end (``forget/real_valid_acc``; reported, never used for stopping);
+  forget dataset's ``val`` split, on which ``UnlearningReport`` measures the target's accuracy
+  before, after and at every epoch end (``forget/real_valid_acc``; reported, never used for
+  stopping);
 - retain images (:attr:`ForgetDataModule.retain_set`, real-image DataModules only): real images of
   the other classes, served next to the forget images in every training batch
   (``retain_image``/``retain_label``) for methods with ``needs_retain_images``.

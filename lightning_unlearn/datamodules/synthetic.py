@@ -152,8 +152,7 @@ class SyntheticForgetDataModule(ForgetDataModule):
         if cached is not None:
             rank_zero_info(f"Synthetic forget set: using cache {path}")
             return cached
-        # `synthesise(module)` stays the plain call (subclasses and tests override it with that signature)
-        made = self.synthesise(module, real_targets=real_targets) if real_targets else self.synthesise(module)
+        made = self.synthesise(module, real_targets=real_targets)
         with atomic_path(path) as tmp:
             torch.save(_to_payload(made), tmp)
         rank_zero_info(f"Synthetic forget set: {len(made.images)} images in {made.seconds:.1f}s, "

@@ -16,7 +16,7 @@ and the vocabularies (no Trainer involved), so the same problem can be solved an
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 
 import torch
@@ -26,7 +26,6 @@ from lightning_unlearn._validation import (
     _choice_validation,
     _positive_int_validation,
     _positive_number_validation,
-    _template_validation,
     _templates_validation,
     _unit_interval_validation,
 )
@@ -402,22 +401,15 @@ class TextProjectionEdit(UnlearningMethod):
         self._keep(locals())
 
     def settings(self) -> EditSettings:
-        """The prompt-bank settings as an :class:`EditSettings`."""
-        return EditSettings(
-            target=self.target, neutral=self.neutral, neutral_prompt=self.neutral_prompt, templates=self.templates,
-            composed_templates=self.composed_templates, retain_templates_per_class=self.retain_templates_per_class,
-            generic_vocabulary=self.generic_vocabulary, generic_templates_per_class=self.generic_templates_per_class,
-            evaluation_prompt_weight=self.evaluation_prompt_weight, generic_weight=self.generic_weight, seed=self.seed,
-        )
+        """The prompt-bank settings (the init args :class:`EditSettings` names) as an :class:`EditSettings`."""
+        return EditSettings(**{f.name: getattr(self, f.name) for f in fields(EditSettings)})
 
     def setup(self, module: "UnlearningModule") -> None:
         locate_text_projection(module.model)  # an unsupported model fails before any work
 
     def apply(self, module: "UnlearningModule") -> dict[str, Any]:
         spec = module.spec
-        template = module.hparams.get("forget_prompt") if hasattr(module, "hparams") else None
-        if template is not None:
-            _template_validation("forget_prompt", template)
+        template = module.hparams.get("forget_prompt")  # checked by the module
         problem = build_edit_problem(
             module.model, module.tokenizer, spec.names, spec.prompts, evaluation_vocabularies(module), self.settings(),
             forget_prompt_template=template, batch_size=self.batch_size, cache_dir=self.cache_dir,

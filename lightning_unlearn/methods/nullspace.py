@@ -76,7 +76,6 @@ class NullSpaceProjection(UnlearningMethod):
         self._check_model(module.model)
 
     def apply(self, module: "UnlearningModule") -> dict[str, Any]:
-        self._check_model(module.model)
         spec = module.spec
         templates = self.templates or list(spec.vocabulary.templates)
         start = time.perf_counter()

@@ -71,3 +71,16 @@ def test_a_described_method_is_rebuilt_from_its_dict():
         as_method({"class_path": "builtins.dict"})
     with pytest.raises(ConfigError, match=r"method must be an UnlearningMethod or a class_path/init_args dict, got int"):
         as_method(3)
+
+
+def test_edit_settings_defaults_are_the_methods():
+    """EditSettings (the Trainer-free API) and TextProjectionEdit give the same defaults."""
+    import inspect
+    from dataclasses import fields
+
+    from lightning_unlearn.methods.edit import EditSettings
+
+    signature = inspect.signature(TextProjectionEdit.__init__).parameters
+    assert {f.name: f.default for f in fields(EditSettings)} == {f.name: signature[f.name].default
+                                                                 for f in fields(EditSettings)}
+    assert TextProjectionEdit(seed=3, composed_templates=7).settings() == EditSettings(seed=3, composed_templates=7)
