@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Union
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_unlearn._distributed import on_rank_zero
 from lightning_unlearn._validation import (
     _choice_validation,
     _number_list_validation,
@@ -323,13 +324,21 @@ class EvaluationRunner:
             if suite.verification_images:
                 self._verification(result, dm, synthetic, timer)
             dataset = self.target_dataset(dm)
+            # The probes train (a logistic regression; a copy of the model): once, on rank 0, and
+            # every rank gets the figures, so nothing differs between ranks and no work is repeated.
             if suite.linear_probe and dataset is not None:
                 positive = torch.isin(features[dataset].labels, torch.tensor(module.spec.targets[dataset]))
-                result["linear_probe"] = probes.linear_probe(features[dataset].features, positive, suite.probe_folds,
-                                                             suite.seed)
+                result["linear_probe"] = on_rank_zero(trainer, lambda: probes.linear_probe(
+                    features[dataset].features, positive, suite.probe_folds, suite.seed))
                 timer.lap("linear_probe")
             if suite.relearn_steps and state == "after" and dataset is not None:
-                self._relearn(result, dataset, dm, reference_target, timer)
+                def relearn() -> dict[str, Any]:
+                    section: dict[str, Any] = {}
+                    self._relearn(section, dataset, dm, reference_target, _Timer())
+                    return section
+
+                result.update(on_rank_zero(trainer, relearn))
+                timer.lap("relearn")
             if self.paraphrases and dataset is not None:
                 self._paraphrases(result, features[dataset], own[dataset], dataset, dm, timer)
         result["seconds"] = timer.seconds
