@@ -334,14 +334,16 @@ class UnlearningModule(pl.LightningModule):
         self._run_suite()
 
     def _captured_shards(self) -> Optional[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
-        """The evaluation loop's features, if they cover every image of every dataset in order
-        (one process, no batch limit); else None (the suite encodes its own exact shards)."""
+        """The evaluation loop's features, if they are this rank's whole shard of every dataset
+        (images ``rank, rank + W, ...``: the DataModule's ``ShardSampler``; no batch limit); else
+        None (the suite encodes its own exact shards)."""
         datasets = self._eval_datasets()
-        if self.world_size != 1 or set(self._captured) != set(datasets):
+        if set(self._captured) != set(datasets):
             return None
         shards = {name: (torch.cat([f for f, _ in parts]), torch.cat([y for _, y in parts]))
                   for name, parts in self._captured.items()}
-        if any(len(shards[name][1]) != len(ds) for name, ds in datasets.items()):
+        rank, world = self.global_rank, self.world_size
+        if any(len(shards[name][1]) != len(range(rank, len(ds), world)) for name, ds in datasets.items()):
             return None
         return shards
 

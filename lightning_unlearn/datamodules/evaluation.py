@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from lightning_unlearn._validation import _choice_validation, _positive_int_validation
 from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory, needs_root
 from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.spec import Vocabulary
+
+
+class ShardSampler(DistributedSampler):
+    """Rank ``r`` of ``W`` takes images ``r, r + W, r + 2W, ...``, in order and without padding.
+
+    Lightning keeps a ``DistributedSampler`` it is given, so evaluation under DDP counts every image
+    exactly once (its own sampler would pad the last shards with repeated images), and each rank's
+    shard is the one ``evaluation_loaders`` gives, which the evaluation suite gathers.
+    """
+
+    def __init__(self, dataset: Any, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, len(self.dataset), self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas))
 
 
 def dataset_labels(dataset: Any) -> list[int]:
@@ -167,10 +185,13 @@ class EvaluationDataModule(LightningDataModule):
                 " attribute (PIL images cannot be batched)"
             )
 
-    def _loader(self, dataset: Any) -> DataLoader:
+    def _loader(self, dataset: Any, shard: bool = False) -> DataLoader:
         self._require_transform()
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        sampler = None
+        if shard and getattr(self.trainer, "world_size", 1) > 1:
+            sampler = ShardSampler(dataset, self.trainer.world_size, self.trainer.global_rank)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, sampler=sampler,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def evaluation_loaders(self, rank: int = 0, world_size: int = 1) -> dict[str, DataLoader]:
         """Each dataset's shard for ``rank``: every ``world_size``-th image, no padding (exact counts)."""
@@ -179,9 +200,9 @@ class EvaluationDataModule(LightningDataModule):
                 for name, ds in self.eval_datasets.items()}
 
     def val_dataloader(self) -> list[DataLoader]:
-        """One DataLoader per dataset, in the order given."""
-        return [self._loader(ds) for ds in self.eval_datasets.values()]
+        """One DataLoader per dataset, in the order given (under DDP each rank's exact shard)."""
+        return [self._loader(ds, shard=True) for ds in self.eval_datasets.values()]
 
     def test_dataloader(self) -> list[DataLoader]:
-        """One DataLoader per dataset, in the order given."""
-        return [self._loader(ds) for ds in self.eval_datasets.values()]
+        """One DataLoader per dataset, in the order given (under DDP each rank's exact shard)."""
+        return [self._loader(ds, shard=True) for ds in self.eval_datasets.values()]

@@ -509,3 +509,12 @@ def test_datamodule_without_transform(paper_root):
     dm.setup("test")
     with pytest.raises(ConfigError, match="no image transform"):
         dm.test_dataloader()
+
+
+def test_shard_sampler_splits_without_padding():
+    from lightning_unlearn.datamodules.evaluation import ShardSampler
+
+    data = list(range(7))
+    shards = [list(ShardSampler(data, num_replicas=3, rank=r)) for r in range(3)]
+    assert shards == [[0, 3, 6], [1, 4], [2, 5]] and [len(ShardSampler(data, 3, r)) for r in range(3)] == [3, 2, 2]
+    assert sorted(sum(shards, [])) == data  # every image once, none repeated
