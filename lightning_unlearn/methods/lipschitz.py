@@ -87,7 +87,9 @@ class EmbeddingLoss(PerturbationMethod):
 
     Args:
         alpha: weight of the last term (the paper gives no value; 1.0 here).
-        **kwargs: the :class:`PerturbationMethod` settings (num_perturbations, max_batch, ...).
+        **kwargs: the :class:`PerturbationMethod` settings (num_perturbations, max_batch, ...);
+            ``noise_norm`` is accepted (a config carried over from another method keeps working)
+            but has no effect: Emb does not divide by the noise norm.
     """
 
     short_name = "emb"
