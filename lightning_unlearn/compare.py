@@ -90,6 +90,10 @@ class CompareSettings:
         export: keep every run's ``unlearned.safetensors`` (about the model's size per run).
         show_runs: print each run's own output as ``fit`` does (progress bar, tables) instead of
             one progress bar over the runs (``make demo`` shows its two runs this way).
+        measure_forget_set: training-free methods keep the fit config's forget DataModule, so their
+            reports also measure the forget set (e.g. the synthetic set's accuracy and its
+            verification figures); the set is made once per class and cached, so with the paper's
+            method in the same comparison it costs nothing.
     """
 
     methods: list[str] = field(default_factory=lambda: ["lip", "emb", "amns"])
@@ -101,6 +105,7 @@ class CompareSettings:
     real_data: dict[str, Any] = field(default_factory=dict)
     export: bool = True
     show_runs: bool = False
+    measure_forget_set: bool = False
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,7 @@ def run_config(settings: CompareSettings, run: Run) -> dict[str, Any]:
     """The fit config of ``run``: its preset applied to its fit config, the class and seed set,
     the outputs sent to the run's folder, the overrides applied last."""
     preset = get_preset(run.method)
-    config = apply_preset(run.fit.config, preset)
+    config = apply_preset(run.fit.config, preset, keep_forget_set=settings.measure_forget_set)
     config["seed_everything"] = run.seed
     model = config["model"]["init_args"]
     model["forget_classes"] = [run.cls]

@@ -174,8 +174,11 @@ def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
             node = node[part]
 
 
-def apply_preset(fit_config: Mapping[str, Any], preset: MethodPreset) -> dict[str, Any]:
+def apply_preset(fit_config: Mapping[str, Any], preset: MethodPreset, keep_forget_set: bool = False) -> dict[str, Any]:
     """The fit config of ``preset``: ``fit_config`` with the preset's method, data and changes.
+
+    ``keep_forget_set``: a training-free preset keeps the fit config's forget DataModule, so its
+    run also measures the forget set (it does not train on it).
 
     Raises:
         ConfigError: the fit config lacks a ``model``/``data`` section, or a class cannot be imported.
@@ -190,8 +193,9 @@ def apply_preset(fit_config: Mapping[str, Any], preset: MethodPreset) -> dict[st
     method["init_args"] = {**method.get("init_args", {}), **preset.method_args}
     model_args["method"] = method
     model_args.update(preset.model_args)
+    keep = keep_forget_set and preset.forget_images == "none"
     data = _switch_class(config["data"], DATA_CLASSES[preset.forget_images]) \
-        if _needs_data_switch(config["data"], preset) else copy.deepcopy(config["data"])
+        if not keep and _needs_data_switch(config["data"], preset) else copy.deepcopy(config["data"])
     data.setdefault("init_args", {}).update(preset.data_args)
     config["data"] = data
     trainer = config.setdefault("trainer", {}) or {}
