@@ -90,6 +90,7 @@ class CompareSettings:
         export: keep every run's ``unlearned.safetensors`` (about the model's size per run).
         show_runs: print each run's own output as ``fit`` does (progress bar, tables) instead of
             one progress bar over the runs (``make demo`` shows its two runs this way).
+        resume: skip the runs an earlier call of the same comparison finished (False: run them again).
         measure_forget_set: training-free methods keep the fit config's forget DataModule, so their
             reports also measure the forget set (e.g. the synthetic set's accuracy and its
             verification figures); the set is made once per class and cached, so with the paper's
@@ -105,6 +106,7 @@ class CompareSettings:
     real_data: dict[str, Any] = field(default_factory=dict)
     export: bool = True
     show_runs: bool = False
+    resume: bool = True
     measure_forget_set: bool = False
 
 
@@ -580,10 +582,10 @@ def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Any:
     every other dataset, before -> after, and the seconds per run (compare.md has every column)."""
     from rich.table import Table
 
-    table = Table(title="Unlearning comparison: zero-shot accuracy (%), before -> after, mean over runs")
+    other = f"; other domain: {plan.other_datasets[0]}" if len(plan.other_datasets) == 1 else ""
+    table = Table(title=f"Unlearning comparison: zero-shot accuracy (%), before -> after, mean over runs{other}")
     several = len({r.spec.dataset for r in plan.runs}) > 1
-    heads = (["forget dataset"] if several else []) + ["method", "target", "other classes"] \
-        + [f"{ds} (other domain)" if len(plan.other_datasets) == 1 else ds for ds in plan.other_datasets] + ["s"]
+    heads = (["forget dataset"] if several else []) + ["method", "target", "other classes"] + plan.other_datasets + ["s"]
     for i, head in enumerate(heads):
         table.add_column(head, justify="left" if i < 1 + several else "right", no_wrap=i >= 1 + several)
     both = lambda g, key: f"{_pct(g[key + '_bf'])} -> {_pct(g[key + '_af'])}" if g[key + "_af"] is not None else ""  # noqa: E731
@@ -614,7 +616,8 @@ def run_comparison(settings: CompareSettings, console: Any = None) -> Path:
     plan.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     configs = [run_config(settings, run) for run in plan.runs]
-    rows: list[Optional[dict[str, Any]]] = [finished_row(run, cfg) for run, cfg in zip(plan.runs, configs)]
+    rows: list[Optional[dict[str, Any]]] = [finished_row(run, cfg) if settings.resume else None
+                                            for run, cfg in zip(plan.runs, configs)]
     skipped = sum(row is not None for row in rows)
     if skipped:
         console.print(f"Resuming: {skipped} of {len(plan.runs)} runs already finished in {plan.out}")
