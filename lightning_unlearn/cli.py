@@ -68,9 +68,16 @@ def packaged_configs() -> list[str]:
 
 
 def resolve_config(value: str) -> str:
-    """A ``--config`` value: an existing file as is, else the packaged config of that name."""
+    """A ``--config`` value: an existing file as is, else the packaged config of that name.
+
+    ``configs/<name>.yaml``, the repository-relative spelling the README and docs use, also finds
+    the packaged config when run outside a checkout (the repository's ``configs`` is the package's).
+    """
     if Path(value).is_file():
         return value
+    path = Path(value)
+    if len(path.parts) == 2 and path.parts[0] == "configs" and (PACKAGED_CONFIGS / path.name).is_file():
+        return str(PACKAGED_CONFIGS / path.name)
     packaged = PACKAGED_CONFIGS / (value if value.endswith((".yaml", ".yml")) else f"{value}.yaml")
     if packaged.is_file() and not os.sep in value:
         return str(packaged)

@@ -72,6 +72,30 @@ def rotating_templates(pool: Sequence[str], count: int, offset: int) -> list[str
     return [pool[(offset * count + q) % len(pool)] for q in range(min(count, len(pool)))]
 
 
+def spread(pool: Sequence[str], count: int) -> list[str]:
+    """``count`` items of ``pool`` evenly spaced from its start (all of it if it is not longer)."""
+    if count <= 0:
+        return []
+    if count >= len(pool):
+        return list(pool)
+    return [pool[(i * len(pool)) // count] for i in range(count)]
+
+
+def shared_templates(own: Sequence[str], bank: Sequence[str], count: int) -> list[str]:
+    """The ``count`` templates every class of a vocabulary is encoded under when it is retained.
+
+    Its evaluation template (``own[0]``) first, then up to ``count - 1 - count // 2`` more of its
+    own templates, then templates spread evenly over ``bank`` (more of them when the vocabulary has
+    few of its own). Every class getting the same templates is what lets an edit compare the
+    classes under each template (:func:`~lightning_unlearn.textedit.retain_gram`).
+    """
+    _templates_validation("own", list(own))
+    _positive_int_validation("count", count)
+    chosen = list(dict.fromkeys(own))[: max(1, count - count // 2)]
+    chosen += spread([t for t in dict.fromkeys(bank) if t not in chosen], count - len(chosen))
+    return chosen
+
+
 def fill(template: str, classname: str) -> str:
     """A template with a class name (underscores as spaces)."""
     return template.format(prompt_name(classname))

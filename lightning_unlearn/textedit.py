@@ -373,16 +373,23 @@ def solve_ridge_edit(
     retain_weights: Optional[Tensor] = None,
     forget_weights: Optional[Tensor] = None,
     directions: Optional[Tensor] = None,
+    retain_groups: Optional[Tensor] = None,
+    relative_weight: float = 0.0,
 ) -> RidgeSolution:
     """Solve, in float64,
 
-    ``min_P'  mean_R w_i ||r_i P' - r_i P||^2 + lam mean_F v_j ||f_j P' - z_j||^2 + mu s ||P' - P||^2``
+    ``min_P'  mean_R w_i ||r_i P' - r_i P||^2 + c sum_g mean_{R_g} w_i ||(r_i - m_g)(P' - P)||^2
+    + lam mean_F v_j ||f_j P' - z_j||^2 + mu s ||P' - P||^2``
 
     where each data term is a weighted mean over its rows (so ``lam`` does not depend on how many
-    prompts a bank holds) and ``s = trace(R^T W R) / d`` is the retain features' mean energy per
-    coordinate (so ``mu`` does not depend on the features' scale). With ``A = R^T W R + lam F^T V F
-    + mu s I`` the normal equations give ``P' = P + A^{-1} lam F^T V (Z - F P)``: one SPD solve of size
-    ``d x d`` (``d`` = the pooled width, +1 with a bias), whatever the number of prompts or classes.
+    prompts a bank holds) and ``s = trace(G) / d`` is the retain term's mean energy per coordinate
+    (so ``mu`` does not depend on the features' scale). The second, class-relative term (weight
+    ``c = relative_weight``, groups ``retain_groups``) penalises how each retain prompt moves
+    relative to the (weighted) mean ``m_g`` of its group, e.g. every class under one template:
+    that relative move is what reorders classes at that template (see :func:`retain_gram`). With
+    ``A = G + lam F^T V F + mu s I`` (``G`` the retain Gram) the normal equations give
+    ``P' = P + A^{-1} lam F^T V (Z - F P)``: one SPD solve of size ``d x d`` (``d`` = the pooled
+    width, +1 with a bias), whatever the number of prompts or classes.
 
     Args:
         P: the projection ``[d, D]`` (rows for ``h`` augmented with a 1 if it has a bias).
@@ -396,6 +403,8 @@ def solve_ridge_edit(
         directions: restrict the change to ``P' = P + U W`` for these input directions ``U``
             ``[d, k]`` (e.g. :func:`forget_directions`): ``W = (U^T A U)^{-1} U^T B``, a ``k x k``
             solve; None for the full ``d x d`` solution.
+        retain_groups: a group id per retain row (``[n_r]`` integers) for the class-relative term.
+        relative_weight: its weight ``c`` (>= 0; 0 leaves only the absolute retain term).
 
     Raises:
         ConfigError: an empty retain or forget set, mismatched shapes, a negative weight.
@@ -422,9 +431,8 @@ def solve_ridge_edit(
     for name, tensor in (("the projection", P64), ("the retain features", R), ("the forget features", F),
                          ("the forget targets", Z)):
         check_finite(name, tensor)
-    w = _weights("retain_weights", retain_weights, len(R))
     v = _weights("forget_weights", forget_weights, len(F))
-    gram_r = R.T @ (w[:, None] * R)
+    gram_r = retain_gram(R, retain_weights, retain_groups, relative_weight)
     scale = float(torch.trace(gram_r)) / d
     A = gram_r + lam * F.T @ (v[:, None] * F) + (mu * scale) * torch.eye(d, dtype=torch.float64)
     B = lam * F.T @ (v[:, None] * (Z - F @ P64))
@@ -462,18 +470,58 @@ def weighted_gram(rows: Tensor, weights: Optional[Tensor] = None) -> Tensor:
     return rows.T @ (w[:, None] * rows)
 
 
+def retain_gram(
+    rows: Tensor,
+    weights: Optional[Tensor] = None,
+    groups: Optional[Tensor] = None,
+    relative_weight: float = 0.0,
+) -> Tensor:
+    """The retain term's Gram matrix: ``R^T W R + c sum_g (R_g - m_g)^T W_g (R_g - m_g)``.
+
+    ``W`` are the weights normalised to sum 1, ``m_g`` the weighted mean of the rows of group
+    ``g`` and ``c = relative_weight``. For a change ``D`` of the projection, ``tr(D^T G D)`` is the
+    weighted mean squared move of the retain embeddings plus ``c`` times their move *relative to
+    their group's mean move*. With one group per template (every retained class under it), the
+    second part is the move that reorders classes at that template: a move shared by all of them
+    changes no zero-shot decision among them. Weighting it keeps the classifier's ranking at
+    templates the edit never saw better than the absolute term alone (``docs/edit.md``).
+
+    Raises:
+        ConfigError: weights or groups that do not match the rows, or a negative ``relative_weight``.
+    """
+    rows = rows.to(torch.float64)
+    w = _weights("retain_weights", weights, len(rows))
+    gram = rows.T @ (w[:, None] * rows)
+    _positive_number_validation("relative_weight", relative_weight, allow_zero=True)
+    if relative_weight == 0:
+        return gram
+    if groups is None:
+        raise ConfigError("relative_weight > 0 needs retain groups (a group id per retain row)")
+    groups = torch.as_tensor(groups).flatten()
+    if len(groups) != len(rows) or groups.dtype.is_floating_point:
+        raise ConfigError(f"retain groups must be {len(rows)} integer ids, got {tuple(groups.shape)} {groups.dtype}")
+    ids, index = torch.unique(groups, return_inverse=True)
+    mass = torch.zeros(len(ids), dtype=torch.float64).index_add_(0, index, w)
+    means = torch.zeros(len(ids), rows.shape[1], dtype=torch.float64).index_add_(0, index, w[:, None] * rows)
+    centred = rows - means[index] / mass[index, None].clamp_min(1e-300)
+    return gram + float(relative_weight) * (centred.T @ (w[:, None] * centred))
+
+
 def forget_directions(
     retain: Tensor,
     forget_groups: Sequence[Tensor],
     per_class: int = 2,
     mu: float = 1e-3,
     retain_weights: Optional[Tensor] = None,
+    retain_groups: Optional[Tensor] = None,
+    relative_weight: float = 0.0,
 ) -> Tensor:
     """Input directions along which each forgotten class's prompts differ most from the retain prompts.
 
     For each group of forget rows ``F_c`` (one forgotten class under many templates), the top
-    ``per_class`` generalised eigenvectors of ``(F_c^T F_c / n, R^T W R + mu s I)``: the directions
-    ``u`` maximising the forget energy ``mean (f u)^2`` per unit of retain energy ``mean_W (r u)^2``.
+    ``per_class`` generalised eigenvectors of ``(F_c^T F_c / n, G + mu s I)`` (``G`` from
+    :func:`retain_gram`, with the same groups and ``relative_weight`` as the solve): the directions
+    ``u`` maximising the forget energy ``mean (f u)^2`` per unit of retain energy ``u^T G u``.
     An edit that reads only these directions moves every prompt by ``(h u) w``: a lot for the
     forgotten class in any template, little for the others. Returns an orthonormal basis
     ``[d, k]`` of their span (the restricted solve depends on the span only).
@@ -482,7 +530,7 @@ def forget_directions(
     _positive_number_validation("mu", mu, allow_zero=True)
     if not forget_groups:
         raise ConfigError("forget_directions needs at least one group of forget rows")
-    gram = _scaled_ridge(weighted_gram(retain, retain_weights), mu)
+    gram = _scaled_ridge(retain_gram(retain, retain_weights, retain_groups, relative_weight), mu)
     eig = torch.linalg.eigvalsh(gram)
     if not float(eig[0]) > float(eig[-1]) * MIN_RCOND:
         raise IllConditionedError(

@@ -38,6 +38,8 @@ from lightning_unlearn.promptbank import (
     imagenet_classnames,
     openai_templates,
     rotating_templates,
+    shared_templates,
+    spread,
     unique_classes,
 )
 from lightning_unlearn.spec import Vocabulary
@@ -59,6 +61,11 @@ if TYPE_CHECKING:
     from lightning_unlearn.module import UnlearningModule
 
 TargetKind = Literal["class_free", "neutral", "fixed"]
+#: Templates the generic vocabulary rotates through (spread over the bank): few enough that each
+#: holds many generic classes, for the class-relative retain term.
+GENERIC_TEMPLATE_POOL = 16
+#: Default weight of the class-relative retain term (docs/edit.md: 0 is the absolute term alone).
+DEFAULT_RELATIVE_WEIGHT = 1.0
 
 
 @dataclass
@@ -90,6 +97,8 @@ class EditProblem:
         targets: the embeddings the forget rows should get ``[n_f, D]``.
         retain: retain rows ``[n_r, d]``.
         retain_weights: their weights (sum 1).
+        retain_template_groups: for each retain row, the id of its (vocabulary, template) group,
+            for the class-relative retain term (:func:`~lightning_unlearn.textedit.retain_gram`).
         retain_groups: retain group name -> number of rows (for the report).
         templates: the template bank used for the forget prompts.
         vocabularies: names of the vocabularies retained.
@@ -105,6 +114,7 @@ class EditProblem:
     targets: Tensor
     retain: Tensor
     retain_weights: Tensor
+    retain_template_groups: Optional[Tensor] = None
     retain_groups: dict[str, int] = field(default_factory=dict)
     templates: list[str] = field(default_factory=list)
     vocabularies: list[str] = field(default_factory=list)
@@ -145,15 +155,17 @@ def build_edit_problem(
     """Assemble the edit's rows, weights and targets (no weight is changed).
 
     Forget rows: each forgotten class under every template of :func:`template_bank`, plus its
-    unlearning prompt. Retain rows: every other class of every vocabulary under its evaluation
-    prompt (the vocabulary's first template) and ``retain_templates_per_class - 1`` more templates
-    (its own and the bank's, rotating from class to class so that the classes cover the whole bank
-    between them), and each class of the generic vocabulary under ``generic_templates_per_class``
-    templates. Weights: the evaluation prompts share ``evaluation_prompt_weight``, the generic
-    vocabulary ``generic_weight`` and the other rows the rest; within a share, each vocabulary
-    counts the same and each of its rows the same. Prompts that do not fit the tokenizer's context
-    are dropped (a cut prompt may have lost its class name). Classes spelled like a forgotten class
-    are never retained, nor generic classes that contain its name ("beer bottle" for "bottle").
+    unlearning prompt. Retain rows: every other class of every vocabulary under the same
+    ``retain_templates_per_class`` templates (:func:`~lightning_unlearn.promptbank.shared_templates`:
+    the vocabulary's evaluation template, which is its first, then more of its own and of the
+    bank), and each class of the generic vocabulary under ``generic_templates_per_class`` templates
+    rotating through :data:`GENERIC_TEMPLATE_POOL` templates spread over the bank. Each retain row
+    is tagged with its (vocabulary, template) group for the class-relative term. Weights: the
+    evaluation prompts share ``evaluation_prompt_weight``, the generic vocabulary
+    ``generic_weight`` and the other rows the rest; within a share, each vocabulary counts the same
+    and each of its rows the same. Prompts that do not fit the tokenizer's context are dropped (a
+    cut prompt may have lost its class name). Classes spelled like a forgotten class are never
+    retained, nor generic classes that contain its name ("beer bottle" for "bottle").
 
     Raises:
         UnsupportedModelError: the text tower has no final linear projection.
@@ -181,32 +193,30 @@ def build_edit_problem(
         forget_text += [p for p, _ in pairs]
         neutral_text += [n for _, n in pairs]
 
-    # retain rows, grouped for the weights
+    # retain rows (vocabulary, prompt, group): every retained class of a vocabulary under the same
+    # templates, so that the class-relative term can compare them template by template
     retained = [v for v in vocabularies if unique_classes(v.classnames, forget_names)]
-    evaluation_rows: list[tuple[str, str]] = []  # (vocabulary, prompt)
-    other_rows: list[tuple[str, str]] = []
-    offset = 0
-    for vocab in retained:
+    evaluation_rows: list[tuple[str, str, tuple[int, str]]] = []
+    other_rows: list[tuple[str, str, tuple[int, str]]] = []
+    for index, vocab in enumerate(retained):
         name = vocab.name or "vocabulary"
-        pool = list(dict.fromkeys(list(vocab.templates[1:]) + bank))
-        for j, cls in enumerate(unique_classes(vocab.classnames, forget_names)):
-            evaluation_rows.append((name, fill(vocab.templates[0], cls)))
-            for template in rotating_templates(pool, settings.retain_templates_per_class - 1, offset + j):
-                other_rows.append((name, fill(template, cls)))
-        offset += len(vocab.classnames)
+        classes = unique_classes(vocab.classnames, forget_names)
+        for k, template in enumerate(shared_templates(vocab.templates, bank, settings.retain_templates_per_class)):
+            rows = evaluation_rows if k == 0 else other_rows
+            rows += [(name, fill(template, cls), (index, template)) for cls in classes]
     generic = _generic_names(settings)
-    generic_rows: list[str] = []
+    generic_rows: list[tuple[str, str, tuple[int, str]]] = []
     if generic:
+        pool = spread(bank, GENERIC_TEMPLATE_POOL)
         for j, cls in enumerate(unique_classes(generic, forget_names, exclude_words=True)):
-            generic_rows += [fill(t, cls) for t in rotating_templates(bank, settings.generic_templates_per_class, j)]
+            generic_rows += [("generic", fill(t, cls), (-1, t))
+                             for t in rotating_templates(pool, settings.generic_templates_per_class, j)]
 
-    def fitting(rows: list[Any], text: Any) -> list[Any]:
-        ok = fits_context(tokenizer, [text(r) for r in rows])
+    def fitting(rows: list[tuple[str, str, tuple[int, str]]]) -> list[tuple[str, str, tuple[int, str]]]:
+        ok = fits_context(tokenizer, [r[1] for r in rows])
         return [r for r, keep in zip(rows, ok) if keep]
 
-    evaluation_rows = fitting(evaluation_rows, lambda r: r[1])
-    other_rows = fitting(other_rows, lambda r: r[1])
-    generic_rows = fitting(generic_rows, lambda r: r)
+    evaluation_rows, other_rows, generic_rows = fitting(evaluation_rows), fitting(other_rows), fitting(generic_rows)
     if not evaluation_rows and not other_rows and not generic_rows:
         raise ConfigError(
             f"the retain set is empty: every class of {[v.name for v in vocabularies]} is forgotten and there is no "
@@ -216,15 +226,16 @@ def build_edit_problem(
     shares["templates"] = 1.0 - shares["evaluation"] - shares["generic"]
     weights: list[float] = []
     texts: list[str] = []
-    for share_name, rows in (("evaluation", evaluation_rows), ("templates", other_rows)):
+    group_ids: dict[tuple[int, str], int] = {}
+    groups_of_rows: list[int] = []
+    for share_name, rows in (("evaluation", evaluation_rows), ("templates", other_rows), ("generic", generic_rows)):
         per_vocab: dict[str, int] = {}
-        for vocab_name, _ in rows:
+        for vocab_name, _, _ in rows:
             per_vocab[vocab_name] = per_vocab.get(vocab_name, 0) + 1
-        for vocab_name, text in rows:
+        for vocab_name, text, key in rows:
             weights.append(shares[share_name] / (len(per_vocab) * per_vocab[vocab_name]))
             texts.append(text)
-    weights += [shares["generic"] / max(1, len(generic_rows))] * len(generic_rows)
-    texts += generic_rows
+            groups_of_rows.append(group_ids.setdefault(key, len(group_ids)))
 
     retain_feats, cached = cached_pooled_features(model, tokenizer, texts, batch_size=batch_size,
                                                   cache_dir=cache_dir, use_cache=use_cache)
@@ -253,6 +264,7 @@ def build_edit_problem(
     return EditProblem(
         projection=projection, P=P, forget=forget, forget_groups=groups, targets=targets, retain=retain,
         retain_weights=weight_tensor / weight_tensor.sum(),
+        retain_template_groups=torch.tensor(groups_of_rows, dtype=torch.long),
         retain_groups={"evaluation_prompts": len(evaluation_rows), "other_templates": len(other_rows),
                        "generic": len(generic_rows)},
         templates=bank, vocabularies=[v.name or "vocabulary" for v in retained],
@@ -262,14 +274,24 @@ def build_edit_problem(
     )
 
 
-def solve_edit(problem: EditProblem, lam: float, mu: float, rank_per_class: Optional[int]) -> RidgeSolution:
-    """Solve the problem (restricted to ``rank_per_class`` directions per forgotten class, or full)."""
+def solve_edit(
+    problem: EditProblem,
+    lam: float,
+    mu: float,
+    rank_per_class: Optional[int],
+    relative_weight: float = DEFAULT_RELATIVE_WEIGHT,
+) -> RidgeSolution:
+    """Solve the problem (restricted to ``rank_per_class`` directions per forgotten class, or full),
+    with the class-relative retain term weighted ``relative_weight`` in the solve and in the choice
+    of directions alike."""
+    relative = dict(retain_groups=problem.retain_template_groups, relative_weight=relative_weight)
     directions = None
     if rank_per_class is not None:
         directions = forget_directions(problem.retain, [problem.forget[g] for g in problem.forget_groups],
-                                       per_class=rank_per_class, mu=mu, retain_weights=problem.retain_weights)
+                                       per_class=rank_per_class, mu=mu, retain_weights=problem.retain_weights,
+                                       **relative)
     return solve_ridge_edit(problem.P, problem.retain, problem.forget, problem.targets, lam=lam, mu=mu,
-                            retain_weights=problem.retain_weights, directions=directions)
+                            retain_weights=problem.retain_weights, directions=directions, **relative)
 
 
 def edit_summary(problem: EditProblem, new_matrix: Tensor) -> dict[str, Any]:
@@ -317,6 +339,9 @@ class TextProjectionEdit(UnlearningMethod):
             span the pooled space.
         rank_per_class: input directions per forgotten class the change may read (generalised
             eigenvectors, forget vs retain); None for the unrestricted ridge solution.
+        relative_weight: weight of the class-relative retain term: how far each retain prompt
+            moves relative to the other classes under the same template (the move that reorders
+            classes), on top of how far it moves; 0 for the absolute term alone.
         target: ``class_free``: the template-matched neutral prompt (``neutral`` in the same
             template) without its components along the class embeddings, at the original norm;
             ``neutral``: the template-matched neutral prompt as is; ``fixed``: the embedding of
@@ -328,7 +353,8 @@ class TextProjectionEdit(UnlearningMethod):
         composed_templates: how many composed templates (a bank prefix, the class, then
             "<preposition> <determiner> <noun>") to add to the bank.
         retain_templates_per_class: retain prompts per retained class of the evaluation
-            vocabularies (its evaluation prompt and templates rotating through the bank).
+            vocabularies: every class of a vocabulary under the same templates (its evaluation
+            template, more of its own, then templates spread over the bank).
         generic_vocabulary: ``imagenet`` (the 1,000 class names open_clip ships), a list of
             class names, or None: extra classes to retain.
         generic_templates_per_class: prompts per generic class.
@@ -349,6 +375,7 @@ class TextProjectionEdit(UnlearningMethod):
         lam: float = 1.0,
         mu: float = 1e-3,
         rank_per_class: Optional[int] = 2,
+        relative_weight: float = DEFAULT_RELATIVE_WEIGHT,
         target: TargetKind = "class_free",
         neutral: str = "thing",
         neutral_prompt: str = "a photo of a thing.",
@@ -367,6 +394,7 @@ class TextProjectionEdit(UnlearningMethod):
         _positive_number_validation("lam", lam)
         _positive_number_validation("mu", mu, allow_zero=True)
         _positive_int_validation("rank_per_class", rank_per_class, allow_none=True)
+        _positive_number_validation("relative_weight", relative_weight, allow_zero=True)
         _choice_validation("target", target, ("class_free", "neutral", "fixed"))
         if not isinstance(neutral, str) or not neutral.strip() or "{}" in neutral:
             raise ConfigError(f"neutral must be a non-empty word or phrase without '{{}}', got {neutral!r}")
@@ -393,7 +421,7 @@ class TextProjectionEdit(UnlearningMethod):
             )
         _positive_int_validation("seed", seed, allow_zero=True)
         _positive_int_validation("batch_size", batch_size)
-        lam, mu = float(lam), float(mu)
+        lam, mu, relative_weight = float(lam), float(mu), float(relative_weight)
         evaluation_prompt_weight, generic_weight = float(evaluation_prompt_weight), float(generic_weight)
         templates = list(templates) if templates is not None else None
         if isinstance(generic_vocabulary, (list, tuple)):
@@ -416,7 +444,7 @@ class TextProjectionEdit(UnlearningMethod):
             use_cache=self.use_cache,
         )
         self.timings["edit_encode"] = problem.encode_seconds
-        solution = solve_edit(problem, self.lam, self.mu, self.rank_per_class)  # raises before any write
+        solution = solve_edit(problem, self.lam, self.mu, self.rank_per_class, self.relative_weight)  # raises before any write
         self.timings["edit"] = solution.seconds
         problem.projection.write(solution.matrix)
         return {
@@ -432,6 +460,7 @@ class TextProjectionEdit(UnlearningMethod):
             "lam": self.lam,
             "mu": self.mu,
             "rank_per_class": self.rank_per_class,
+            "relative_weight": self.relative_weight,
             "rcond": solution.rcond,
             "retain_features_cached": problem.cached,
             **edit_summary(problem, solution.matrix),

@@ -108,9 +108,14 @@ def test_shipped_configs_parse(config, capsys):
     assert "class_path: lightning_unlearn" in capsys.readouterr().out
 
 
-def test_packaged_config_names_resolve_and_unknown_ones_say_what_exists(tmp_path):
+def test_packaged_config_names_resolve_and_unknown_ones_say_what_exists(tmp_path, monkeypatch):
     assert Path(resolve_config("demo")) == REPO / "lightning_unlearn" / "configs" / "demo.yaml"
     assert resolve_config(str(SHIPPED[0])) == str(SHIPPED[0])
+    # the repository-relative spelling of the docs also works outside a checkout
+    monkeypatch.chdir(tmp_path)
+    assert Path(resolve_config("configs/demo_edit.yaml")) == REPO / "lightning_unlearn" / "configs" / "demo_edit.yaml"
+    with pytest.raises(MissingFileError, match="config file 'configs/nope.yaml' does not exist"):
+        resolve_config("configs/nope.yaml")
     assert {"demo", "rn50_stanford_dogs", "vit_b16_caltech101"} <= set(packaged_configs())
     with pytest.raises(UnknownNameError, match=r"unknown config 'dmeo'; close matches: 'demo'"):
         resolve_config("dmeo")

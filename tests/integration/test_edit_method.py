@@ -90,18 +90,33 @@ def test_edit_writes_the_solution_into_the_text_projection_only(name, forget):
     method = module.method
     problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts,
                                  [module.spec.vocabulary], method.settings(), module.hparams.forget_prompt)
-    expected = solve_edit(problem, method.lam, method.mu, method.rank_per_class).matrix
+    expected = solve_edit(problem, method.lam, method.mu, method.rank_per_class, method.relative_weight).matrix
     report = method.apply(module)
     proj = locate_text_projection(module.model)
     assert torch.allclose(proj.matrix(), expected, atol=1e-6)
     changed = [k for k, v in module.model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed == proj.parameter_names()
-    assert report["projection"] == proj.name and report["rank_per_class"] == 2
+    assert report["projection"] == proj.name and report["rank_per_class"] == 2 and report["relative_weight"] == 1.0
     assert report["forget_prompts"] == len(problem.forget) > len(forget)
     assert report["retain_prompts"] == sum(report["retain_groups"].values()) == len(problem.retain)
     assert report["vocabularies"] == {"forget": None, "retained": ["vocabulary"], "generic": "4 classes"}
     assert 0 <= report["retain_shift"]["mean_1_minus_cos"] <= report["retain_shift"]["max_1_minus_cos"]
     assert 0 < method.timings["edit"] < 1.0 and method.timings["edit_encode"] > 0
+
+
+def test_every_retained_class_is_encoded_under_the_same_templates():
+    # the class-relative retain term compares classes template by template
+    module = edit_module(forget=("dog", "boat"))
+    problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts,
+                                 [module.spec.vocabulary], module.method.settings(), module.hparams.forget_prompt)
+    groups = problem.retain_template_groups
+    assert groups is not None and len(groups) == len(problem.retain)
+    n_dataset = problem.retain_groups["evaluation_prompts"] + problem.retain_groups["other_templates"]
+    sizes = torch.bincount(groups[:n_dataset])
+    assert torch.all(sizes == len(VOCAB) - 2) and len(sizes) == 4  # 6 kept classes x retain_templates_per_class
+    assert int(groups[n_dataset:].min()) >= len(sizes)  # generic rows have groups of their own
+    weights = problem.retain_weights[: problem.retain_groups["evaluation_prompts"]]
+    assert torch.isclose(weights.sum(), torch.tensor(0.5, dtype=torch.float64))  # the evaluation share
 
 
 def test_full_ridge_moves_forget_prompts_more_than_the_others():

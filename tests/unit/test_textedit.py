@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from lightning_unlearn.errors import ConfigError, IllConditionedError, UnsupportedModelError
-from lightning_unlearn.promptbank import composed_templates, fits_context, openai_templates, unique_classes
+from lightning_unlearn.promptbank import (
+    composed_templates,
+    fits_context,
+    openai_templates,
+    shared_templates,
+    spread,
+    unique_classes,
+)
 from lightning_unlearn.textedit import (
     cached_pooled_features,
     class_basis,
@@ -19,6 +26,7 @@ from lightning_unlearn.textedit import (
     nullspace_project_text,
     orthonormal_directions,
     pooled_text_features,
+    retain_gram,
     solve_ridge_edit,
     text_tower_fingerprint,
     weighted_gram,
@@ -204,6 +212,67 @@ def test_weighted_gram_normalises_weights():
     R = torch.eye(3, dtype=torch.float64)
     assert torch.allclose(weighted_gram(R, torch.tensor([2.0, 1.0, 1.0])), torch.diag(torch.tensor([0.5, 0.25, 0.25],
                                                                                                   dtype=torch.float64)))
+
+
+def test_retain_gram_relative_term_ignores_a_move_shared_by_a_group():
+    g = torch.Generator().manual_seed(0)
+    R = torch.randn(12, 5, generator=g, dtype=torch.float64)
+    w = torch.rand(12, generator=g, dtype=torch.float64) + 0.1
+    groups = torch.tensor([0] * 4 + [1] * 5 + [2] * 3)
+    assert torch.equal(retain_gram(R, w), weighted_gram(R, w))
+    assert torch.equal(retain_gram(R, w, groups, relative_weight=0.0), weighted_gram(R, w))
+    relative = retain_gram(R, w, groups, relative_weight=1.0) - weighted_gram(R, w)
+    shifted = R + torch.randn(3, 5, generator=g, dtype=torch.float64)[groups]  # one offset per group
+    assert torch.allclose(retain_gram(shifted, w, groups, 1.0) - weighted_gram(shifted, w), relative, atol=1e-12)
+    # by hand: the weighted deviations from each group's weighted mean
+    wn = w / w.sum()
+    manual = torch.zeros(5, 5, dtype=torch.float64)
+    for k in range(3):
+        m = groups == k
+        mean = (wn[m, None] * R[m]).sum(0) / wn[m].sum()
+        manual += (R[m] - mean).T @ (wn[m, None] * (R[m] - mean))
+    assert torch.allclose(relative, manual, atol=1e-12)
+    assert torch.allclose(retain_gram(R, w, groups, 2.5) - weighted_gram(R, w), 2.5 * manual, atol=1e-12)
+
+
+def test_retain_gram_needs_matching_groups():
+    R = torch.randn(6, 3, dtype=torch.float64)
+    with pytest.raises(ConfigError, match="relative_weight > 0 needs retain groups"):
+        retain_gram(R, None, None, relative_weight=1.0)
+    with pytest.raises(ConfigError, match=r"retain groups must be 6 integer ids, got \(5,\)"):
+        retain_gram(R, None, torch.zeros(5, dtype=torch.long), relative_weight=1.0)
+    with pytest.raises(ConfigError, match="relative_weight must be a finite number >= 0, got -1"):
+        retain_gram(R, None, torch.zeros(6, dtype=torch.long), relative_weight=-1.0)
+
+
+def test_relative_solution_satisfies_its_normal_equations_and_keeps_class_order_better():
+    P, R, F, Z, w = _system(seed=3, n_r=40)
+    groups = torch.arange(40) // 8  # 5 "templates" of 8 "classes"
+    lam, mu, c = 1.0, 1e-2, 3.0
+    new = solve_ridge_edit(P, R, F, Z, lam=lam, mu=mu, retain_weights=w, retain_groups=groups, relative_weight=c).matrix
+    gram = retain_gram(R, w, groups, c)
+    grad = gram @ (new - P) + lam * F.T @ (F @ new - Z) / len(F) + mu * torch.trace(gram) / 6 * (new - P)
+    assert grad.abs().max() < 1e-10
+    plain = solve_ridge_edit(P, R, F, Z, lam=lam, mu=mu, retain_weights=w).matrix
+
+    def relative_move(matrix):  # how far the retain rows move apart from their group's mean move
+        move = R @ (matrix - P)
+        return sum(float((move[groups == k] - move[groups == k].mean(0)).pow(2).sum()) for k in range(5))
+
+    assert relative_move(new) < relative_move(plain)
+
+
+def test_shared_templates_start_with_the_evaluation_template_and_fill_from_the_bank():
+    own = ["a photo of a {}.", "a drawing of a {}.", "a {}."]
+    bank = ["a photo of a {}.", "b {}", "c {}", "d {}", "e {}", "f {}", "g {}", "h {}"]
+    got = shared_templates(own, bank, 8)
+    assert got[0] == own[0] and len(got) == len(set(got)) == 8
+    assert got[:3] == own and set(got[3:]) <= set(bank[1:])  # few own templates: the bank fills the rest
+    many = [f"own {k} {{}}" for k in range(10)]
+    got = shared_templates(many, bank, 8)
+    assert got[:4] == many[:4] and len(got) == 8 and set(got[4:]) <= set(bank)  # half own, half bank
+    assert shared_templates(own, bank, 1) == own[:1]
+    assert spread(list("abcdefgh"), 4) == ["a", "c", "e", "g"] and spread(list("ab"), 5) == ["a", "b"]
 
 
 def test_class_free_targets_carry_no_class_content():
