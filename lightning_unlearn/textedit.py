@@ -356,11 +356,13 @@ class RidgeSolution:
         matrix: ``P'`` in float64, the shape of ``P``.
         rcond: smallest / largest eigenvalue of the system matrix.
         seconds: time of the solve (system build included).
+        exact: what keeping some rows exactly did (set by callers that restrict the change so).
     """
 
     matrix: Tensor
     rcond: float
     seconds: float
+    exact: Optional[dict] = None
 
 
 def solve_ridge_edit(
@@ -547,6 +549,19 @@ def forget_directions(
         columns.append(torch.linalg.solve_triangular(chol.T, top, upper=True))
     basis, _ = torch.linalg.qr(torch.cat(columns, dim=1))
     return basis
+
+
+def null_space_basis(rows: Tensor, rtol: float = 1e-8) -> Tensor:
+    """An orthonormal basis ``[d, d - r]`` of the inputs ``u`` with ``rows @ u = 0`` (``r`` = the
+    rows' numerical rank, singular values below ``rtol`` times the largest dropped): a change
+    ``P' = P + U W`` with ``U`` in it leaves every one of ``rows @ P`` exactly as it was."""
+    rows = rows.to(torch.float64)
+    d = rows.shape[1]
+    if len(rows) == 0:
+        return torch.eye(d, dtype=torch.float64)
+    _, sing, vh = torch.linalg.svd(rows, full_matrices=True)
+    rank = int((sing > sing[0] * rtol).sum()) if float(sing[0]) > 0 else 0
+    return vh[rank:].T.contiguous()
 
 
 def class_basis(embeddings: Tensor, max_dim: Optional[int] = None) -> Tensor:

@@ -44,6 +44,9 @@ DEFAULT_LR = 3e-3
 #: makes the features robust to the noise that synthesis starts from, so synthetic images of a
 #: class carry its real features and forgetting them transfers to real images (docs/demo_world.md).
 DEFAULT_NOISE_STD = 0.5
+#: Pretraining captions: each domain's templates plus open_clip's 80 OpenAI templates, so that the
+#: text tower generalises to templates it never saw (docs/demo_world.md).
+DEFAULT_CAPTION_TEMPLATES = "own+openai"
 
 
 def demo_settings(
@@ -57,6 +60,7 @@ def demo_settings(
     weight_decay: float = 0.1,
     augment: bool = False,
     noise_std: float = DEFAULT_NOISE_STD,
+    caption_templates: str = DEFAULT_CAPTION_TEMPLATES,
 ) -> dict[str, Any]:
     """Everything that determines the demo CLIP's weights, as a JSON-able dict (the cache key)."""
     config_path = MODEL_CONFIG_DIR / f"{model_name}.json"
@@ -77,6 +81,7 @@ def demo_settings(
         "weight_decay": weight_decay,
         "augment": augment,
         "noise_std": noise_std,
+        "caption_templates": caption_templates,
     }
 
 
@@ -173,6 +178,7 @@ def _train(settings: dict[str, Any], progress: bool) -> tuple[dict[str, Any], di
         seed=settings["seed"], train_per_class=settings["train_per_class"],
         batch_repeats=settings["batch_repeats"], augment=settings["augment"],
         noise_std=settings["noise_std"], model_name=settings["model_name"],
+        caption_templates=settings.get("caption_templates", "own"),
     )
     module = DemoClipPretraining(model_name=settings["model_name"], lr=settings["lr"],
                                  warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"])

@@ -1,8 +1,8 @@
 """Pretraining the demo CLIP on the demo world, with Lightning.
 
 ``DemoWorldDataModule`` serves image-caption batches rendered from the world (captions from
-several templates, tokenized with open_clip's tokenizer) and the two domains' zero-shot
-validation sets; ``DemoClipPretraining`` trains an open_clip model with open_clip's ``ClipLoss``
+each domain's own templates and, by default, open_clip's 80 OpenAI ImageNet templates, tokenized
+with open_clip's tokenizer) and the two domains' zero-shot validation sets; ``DemoClipPretraining`` trains an open_clip model with open_clip's ``ClipLoss``
 and logs the per-domain zero-shot accuracy.
 
 Batches are class-balanced: each ``ClipLoss`` call sees every class of both domains exactly
@@ -14,7 +14,7 @@ itself. ``batch_repeats`` such groups make one optimiser step.
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional
+from typing import Iterator, Literal, Optional
 
 import lightning as L
 import numpy as np
@@ -31,6 +31,14 @@ from lightning_unlearn.io import save_open_clip_weights
 from lightning_unlearn.metrics import ZeroShotAccuracy
 from lightning_unlearn.models import eval_mode, quiet_random_init
 from lightning_unlearn.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
+
+#: Caption template sets: ``own`` = each domain's templates only (10 objects, 8 textures); ``own+openai``
+#: adds open_clip's 80 OpenAI ImageNet templates, so that the text tower meets varied sentences
+#: around a class name, as a real CLIP does, and its class features carry over to templates it
+#: never saw (docs/demo_world.md, docs/edit.md).
+CaptionTemplates = Literal["own", "own+openai"]
+#: What follows the class name in the OpenAI templates of a domain ("a photo of a striped texture.").
+_OPENAI_CLASS_SUFFIX = {"objects": "", "textures": " texture"}
 
 _MEAN = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
 _STD = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
@@ -97,6 +105,22 @@ class _CaptionedBatches(IterableDataset):
             yield images.view(self.repeats, num_classes, *images.shape[1:]), self.tokens[classes, tmpl]
 
 
+def pretraining_caption_templates(own: list[str] | tuple[str, ...], domain: str, which: CaptionTemplates) -> list[str]:
+    """The templates a class of ``domain`` is captioned with during pretraining.
+
+    ``own``: the domain's templates. ``own+openai``: those, then open_clip's 80 OpenAI ImageNet
+    templates with the domain's class suffix (" texture" for textures). A template in both lists
+    stays twice (it is drawn a little more often).
+    """
+    templates = list(own)
+    if which == "own+openai":
+        from lightning_unlearn.promptbank import openai_templates
+
+        suffix = _OPENAI_CLASS_SUFFIX.get(domain, "")
+        templates += [t.replace("{}", "{}" + suffix) for t in openai_templates()]
+    return templates
+
+
 class _TensorImages(Dataset):
     """A demo dataset's images as model input tensors (validation)."""
 
@@ -124,6 +148,9 @@ class DemoWorldDataModule(L.LightningDataModule):
             uniformly from ``[0, noise_std]`` (normalised pixel units); 0 disables it. Noise makes
             the features robust to the noise image synthesis starts from, so synthetic images of a
             class carry its real features (docs/demo_world.md).
+        caption_templates: ``own+openai`` (default): each class is captioned with its domain's
+            templates, then open_clip's 80 OpenAI ImageNet templates; ``own``: its domain's
+            templates only (the demo CLIP before session 6).
         model_name: open_clip model whose tokenizer encodes the captions.
         val_batch_size: batch size of the validation loaders.
     """
@@ -136,18 +163,22 @@ class DemoWorldDataModule(L.LightningDataModule):
         batch_repeats: int = 4,
         augment: bool = False,
         noise_std: float = 0.5,
+        caption_templates: CaptionTemplates = "own+openai",
         model_name: str = DEMO_MODEL_NAME,
         val_batch_size: int = 512,
     ) -> None:
         super().__init__()
         if batch_repeats < 1:
             raise ValueError(f"batch_repeats must be >= 1, got {batch_repeats}")
+        if caption_templates not in ("own", "own+openai"):
+            raise ValueError(f"caption_templates must be 'own' or 'own+openai', got {caption_templates!r}")
         self.seed = seed
         self.train_per_class = train_per_class
         self.val_per_class = val_per_class
         self.batch_repeats = batch_repeats
         self.augment = augment
         self.noise_std = noise_std
+        self.caption_templates = caption_templates
         self.model_name = model_name
         self.val_batch_size = val_batch_size
         self.domains: tuple[str, ...] = world.DOMAINS
@@ -163,7 +194,8 @@ class DemoWorldDataModule(L.LightningDataModule):
                 ds = DemoWorldDataset(domain, split="train", num_per_class=self.train_per_class, seed=self.seed)
                 images.append(torch.from_numpy(ds.images).view(len(ds.classnames), self.train_per_class,
                                                                *ds.images.shape[1:]))
-                captions += [[t.format(name) for t in ds.templates] for name in ds.classnames]
+                templates = pretraining_caption_templates(ds.templates, domain, self.caption_templates)
+                captions += [[t.format(name) for t in templates] for name in ds.classnames]
             width = max(len(c) for c in captions)
             # pad each class's caption list to a common length; only the first n are sampled
             tokens = torch.stack([tokenizer(c + [c[0]] * (width - len(c))) for c in captions])

@@ -16,7 +16,7 @@ and the vocabularies (no Trainer involved), so the same problem can be solved an
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 
 import torch
@@ -53,6 +53,7 @@ from lightning_unlearn.textedit import (
     cosine_rows,
     forget_directions,
     locate_text_projection,
+    null_space_basis,
     pooled_text_features,
     solve_ridge_edit,
 )
@@ -99,6 +100,9 @@ class EditProblem:
         retain_weights: their weights (sum 1).
         retain_template_groups: for each retain row, the id of its (vocabulary, template) group,
             for the class-relative retain term (:func:`~lightning_unlearn.textedit.retain_gram`).
+        other_domain_rows: indices of the retain rows that are evaluation prompts of the other
+            vocabularies (those the forgotten classes are not in), which ``exact_other_domains``
+            keeps exactly.
         retain_groups: retain group name -> number of rows (for the report).
         templates: the template bank used for the forget prompts.
         vocabularies: names of the vocabularies retained.
@@ -115,6 +119,7 @@ class EditProblem:
     retain: Tensor
     retain_weights: Tensor
     retain_template_groups: Optional[Tensor] = None
+    other_domain_rows: Optional[Tensor] = None
     retain_groups: dict[str, int] = field(default_factory=dict)
     templates: list[str] = field(default_factory=list)
     vocabularies: list[str] = field(default_factory=list)
@@ -196,6 +201,7 @@ def build_edit_problem(
     # retain rows (vocabulary, prompt, group): every retained class of a vocabulary under the same
     # templates, so that the class-relative term can compare them template by template
     retained = [v for v in vocabularies if unique_classes(v.classnames, forget_names)]
+    other_domain_keys: set[tuple[int, str]] = set()
     evaluation_rows: list[tuple[str, str, tuple[int, str]]] = []
     other_rows: list[tuple[str, str, tuple[int, str]]] = []
     for index, vocab in enumerate(retained):
@@ -204,6 +210,8 @@ def build_edit_problem(
         for k, template in enumerate(shared_templates(vocab.templates, bank, settings.retain_templates_per_class)):
             rows = evaluation_rows if k == 0 else other_rows
             rows += [(name, fill(template, cls), (index, template)) for cls in classes]
+        if vocab is not vocabularies[0]:
+            other_domain_keys.add((index, vocab.templates[0]))
     generic = _generic_names(settings)
     generic_rows: list[tuple[str, str, tuple[int, str]]] = []
     if generic:
@@ -228,12 +236,15 @@ def build_edit_problem(
     texts: list[str] = []
     group_ids: dict[tuple[int, str], int] = {}
     groups_of_rows: list[int] = []
+    other_domain: list[int] = []
     for share_name, rows in (("evaluation", evaluation_rows), ("templates", other_rows), ("generic", generic_rows)):
         per_vocab: dict[str, int] = {}
         for vocab_name, _, _ in rows:
             per_vocab[vocab_name] = per_vocab.get(vocab_name, 0) + 1
         for vocab_name, text, key in rows:
             weights.append(shares[share_name] / (len(per_vocab) * per_vocab[vocab_name]))
+            if share_name == "evaluation" and key in other_domain_keys:
+                other_domain.append(len(texts))
             texts.append(text)
             groups_of_rows.append(group_ids.setdefault(key, len(group_ids)))
 
@@ -265,6 +276,7 @@ def build_edit_problem(
         projection=projection, P=P, forget=forget, forget_groups=groups, targets=targets, retain=retain,
         retain_weights=weight_tensor / weight_tensor.sum(),
         retain_template_groups=torch.tensor(groups_of_rows, dtype=torch.long),
+        other_domain_rows=torch.tensor(other_domain, dtype=torch.long),
         retain_groups={"evaluation_prompts": len(evaluation_rows), "other_templates": len(other_rows),
                        "generic": len(generic_rows)},
         templates=bank, vocabularies=[v.name or "vocabulary" for v in retained],
@@ -274,24 +286,67 @@ def build_edit_problem(
     )
 
 
+@dataclass(frozen=True)
+class ExactRows:
+    """What ``exact_other_domains`` did: the rows kept exactly and the dimensions left to the change,
+    or why it was skipped."""
+
+    rows: int
+    free_dimensions: int
+    skipped: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "free_dimensions": self.free_dimensions, "skipped": self.skipped}
+
+
+def exact_subspace(problem: EditProblem, needed: int) -> tuple[Optional[Tensor], ExactRows]:
+    """The input subspace that keeps the other domains' evaluation prompts exactly, if it leaves room.
+
+    Returns ``(basis or None, summary)``. It is skipped (None) when there is no such row, or when
+    their null space has fewer than ``max(needed, d // 8)`` dimensions (``d`` the pooled width):
+    a change squeezed into fewer would forget poorly.
+    """
+    rows = problem.other_domain_rows
+    d = problem.retain.shape[1]
+    if rows is None or len(rows) == 0:
+        return None, ExactRows(0, d, "no other vocabulary")
+    basis = null_space_basis(problem.retain[rows])
+    free = basis.shape[1]
+    if free < max(needed, d // 8):
+        return None, ExactRows(int(len(rows)), free, f"{len(rows)} prompts leave {free} of {d} dimensions, "
+                                                      f"fewer than {max(needed, d // 8)}")
+    return basis, ExactRows(int(len(rows)), free)
+
+
 def solve_edit(
     problem: EditProblem,
     lam: float,
     mu: float,
     rank_per_class: Optional[int],
     relative_weight: float = DEFAULT_RELATIVE_WEIGHT,
+    exact_other_domains: bool = True,
 ) -> RidgeSolution:
     """Solve the problem (restricted to ``rank_per_class`` directions per forgotten class, or full),
     with the class-relative retain term weighted ``relative_weight`` in the solve and in the choice
-    of directions alike."""
+    of directions alike. With ``exact_other_domains`` (see :func:`exact_subspace`) the change only
+    reads inputs that the other vocabularies' evaluation prompts do not have, so their embeddings,
+    and every zero-shot decision of those datasets at their evaluation template, stay exactly as
+    they were; the solution's ``exact`` says how many rows were kept and how many input dimensions
+    were left to the change, or why it was skipped."""
+    start = time.perf_counter()
     relative = dict(retain_groups=problem.retain_template_groups, relative_weight=relative_weight)
-    directions = None
+    needed = (rank_per_class or 1) * len(problem.forget_groups)
+    basis, exact = exact_subspace(problem, needed) if exact_other_domains else (None, ExactRows(0, 0, "off"))
+    directions = basis
     if rank_per_class is not None:
-        directions = forget_directions(problem.retain, [problem.forget[g] for g in problem.forget_groups],
-                                       per_class=rank_per_class, mu=mu, retain_weights=problem.retain_weights,
-                                       **relative)
-    return solve_ridge_edit(problem.P, problem.retain, problem.forget, problem.targets, lam=lam, mu=mu,
-                            retain_weights=problem.retain_weights, directions=directions, **relative)
+        to = basis if basis is not None else torch.eye(problem.retain.shape[1], dtype=torch.float64)
+        found = forget_directions(problem.retain @ to, [problem.forget[g] @ to for g in problem.forget_groups],
+                                  per_class=rank_per_class, mu=mu, retain_weights=problem.retain_weights, **relative)
+        directions = torch.linalg.qr(to @ found)[0] if basis is not None else found
+    solution = solve_ridge_edit(problem.P, problem.retain, problem.forget, problem.targets, lam=lam, mu=mu,
+                                retain_weights=problem.retain_weights, directions=directions, **relative)
+    # the time of the whole solve: subspace, directions and system
+    return replace(solution, exact=exact.to_dict(), seconds=time.perf_counter() - start)
 
 
 def edit_summary(problem: EditProblem, new_matrix: Tensor) -> dict[str, Any]:
@@ -342,6 +397,10 @@ class TextProjectionEdit(UnlearningMethod):
         relative_weight: weight of the class-relative retain term: how far each retain prompt
             moves relative to the other classes under the same template (the move that reorders
             classes), on top of how far it moves; 0 for the absolute term alone.
+        exact_other_domains: keep the evaluation-prompt embeddings of the other vocabularies (the
+            evaluation datasets without a forgotten class) exactly, by restricting the change to
+            inputs those prompts do not have; skipped, and said so in the report, when they would
+            leave fewer than an eighth of the pooled width (:func:`exact_subspace`).
         target: ``class_free``: the template-matched neutral prompt (``neutral`` in the same
             template) without its components along the class embeddings, at the original norm;
             ``neutral``: the template-matched neutral prompt as is; ``fixed``: the embedding of
@@ -376,6 +435,7 @@ class TextProjectionEdit(UnlearningMethod):
         mu: float = 1e-3,
         rank_per_class: Optional[int] = 2,
         relative_weight: float = DEFAULT_RELATIVE_WEIGHT,
+        exact_other_domains: bool = True,
         target: TargetKind = "class_free",
         neutral: str = "thing",
         neutral_prompt: str = "a photo of a thing.",
@@ -395,6 +455,8 @@ class TextProjectionEdit(UnlearningMethod):
         _positive_number_validation("mu", mu, allow_zero=True)
         _positive_int_validation("rank_per_class", rank_per_class, allow_none=True)
         _positive_number_validation("relative_weight", relative_weight, allow_zero=True)
+        if not isinstance(exact_other_domains, bool):
+            raise ConfigError(f"exact_other_domains must be true or false, got {exact_other_domains!r}")
         _choice_validation("target", target, ("class_free", "neutral", "fixed"))
         if not isinstance(neutral, str) or not neutral.strip() or "{}" in neutral:
             raise ConfigError(f"neutral must be a non-empty word or phrase without '{{}}', got {neutral!r}")
@@ -444,7 +506,8 @@ class TextProjectionEdit(UnlearningMethod):
             use_cache=self.use_cache,
         )
         self.timings["edit_encode"] = problem.encode_seconds
-        solution = solve_edit(problem, self.lam, self.mu, self.rank_per_class, self.relative_weight)  # raises before any write
+        solution = solve_edit(problem, self.lam, self.mu, self.rank_per_class, self.relative_weight,
+                              self.exact_other_domains)  # raises before any write
         self.timings["edit"] = solution.seconds
         problem.projection.write(solution.matrix)
         return {
@@ -461,6 +524,7 @@ class TextProjectionEdit(UnlearningMethod):
             "mu": self.mu,
             "rank_per_class": self.rank_per_class,
             "relative_weight": self.relative_weight,
+            "exact_other_domains": solution.exact,
             "rcond": solution.rcond,
             "retain_features_cached": problem.cached,
             **edit_summary(problem, solution.matrix),

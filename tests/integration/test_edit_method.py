@@ -90,7 +90,8 @@ def test_edit_writes_the_solution_into_the_text_projection_only(name, forget):
     method = module.method
     problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts,
                                  [module.spec.vocabulary], method.settings(), module.hparams.forget_prompt)
-    expected = solve_edit(problem, method.lam, method.mu, method.rank_per_class, method.relative_weight).matrix
+    expected = solve_edit(problem, method.lam, method.mu, method.rank_per_class, method.relative_weight,
+                          method.exact_other_domains).matrix
     report = method.apply(module)
     proj = locate_text_projection(module.model)
     assert torch.allclose(proj.matrix(), expected, atol=1e-6)
