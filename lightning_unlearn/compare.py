@@ -212,9 +212,8 @@ def _fit_config(name: str, read: dict[str, Vocabulary]) -> FitConfig:
     for dataset_name in data.roots:
         key = json.dumps([dataset_name, data.roots[dataset_name], data.split, data.dataset_kwargs.get(dataset_name)],
                          sort_keys=True, default=str)
-        if key not in read:
-            dataset = data.build_dataset(dataset_name)
-            read[key] = Vocabulary(tuple(dataset.classnames), tuple(dataset.templates), dataset_name)
+        if key not in read:  # the class names only: the runs build the datasets themselves
+            read[key] = data.dataset_vocabulary(dataset_name)
         vocabularies[dataset_name] = read[key]
     forget_dataset = model_args.get("forget_dataset")
     explicit = None

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from lightning_unlearn._distributed import on_rank_zero, share_weights_from_rank_zero
 from lightning_unlearn._validation import _positive_number_validation, _template_validation
 from lightning_unlearn.errors import ConfigError
+from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.suite import EvaluationRunner, EvaluationSuite, as_suite, exported_reference
 from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod, as_method
 from lightning_unlearn.metrics import ZeroShotAccuracy
@@ -129,8 +130,8 @@ class UnlearningModule(pl.LightningModule):
         self.method_report: Optional[dict[str, Any]] = None
         self.synthetic_metric: Optional[ZeroShotAccuracy] = None
         self.eval_metrics = nn.ModuleDict()
-        self._vocab_embeddings: Optional[torch.Tensor] = None
-        self._eval_embeddings: dict[int, torch.Tensor] = {}
+        # The running validation/test epoch's encodings (one model state), shared with the suite.
+        self._epoch_encodings: Optional[StateEncodings] = None
         self.evaluation_runner: Optional[EvaluationRunner] = None
         #: The suite's figures of the last validate/test run: ``{"after": {...}}`` (see ``evaluation.assemble``).
         self.evaluation_results: Optional[dict[str, Any]] = None
@@ -271,13 +272,18 @@ class UnlearningModule(pl.LightningModule):
 
     # --- validation: forget-set accuracy (fit) or evaluation datasets (validate/test) ----------
     def on_validation_epoch_start(self) -> None:
-        self._vocab_embeddings = None
-        self._eval_embeddings = {}
+        self._epoch_encodings = StateEncodings(self)  # the weights stay as they are until the epoch ends
         self._captured = {}
 
     def on_test_epoch_start(self) -> None:
-        self._eval_embeddings = {}
+        self._epoch_encodings = StateEncodings(self)
         self._captured = {}
+
+    def _encodings(self) -> StateEncodings:
+        """This validation/test epoch's encodings (made here if a step runs outside an epoch)."""
+        if self._epoch_encodings is None:
+            self._epoch_encodings = StateEncodings(self)
+        return self._epoch_encodings
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if isinstance(batch, dict):
@@ -289,11 +295,9 @@ class UnlearningModule(pl.LightningModule):
         self._evaluation_step(batch, dataloader_idx)
 
     def _forget_set_step(self, batch: dict[str, Any]) -> None:
-        if self._vocab_embeddings is None:
-            self._vocab_embeddings = self.vocabulary_embeddings()
         assert self.synthetic_metric is not None
-        self.synthetic_metric.update(zero_shot_logits(self.encode_image(batch["image"]), self._vocab_embeddings),
-                                     batch["label"])
+        embeddings = self._encodings().vocabulary_embeddings()
+        self.synthetic_metric.update(zero_shot_logits(self.encode_image(batch["image"]), embeddings), batch["label"])
 
     def _eval_datasets(self) -> dict[str, Any]:
         return dict(getattr(self.trainer.datamodule, "eval_datasets", {}) or {})
@@ -305,11 +309,10 @@ class UnlearningModule(pl.LightningModule):
             dataset = self._eval_datasets()[name]
             self.eval_metrics[name] = ZeroShotAccuracy(len(dataset.classnames), self.spec.targets.get(name, ()))
             self.eval_metrics[name].to(self.device)
-        if dataloader_idx not in self._eval_embeddings:
-            self._eval_embeddings[dataloader_idx] = self.dataset_embeddings(self._eval_datasets()[name])
+        embeddings = self._encodings().dataset_embeddings(self._eval_datasets()[name])
         images, labels = batch[0], batch[1]
         features = self.encode_image(images)
-        self.eval_metrics[name].update(zero_shot_logits(features, self._eval_embeddings[dataloader_idx]), labels)
+        self.eval_metrics[name].update(zero_shot_logits(features, embeddings), labels)
         # kept for the evaluation suite: the features of this model state are computed once
         self._captured.setdefault(name, []).append((features.detach().float().cpu(), labels.detach().cpu()))
 
@@ -328,10 +331,12 @@ class UnlearningModule(pl.LightningModule):
         self._log_evaluation()
         if self.trainer.state.fn != "fit":
             self._run_suite()
+        self._epoch_encodings = None  # the weights may change after the epoch
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation()
         self._run_suite()
+        self._epoch_encodings = None
 
     def _captured_shards(self) -> Optional[dict[str, tuple[torch.Tensor, torch.Tensor]]]:
         """The evaluation loop's features, if they are this rank's whole shard of every dataset
@@ -355,7 +360,8 @@ class UnlearningModule(pl.LightningModule):
         # Exported weights carry the target accuracy before unlearning: the relearning goal's base.
         reference = exported_reference(self.hparams.pretrained)
         self.evaluation_results = {"after": self.evaluation_runner.run("after", self.trainer, shards,
-                                                                       reference_target=reference)}
+                                                                       reference_target=reference,
+                                                                       encodings=self._encodings())}
 
     def real_target_probabilities(self) -> dict[int, float]:
         """Vocabulary index -> median class probability of each forgotten class's real images under
@@ -366,29 +372,39 @@ class UnlearningModule(pl.LightningModule):
 
     # --- evaluation outside Lightning's loops (the report's before/after) ----------------------
     @torch.no_grad()
-    def dataset_embeddings(self, dataset: Any) -> torch.Tensor:
-        """Class embeddings of an evaluation dataset under its evaluation prompt (its first template)."""
-        tokens = tokenize_classes(self.tokenizer, dataset.classnames, dataset.templates[:1]).to(self.device)
+    def template_embeddings(self, classnames: Sequence[str], template: str) -> torch.Tensor:
+        """Normalised class embeddings ``[C, D]`` of ``classnames`` under one template (on the model's device)."""
+        tokens = tokenize_classes(self.tokenizer, classnames, [template]).to(self.device)
         with eval_mode(self.model):
             return class_embeddings(self.model.encode_text, tokens)
 
     @torch.no_grad()
+    def dataset_embeddings(self, dataset: Any) -> torch.Tensor:
+        """Class embeddings of an evaluation dataset under its evaluation prompt (its first template)."""
+        return self.template_embeddings(dataset.classnames, dataset.templates[0])
+
+    @torch.no_grad()
     def evaluate_datasets(
-        self, loaders: Mapping[str, DataLoader], shards: Optional[dict[str, tuple[torch.Tensor, torch.Tensor]]] = None
+        self,
+        loaders: Mapping[str, DataLoader],
+        shards: Optional[dict[str, tuple[torch.Tensor, torch.Tensor]]] = None,
+        encodings: Optional[StateEncodings] = None,
     ) -> dict[str, dict[str, Any]]:
         """Zero-shot accuracy per dataset, split into target and other classes.
 
         ``loaders`` yield each rank's shard of every dataset (no padding, so counts are exact);
         the counts are summed across ranks. Call it on every rank. If ``shards`` is a dict, it
         receives this rank's raw image features and labels per dataset (CPU), for the evaluation
-        suite to reuse.
+        suite to reuse; ``encodings`` are this model state's (the class embeddings are shared with
+        whatever else measures the state; None: encoded here).
         """
+        encodings = encodings if encodings is not None else StateEncodings(self)
         results = {}
         with eval_mode(self):
             for name, loader in loaders.items():
                 dataset = loader.dataset.dataset if hasattr(loader.dataset, "dataset") else loader.dataset
                 metric = ZeroShotAccuracy(len(dataset.classnames), self.spec.targets.get(name, ())).to(self.device)
-                embeddings = self.dataset_embeddings(dataset)
+                embeddings = encodings.dataset_embeddings(dataset)
                 kept: list[tuple[torch.Tensor, torch.Tensor]] = []
                 for images, labels in loader:
                     features = self.encode_image(images.to(self.device))
@@ -402,17 +418,19 @@ class UnlearningModule(pl.LightningModule):
         return results
 
     @torch.no_grad()
-    def synthetic_accuracy(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> float:
+    def synthetic_accuracy(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256,
+        encodings: Optional[StateEncodings] = None,
+    ) -> float:
         """Zero-shot accuracy of the current model on forget images, synthetic or real, among the
         spec's vocabulary (template-averaged prompts; no Lightning loop, no sync: every rank holds
-        all the images)."""
-        embeddings = self.vocabulary_embeddings()
+        all the images). ``encodings``: this model state's, shared with whatever else measures it
+        (None: encoded here)."""
+        encodings = encodings if encodings is not None else StateEncodings(self)
+        embeddings = encodings.vocabulary_embeddings()
         metric = ZeroShotAccuracy(len(self.spec.vocabulary.classnames), sync_on_compute=False).to(self.device)
-        with eval_mode(self):
-            for start in range(0, len(images), batch_size):
-                chunk = images[start : start + batch_size].to(self.device)
-                metric.update(zero_shot_logits(self.encode_image(chunk), embeddings),
-                              labels[start : start + batch_size].to(self.device))
+        for start, features in zip(range(0, len(images), batch_size), encodings.image_features(images, batch_size)):
+            metric.update(zero_shot_logits(features, embeddings), labels[start : start + batch_size].to(self.device))
         return metric.compute()["accuracy"] if len(images) else 0.0
 
 

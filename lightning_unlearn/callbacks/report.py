@@ -16,6 +16,7 @@ from lightning_unlearn.callbacks.selection import GradientLayerSelection
 from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
 from lightning_unlearn.datamodules.forget import ForgetDataModule
 from lightning_unlearn.errors import ConfigError, OutputError
+from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.suite import REFERENCE_METADATA_KEY, assemble, section_seconds
 from lightning_unlearn.io import atomic_write_json, atomic_write_text, check_output_dir, save_open_clip_weights
 from lightning_unlearn.report import build_evaluation_report, build_report, print_report, render_markdown
@@ -106,22 +107,25 @@ class UnlearningReport(Callback):
         result: dict[str, Any] = {}
         t0 = time.perf_counter()
         synthetic = None
+        # This state's class embeddings and forget-image features, encoded once for every measure
+        # below (the weights do not change in between; the next state gets new ones).
+        encodings = StateEncodings(pl_module)
         if isinstance(dm, ForgetDataModule):
             forget = dm.forget_set
-            result["synthetic_acc"] = pl_module.synthetic_accuracy(forget.images, forget.labels)
+            result["synthetic_acc"] = pl_module.synthetic_accuracy(forget.images, forget.labels, encodings=encodings)
             real = dm.real_valid_set
             if real is not None:
-                result["real_valid_acc"] = pl_module.synthetic_accuracy(real.images, real.labels)
+                result["real_valid_acc"] = pl_module.synthetic_accuracy(real.images, real.labels, encodings=encodings)
             synthetic = (forget.images, forget.labels)
         if run_datasets and isinstance(dm, EvaluationDataModule):
             shards: dict[str, Any] = {}  # the image features, shared with the evaluation suite
             result["datasets"] = pl_module.evaluate_datasets(
-                dm.evaluation_loaders(trainer.global_rank, trainer.world_size), shards=shards)
+                dm.evaluation_loaders(trainer.global_rank, trainer.world_size), shards=shards, encodings=encodings)
             result["seconds"] = time.perf_counter() - t0
             runner = getattr(pl_module, "evaluation_runner", None)
             if runner is not None and result["datasets"]:  # no evaluation dataset: nothing to measure
                 reference = self._reference(trainer, pl_module) if state == "after" else None
-                self.suite_states[state] = runner.run(state, trainer, shards, synthetic, reference)
+                self.suite_states[state] = runner.run(state, trainer, shards, synthetic, reference, encodings=encodings)
         result.setdefault("seconds", time.perf_counter() - t0)
         return result
 

@@ -9,7 +9,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from lightning_unlearn._validation import _choice_validation, _positive_int_validation
-from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory, needs_root
+from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory, needs_root, read_vocabulary
 from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.spec import Vocabulary
 
@@ -112,9 +112,13 @@ class EvaluationDataModule(LightningDataModule):
             raise ConfigError(f"dataset_kwargs names {unknown}, which are not in datasets {list(self.roots)}")
         return {name: dict(kwargs) for name, kwargs in dataset_kwargs.items()}
 
+    def _dataset_args(self, name: str) -> dict[str, Any]:
+        """The factory's keyword arguments of dataset ``name``: its split and ``dataset_kwargs``."""
+        return {"split": self.split, **self.dataset_kwargs.get(name, {})}
+
     def build_dataset(self, name: str, split: Optional[str] = None) -> ZeroShotDataset:
         """Read dataset ``name`` (its split from ``dataset_kwargs``, ``split`` or the default)."""
-        kwargs = {"split": self.split, **self.dataset_kwargs.get(name, {})}
+        kwargs = self._dataset_args(name)
         if split is not None:
             kwargs["split"] = split
         dataset = get_dataset_factory(name)(self.roots[name], transform=None, **kwargs)
@@ -150,6 +154,22 @@ class EvaluationDataModule(LightningDataModule):
         return {
             name: Vocabulary(tuple(ds.classnames), tuple(ds.templates), name) for name, ds in self.eval_datasets.items()
         }
+
+    def dataset_vocabulary(self, name: str) -> Vocabulary:
+        """The classes and prompt templates of evaluation dataset ``name``, as :attr:`vocabularies`
+        will hold them, without building the dataset where it can say them more cheaply (see
+        :func:`~lightning_unlearn.datasets.base.read_vocabulary`: split files or folder names are
+        read, no image is rendered or listed). Needs no :meth:`setup`. A subclass whose
+        :meth:`build_dataset` changes the evaluation split's classes overrides this too.
+
+        Raises:
+            DatasetLayoutError, ConfigError: as :meth:`build_dataset`, e.g. for a missing root.
+        """
+        if name in self.eval_datasets:  # already read: nothing to read again
+            dataset = self.eval_datasets[name]
+            return Vocabulary(tuple(dataset.classnames), tuple(dataset.templates), name)
+        classnames, templates = read_vocabulary(name, self.roots[name], **self._dataset_args(name))
+        return Vocabulary(tuple(classnames), tuple(templates), name)
 
     def class_images(
         self, name: str, labels: Sequence[int], split: str, per_class: int, seed: int = 0

@@ -4,7 +4,9 @@ Caltech101, Oxford Flowers 102, Stanford Cars and Stanford Dogs are all read the
 the paper's layout (a CoOp/Dassl split JSON) or the standard one under the root, read it, check
 that every listed image exists and wrap the result in an :class:`ImageListDataset`. Only the names,
 the prompt, the two layouts and the reader of the standard layout differ, so a dataset module
-holds a :class:`DatasetSpec` and gets its registered factory from :func:`define_dataset`.
+holds a :class:`DatasetSpec` and gets its registered factory from :func:`define_dataset`, with a
+vocabulary reader (:func:`spec_vocabulary`) that finds the layout the same way but reads only the
+class names.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from lightning_unlearn.datasets._layouts import Layout, check_listed_files, locate
-from lightning_unlearn.datasets._splits import Samples, read_split_json
+from lightning_unlearn.datasets._splits import Samples, classnames_from_train, load_split_json, read_split_json
 from lightning_unlearn.datasets.base import ImageListDataset, Transform, register_dataset
 
 #: The paper's zero-shot prompt for every dataset but Oxford Flowers (CoOp: one prompt, no ensembling).
 PAPER_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 #: Reads a standard layout: ``(dataset folder, split) -> (samples, class names)``.
 StandardReader = Callable[[Path, str], tuple[Samples, list[str]]]
+#: Reads only the class names of a standard layout: ``(dataset folder, split) -> class names``.
+StandardClassnames = Callable[[Path, str], list[str]]
 #: The public factory of a paper dataset; its signature is the one every such dataset shares.
 PaperDatasetFactory = Callable[..., ImageListDataset]
 
@@ -40,6 +44,8 @@ class DatasetSpec:
         standard_source: what lists the standard layout's files, for the missing-file error.
         standard_warning: warning issued whenever the standard layout is read (``{count}`` is the
             number of images); empty for none.
+        standard_classnames: reads the standard layout's class names alone, as ``read_standard``
+            names them but without listing the samples; None: ``read_standard``'s.
     """
 
     name: str
@@ -50,6 +56,7 @@ class DatasetSpec:
     templates: tuple[str, ...] = PAPER_TEMPLATES
     standard_source: str = "the split"
     standard_warning: str = ""
+    standard_classnames: Optional[StandardClassnames] = None
 
     @property
     def layouts(self) -> tuple[Layout, ...]:
@@ -104,8 +111,30 @@ def build_dataset(
     )
 
 
+def spec_vocabulary(
+    spec: DatasetSpec, root: Optional[str], split: str = "test", layout: str = "auto"
+) -> tuple[list[str], list[str]]:
+    """The class names and templates :func:`build_dataset` would give, from the same layout, read
+    from the split JSON's train list (paper) or ``standard_classnames`` (standard): no sample
+    list, no check of the listed images (the run that builds the dataset makes it).
+
+    Raises:
+        DatasetLayoutError, ConfigError: as :func:`build_dataset`, for a missing root, layout or split.
+    """
+    found = locate(spec.title, root, spec.layouts, split, layout)
+    if found.layout is spec.paper:
+        json_path = found.folder / spec.paper.split_file
+        classnames = classnames_from_train(load_split_json(json_path)["train"], json_path)
+    elif spec.standard_classnames is not None:
+        classnames = spec.standard_classnames(found.folder, split)
+    else:
+        classnames = spec.read_standard(found.folder, split)[1]
+    return classnames, list(spec.templates)
+
+
 def define_dataset(spec: DatasetSpec, module: str) -> PaperDatasetFactory:
-    """The public factory of ``spec``'s dataset, registered under ``spec.name``.
+    """The public factory of ``spec``'s dataset, registered under ``spec.name`` with its
+    vocabulary reader (:func:`spec_vocabulary`).
 
     Args:
         spec: the dataset's description.
@@ -121,7 +150,12 @@ def define_dataset(spec: DatasetSpec, module: str) -> PaperDatasetFactory:
     ) -> ImageListDataset:
         return build_dataset(spec, root, split, transform, layout)
 
+    def vocabulary(
+        root: Optional[str] = None, split: str = "test", layout: str = "auto"
+    ) -> tuple[list[str], list[str]]:
+        return spec_vocabulary(spec, root, split, layout)
+
     factory.__name__ = factory.__qualname__ = spec.name
     factory.__module__ = module
     factory.__doc__ = spec.docstring()
-    return register_dataset(spec.name)(factory)
+    return register_dataset(spec.name, vocabulary=vocabulary)(factory)

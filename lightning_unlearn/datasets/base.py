@@ -7,6 +7,8 @@ needs: the ordered class names and the prompt template(s).
 Datasets are registered eagerly with :func:`register_dataset`, or lazily with
 :func:`register_lazy_dataset`, which names a ``"module.path:attribute"`` that is imported only
 when the dataset is first asked for (so listing datasets never imports, say, the demo world).
+A registration may also give a vocabulary reader, which :func:`read_vocabulary` uses to answer a
+dataset's class names and templates without building it (no image rendered or listed).
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ __all__ = [
     "DatasetLayoutError",
     "ImageListDataset",
     "Transform",
+    "VocabularyReader",
     "ZeroShotDataset",
     "available_datasets",
     "close_matches",
     "get_dataset_factory",
     "load_rgb",
     "needs_root",
+    "read_vocabulary",
     "register_dataset",
     "register_lazy_dataset",
 ]
@@ -129,9 +133,13 @@ class ImageListDataset(Dataset):
 
 
 DatasetFactory = Callable[..., ZeroShotDataset]
+#: ``reader(root, split="test", **kwargs) -> (classnames, templates)``: the factory's arguments
+#: but ``transform``, its class names and templates, and its errors for a missing root or split.
+VocabularyReader = Callable[..., tuple[Sequence[str], Sequence[str]]]
 _REGISTRY: dict[str, DatasetFactory] = {}
 _LAZY: dict[str, str] = {}  # name -> "module.path:attribute", imported on first use
 _ROOTLESS: set[str] = set()
+_VOCABULARY: dict[str, VocabularyReader] = {}  # name -> the factory's vocabulary reader, if it has one
 
 
 def _mark_root(name: str, needs_root: bool) -> None:
@@ -142,17 +150,26 @@ def _mark_root(name: str, needs_root: bool) -> None:
         _ROOTLESS.add(name)
 
 
-def register_dataset(name: str, needs_root: bool = True) -> Callable[[DatasetFactory], DatasetFactory]:
+def register_dataset(
+    name: str, needs_root: bool = True, vocabulary: Optional[VocabularyReader] = None
+) -> Callable[[DatasetFactory], DatasetFactory]:
     """Register ``factory(root, split="test", transform=None, **kwargs)`` under ``name``.
 
     ``needs_root=False`` marks datasets that read no files (the demo world): they take ``root=None``.
-    Registering a name again replaces its factory, a lazy one included.
+    ``vocabulary`` (optional) answers the factory's class names and templates without building the
+    dataset (:data:`VocabularyReader`). Registering a name again replaces its factory, a lazy one
+    included, and its reader (none unless given again).
     """
 
     def wrap(factory: DatasetFactory) -> DatasetFactory:
         _LAZY.pop(name, None)
         _REGISTRY[name] = factory
         _mark_root(name, needs_root)
+        # A reader belongs to its factory: a replaced factory must not keep the old one's.
+        if vocabulary is None:
+            _VOCABULARY.pop(name, None)
+        else:
+            _VOCABULARY[name] = vocabulary
         return factory
 
     return wrap
@@ -172,6 +189,7 @@ def register_lazy_dataset(name: str, target: str, needs_root: bool = True) -> No
     if not (sep and attribute.isidentifier() and all(part.isidentifier() for part in dotted)):
         raise ConfigError(f"dataset {name!r}: target must be 'module.path:attribute', got {target!r}")
     _REGISTRY.pop(name, None)
+    _VOCABULARY.pop(name, None)  # the target's module registers its own reader when imported
     _LAZY[name] = target
     _mark_root(name, needs_root)
 
@@ -216,3 +234,23 @@ def get_dataset_factory(name: str) -> DatasetFactory:
     # show_all=0: the full list follows anyway, so the message names it once.
     message = unknown_name_message("dataset", name, known, show_all=0)
     raise UnknownNameError(f"{message}. Registered datasets: {', '.join(known)}.")
+
+
+def read_vocabulary(name: str, root: Optional[str], /, **kwargs: Any) -> tuple[list[str], list[str]]:
+    """Class names and prompt templates of the dataset ``get_dataset_factory(name)(root, **kwargs)``
+    would build, without building it where the dataset registered a vocabulary reader (its class
+    names come from split files or folder names; no image is read or rendered, no sample list is
+    made); else the dataset is built and read. ``name`` and ``root`` are positional: ``kwargs`` are
+    the factory's (``image_folder`` takes a ``name`` of its own).
+
+    Raises:
+        UnknownNameError: no dataset has that name.
+        DatasetLayoutError, ConfigError: as the factory, for a missing root, layout or split.
+    """
+    factory = get_dataset_factory(name)  # imports a lazy entry, whose module registers its reader
+    reader = _VOCABULARY.get(name)
+    if reader is None:
+        dataset = factory(root, transform=None, **kwargs)
+        return list(dataset.classnames), list(dataset.templates)
+    classnames, templates = reader(root, **kwargs)
+    return list(classnames), list(templates)

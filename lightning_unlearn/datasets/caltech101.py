@@ -14,6 +14,7 @@ returns every image (with a warning); ``"train"``/``"val"`` need the paper's lay
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -68,6 +69,14 @@ def _read_torchvision(folder: Path, split: str) -> tuple[Samples, list[str]]:
     return samples, [caltech_classname(name) for name in kept]
 
 
+def _torchvision_classnames(folder: Path, split: str) -> list[str]:
+    """The class names :func:`_read_torchvision` gives, from the category folders' names alone."""
+    del split
+    # torchvision's categories: the sorted entries of the image folder (paper_class_folders then
+    # drops BACKGROUND_Google, which torchvision removes, and Faces_easy)
+    return [caltech_classname(name) for name in paper_class_folders(sorted(os.listdir(folder / IMAGES)))]
+
+
 SPEC = DatasetSpec(
     name="caltech101", title="Caltech101", paper=PAPER, standard=STANDARD, read_standard=_read_torchvision,
     standard_source="torchvision's Caltech101, which numbers each folder's files 1..n",
@@ -75,5 +84,6 @@ SPEC = DatasetSpec(
         "Caltech101: torchvision's layout has no splits, so split='test' uses all {count} images; "
         f"add {SPLIT_FILE} (paper layout) for the paper's test split."
     ),
+    standard_classnames=_torchvision_classnames,
 )
 caltech101 = define_dataset(SPEC, __name__)

@@ -69,6 +69,8 @@ def _read_torchvision(folder: Path, split: str) -> tuple[Samples, list[str]]:
     return samples, [flower_classname(name) for name in torchvision.datasets.Flowers102.classes]
 
 
+# No standard_classnames: the class names are torchvision's, but reading the layout is what
+# MD5-checks its .mat files, and a bad file should fail as early as it does when building.
 SPEC = DatasetSpec(
     name="oxford_flowers", title="Oxford Flowers 102", paper=PAPER, standard=STANDARD, read_standard=_read_torchvision,
     templates=("a photo of a {}, a type of flower.",),

@@ -81,7 +81,34 @@ def _classes(folder: Path, classes_file: Optional[str]) -> list[tuple[str, str]]
     return [(name, prompt_name(name)) for name in folders]
 
 
-@register_dataset(NAME)
+def _checked_folder(root: Optional[str], split: str, template: str) -> Path:
+    """The folder of ``split``'s class sub-folders, after the checks every reader makes."""
+    check_split(TITLE, split)
+    _template_validation(f"{TITLE}: template", template)
+    if root is None:
+        raise DatasetLayoutError(f"{TITLE}: no root given.\n{LAYOUTS_TEXT}")
+    root_path = Path(root).expanduser()
+    if not root_path.is_dir():
+        raise DatasetLayoutError(f"{TITLE}: missing {str(root_path)!r} (the root folder itself).\n{LAYOUTS_TEXT}")
+    return _split_folder(root_path, split)
+
+
+def image_folder_vocabulary(
+    root: Optional[str] = None,
+    split: str = "test",
+    template: str = "a photo of a {}.",
+    classes_file: Optional[str] = None,
+    name: str = NAME,
+) -> tuple[list[str], list[str]]:
+    """The class names and templates :func:`image_folder` gives for these arguments, from the
+    class sub-folders (or the class-list file) alone: the images are not listed. Same errors for
+    a missing root, split, class folder or class-list file."""
+    del name  # the dataset's ``name`` attribute, not part of its vocabulary
+    folder = _checked_folder(root, split, template)
+    return [shown for _, shown in _classes(folder, classes_file)], [template]
+
+
+@register_dataset(NAME, vocabulary=image_folder_vocabulary)
 def image_folder(
     root: Optional[str] = None,
     split: str = "test",
@@ -106,14 +133,7 @@ def image_folder(
             exactly one ``{}``.
         DatasetLayoutError: the root, a split or class folder, or the class-list file is missing.
     """
-    check_split(TITLE, split)
-    _template_validation(f"{TITLE}: template", template)
-    if root is None:
-        raise DatasetLayoutError(f"{TITLE}: no root given.\n{LAYOUTS_TEXT}")
-    root_path = Path(root).expanduser()
-    if not root_path.is_dir():
-        raise DatasetLayoutError(f"{TITLE}: missing {str(root_path)!r} (the root folder itself).\n{LAYOUTS_TEXT}")
-    folder = _split_folder(root_path, split)
+    folder = _checked_folder(root, split, template)
     classes = _classes(folder, classes_file)
     class_to_idx = {name: label for label, (name, _) in enumerate(classes)}
     try:

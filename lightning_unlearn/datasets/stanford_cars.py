@@ -58,7 +58,19 @@ def _read_torchvision(folder: Path, split: str) -> tuple[Samples, list[str]]:
     return samples, [car_classname(name) for name in parsed.classes]
 
 
+def _torchvision_classnames(folder: Path, split: str) -> list[str]:
+    """The class names :func:`_read_torchvision` gives, from ``devkit/cars_meta.mat`` alone (the
+    split's files must be there, as for reading it; its annotations are not loaded)."""
+    import scipy.io  # as torchvision: only the standard layout needs scipy
+
+    require(SPEC.title, folder, STANDARD_FILES[split], SPEC.layouts)
+    # torchvision's StanfordCars.classes, read the way it reads them
+    names = scipy.io.loadmat(str(folder / "devkit" / "cars_meta.mat"), squeeze_me=True)["class_names"].tolist()
+    return [car_classname(name) for name in names]
+
+
 SPEC = DatasetSpec(
-    name="stanford_cars", title="Stanford Cars", paper=PAPER, standard=STANDARD, read_standard=_read_torchvision
+    name="stanford_cars", title="Stanford Cars", paper=PAPER, standard=STANDARD, read_standard=_read_torchvision,
+    standard_classnames=_torchvision_classnames,
 )
 stanford_cars = define_dataset(SPEC, __name__)

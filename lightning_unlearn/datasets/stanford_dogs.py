@@ -74,9 +74,14 @@ def _load_list(path: Path) -> tuple[list[str], list[int]]:
     return files, labels
 
 
+def _class_folders(folder: Path) -> list[str]:
+    """The class folders under ``Images/``, in label order."""
+    return dog_class_folders(p.name for p in (folder / IMAGES).iterdir() if p.is_dir())
+
+
 def _read_official(folder: Path, split: str) -> tuple[Samples, list[str]]:
     """The official split; each listed file's folder must be the class folder of its label."""
-    class_folders = dog_class_folders(p.name for p in (folder / IMAGES).iterdir() if p.is_dir())
+    class_folders = _class_folders(folder)
     list_path = _list_file(folder, split)
     files, labels = _load_list(list_path)
     for rel, label in zip(files, labels):
@@ -89,7 +94,15 @@ def _read_official(folder: Path, split: str) -> tuple[Samples, list[str]]:
     return samples, [dog_classname(name) for name in class_folders]
 
 
+def _official_classnames(folder: Path, split: str) -> list[str]:
+    """The class names :func:`_read_official` gives, from the class folders (the split's list
+    file must be there, as for reading it; it is not loaded)."""
+    _list_file(folder, split)
+    return [dog_classname(name) for name in _class_folders(folder)]
+
+
 SPEC = DatasetSpec(
-    name="stanford_dogs", title="Stanford Dogs", paper=PAPER, standard=STANDARD, read_standard=_read_official
+    name="stanford_dogs", title="Stanford Dogs", paper=PAPER, standard=STANDARD, read_standard=_read_official,
+    standard_classnames=_official_classnames,
 )
 stanford_dogs = define_dataset(SPEC, __name__)

@@ -2,7 +2,8 @@
 
 Images are rendered once when a dataset is built (thousands take a few seconds) and handed out
 as PIL images, so any CLIP preprocess applies; the demo CLIP's preprocess expects the world's
-32 px images.
+32 px images. The class names and templates are the world's, so the registered vocabulary
+readers answer them without rendering anything.
 """
 
 from __future__ import annotations
@@ -40,10 +41,7 @@ class DemoWorldDataset(Dataset):
         seed: int = 0,
         transform: Optional[Transform] = None,
     ) -> None:
-        if domain not in DATASET_NAMES:
-            raise ValueError(f"unknown demo domain {domain!r}; expected one of {list(DATASET_NAMES)}")
-        if num_per_class < 1:
-            raise ValueError(f"num_per_class must be >= 1, got {num_per_class}")
+        _check_arguments(domain, split, num_per_class)
         self.domain = domain
         self.split = split
         self.seed = seed
@@ -51,7 +49,7 @@ class DemoWorldDataset(Dataset):
         self.classnames: list[str] = list(world.CLASSES[domain])
         self.templates: list[str] = list(world.TEMPLATES[domain])
         labels = world.balanced_labels(len(self.classnames), num_per_class)
-        # rendered once here (thousands take seconds); render_many validates the split
+        # rendered once here (thousands take seconds)
         self.images: np.ndarray = world.render_many(domain, labels, seed=seed, split=split)
         self.labels: np.ndarray = labels
         self.transform = transform
@@ -68,6 +66,15 @@ class DemoWorldDataset(Dataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[index])
+
+
+def _check_arguments(domain: str, split: str, num_per_class: int) -> None:
+    """The checks of a dataset's arguments, made before anything is rendered (``ValueError``)."""
+    if domain not in DATASET_NAMES:
+        raise ValueError(f"unknown demo domain {domain!r}; expected one of {list(DATASET_NAMES)}")
+    if num_per_class < 1:
+        raise ValueError(f"num_per_class must be >= 1, got {num_per_class}")
+    world.check_split(split)
 
 
 def _factory(domain: str):
@@ -89,5 +96,21 @@ def _factory(domain: str):
     return factory
 
 
-demo_objects = register_dataset(DATASET_NAMES["objects"], needs_root=False)(_factory("objects"))
-demo_textures = register_dataset(DATASET_NAMES["textures"], needs_root=False)(_factory("textures"))
+def _vocabulary(domain: str):
+    def vocabulary(
+        root: Optional[str] = None, split: str = "test", num_per_class: int = 50, seed: int = 0
+    ) -> tuple[list[str], list[str]]:
+        # The factory's arguments and checks; the names and templates do not depend on them.
+        del root, seed
+        _check_arguments(domain, split, num_per_class)
+        return list(world.CLASSES[domain]), list(world.TEMPLATES[domain])
+
+    vocabulary.__name__ = f"{DATASET_NAMES[domain]}_vocabulary"
+    vocabulary.__doc__ = f"The class names and templates of the demo world's {domain!r} dataset (nothing rendered)."
+    return vocabulary
+
+
+demo_objects = register_dataset(DATASET_NAMES["objects"], needs_root=False, vocabulary=_vocabulary("objects"))(
+    _factory("objects"))
+demo_textures = register_dataset(DATASET_NAMES["textures"], needs_root=False, vocabulary=_vocabulary("textures"))(
+    _factory("textures"))

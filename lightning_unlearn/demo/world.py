@@ -621,10 +621,15 @@ def render(domain: str, class_index: int, rng: np.random.Generator, size: int = 
     return _RENDERERS[domain](class_index, rng, size)
 
 
-def image_rng(seed: int, split: str, domain: str, class_index: int, index: int) -> np.random.Generator:
-    """The generator of image ``index`` of a class in a split; splits never share a stream."""
+def check_split(split: str) -> None:
+    """Reject a split name the world has no stream for (a ``ValueError``)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+
+
+def image_rng(seed: int, split: str, domain: str, class_index: int, index: int) -> np.random.Generator:
+    """The generator of image ``index`` of a class in a split; splits never share a stream."""
+    check_split(split)
     _check_domain(domain)
     key = [int(seed), SPLITS.index(split), DOMAINS.index(domain), int(class_index), int(index)]
     return np.random.default_rng(np.random.SeedSequence(key))

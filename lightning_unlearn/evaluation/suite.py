@@ -31,6 +31,7 @@ from lightning_unlearn.errors import ConfigError, UnlearnError
 from lightning_unlearn.datamodules.evaluation import dataset_labels
 from lightning_unlearn.evaluation import probes, retrieval, templates as tpl
 from lightning_unlearn.evaluation.descriptions import descriptions_for, load_descriptions
+from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.features import DatasetFeatures, compute_features, encode_images, gather_features
 from lightning_unlearn.evaluation.verification import image_set_result
 from lightning_unlearn.names import class_key
@@ -292,6 +293,7 @@ class EvaluationRunner:
         shards: Optional[Mapping[str, tuple[torch.Tensor, torch.Tensor]]] = None,
         synthetic: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         reference_target: Optional[float] = None,
+        encodings: Optional[StateEncodings] = None,
     ) -> dict[str, Any]:
         """Measure the current weights; returns this state's figures (plain, JSON-ready).
 
@@ -302,10 +304,14 @@ class EvaluationRunner:
                 (``UnlearningModule.evaluate_datasets``/the evaluation loop); else computed here.
             synthetic: ``(images, vocabulary labels)`` of the synthetic forget set, if any.
             reference_target: target accuracy before unlearning (the relearning goal's base).
+            encodings: this state's encodings if the caller measured it too (class and vocabulary
+                embeddings, the synthetic images' features: each encoded once per state); else
+                encoded here.
         """
         from lightning_unlearn.models import eval_mode
 
         module, suite, dm = self.module, self.suite, trainer.datamodule
+        encodings = encodings if encodings is not None else StateEncodings(module)
         timer = _Timer()
         if self._read_seconds is not None:  # read at setup, once: counted with the first state
             timer.seconds["real_images"] = round(self._read_seconds, 4)
@@ -318,11 +324,11 @@ class EvaluationRunner:
                 features = gather_features({k: (f.clone(), y.clone()) for k, (f, y) in shards.items()}, trainer.world_size)
             timer.lap("features")
             result: dict[str, Any] = {}
-            own = self._templates(result, features, dm, timer)
+            own = self._templates(result, features, dm, encodings, timer)
             if suite.retrieval:
                 self._retrieval(result, features, own, dm, timer)
             if suite.verification_images:
-                self._verification(result, dm, synthetic, timer)
+                self._verification(result, dm, synthetic, encodings, timer)
             dataset = self.target_dataset(dm)
             # The probes train (a logistic regression; a copy of the model): once, on rank 0, and
             # every rank gets the figures, so nothing differs between ranks and no work is repeated.
@@ -344,12 +350,16 @@ class EvaluationRunner:
         result["seconds"] = timer.seconds
         return result
 
-    def _encode_text(self, classnames: Sequence[str], template: str) -> torch.Tensor:
-        return tpl.template_embeddings(self.module.model.encode_text, self.module.tokenizer, classnames, template,
-                                       self.module.device)
+    @staticmethod
+    def _encode_text(encodings: StateEncodings, classnames: Sequence[str], template: str) -> torch.Tensor:
+        """Class embeddings under one template (CPU, float32), encoded once per state: a dataset's
+        own template is also what its zero-shot accuracy used, and may be among the suite's."""
+        embeddings = encodings.class_embeddings(classnames, template).float().cpu()
+        # A validate/test loop encodes in inference mode; the sections run outside it.
+        return embeddings.clone() if embeddings.is_inference() else embeddings
 
     def _templates(self, result: dict[str, Any], features: Mapping[str, DatasetFeatures], dm: Any,
-                   timer: _Timer) -> dict[str, torch.Tensor]:
+                   encodings: StateEncodings, timer: _Timer) -> dict[str, torch.Tensor]:
         """Accuracy per template (and under each dataset's own); returns the own-template class
         embeddings, which retrieval and the paraphrases reuse."""
         spec = self.module.spec
@@ -357,7 +367,7 @@ class EvaluationRunner:
         target = self.target_dataset(dm)  # the forget dataset, or (explicit vocabulary) the one holding the classes
         chunk = getattr(dm, "batch_size", 128)
         own = {name: ds.templates[0] for name, ds in datasets.items()}
-        own_embeddings = {name: self._encode_text(ds.classnames, own[name]) for name, ds in datasets.items()}
+        own_embeddings = {name: self._encode_text(encodings, ds.classnames, own[name]) for name, ds in datasets.items()}
         # The datasets' own evaluation template: the main table's figures, from the shared features.
         main = tpl.template_result(features, own_embeddings, spec.targets, target, own, chunk)["datasets"]
         result["accuracy"] = {name: {k: v for k, v in figures.items() if k != "template"} for name, figures in main.items()}
@@ -368,7 +378,7 @@ class EvaluationRunner:
             if self.suite.templates is None:
                 embeddings, used = own_embeddings, own
             else:
-                embeddings = {name: self._encode_text(ds.classnames, key) for name, ds in datasets.items()}
+                embeddings = {name: self._encode_text(encodings, ds.classnames, key) for name, ds in datasets.items()}
                 used = {name: key for name in datasets}
             per_template[key] = tpl.template_result(features, embeddings, spec.targets, target, used, chunk)
         result["templates"] = per_template
@@ -390,15 +400,16 @@ class EvaluationRunner:
         timer.lap("retrieval")
 
     def _verification(self, result: dict[str, Any], dm: Any, synthetic: Optional[tuple[torch.Tensor, torch.Tensor]],
-                      timer: _Timer) -> None:
+                      encodings: StateEncodings, timer: _Timer) -> None:
         module = self.module
-        embeddings = module.vocabulary_embeddings().float().cpu()
+        embeddings = encodings.vocabulary_embeddings().float().cpu()
         images, labels = self._first_per_class(self.suite.verification_images)
         real = encode_images(module.encode_image, images, module.device)
         section = {"dataset": self.real_dataset, "split": self.real_split,
                    "real": image_set_result(real, embeddings, self.vocabulary_labels(labels, self.real_dataset, dm))}
-        if synthetic is not None:
-            made = encode_images(module.encode_image, synthetic[0], module.device)
+        if synthetic is not None:  # the synthetic accuracy of this state encoded them already
+            batches = encodings.image_features(synthetic[0])
+            made = torch.cat([f.float().cpu() for f in batches]) if batches else torch.zeros(0, 0)
             section["synthetic"] = image_set_result(made, embeddings, synthetic[1])
         result["verification"] = section
         timer.lap("verification")

@@ -176,6 +176,30 @@ def test_real_methods_need_a_dataset_vocabulary(world, tmp_path):
         plan_comparison(settings(world, methods=["lip_real"], classes=["dog"], fit_configs=[str(tmp_path / "fit.yaml")]))
 
 
+def test_the_plan_reads_class_names_without_building_datasets(world, monkeypatch):
+    from lightning_unlearn.datamodules import EvaluationDataModule
+
+    monkeypatch.setattr(EvaluationDataModule, "build_dataset", lambda *a, **k: pytest.fail("built a dataset"))
+    plan = plan_comparison(settings(world, methods=["lip"]))  # real-image methods build their split
+    assert [(r.cls, r.spec.dataset) for r in plan.runs] == [("Pekinese", "stanford_dogs")] * 2 + [
+        ("toy poodle", "stanford_dogs")] * 2
+    assert plan.runs[0].fit.vocabularies["caltech101"].classnames[:2] == ("face", "airplane")
+
+
+def test_a_missing_dataset_root_fails_as_building_the_dataset_does(world, tmp_path):
+    from lightning_unlearn.datasets import DatasetLayoutError, get_dataset_factory
+
+    absent = tmp_path / "absent"
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(fit(absent)))
+    with pytest.raises(DatasetLayoutError) as built:  # the first dataset of the (sorted) yaml
+        get_dataset_factory("caltech101")(str(absent))
+    with pytest.raises(DatasetLayoutError) as err:
+        plan_comparison(settings(world, fit_configs=[str(tmp_path / "fit.yaml")]))
+    assert str(err.value) == str(built.value)
+    assert str(err.value).splitlines()[0] == f"Caltech101: missing {str(absent)!r} (the root folder itself)."
+    assert not (world / "out").exists()
+
+
 def test_out_that_is_a_file_or_not_writable(world, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OutputError, match=r"out .* cannot be a folder"):

@@ -38,6 +38,7 @@ from lightning_unlearn.datasets import (
     get_dataset_factory,
     needs_root,
     paper_class_folders,
+    read_vocabulary,
     register_dataset,
     register_lazy_dataset,
 )
@@ -361,6 +362,7 @@ def scratch_registry(monkeypatch):
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(registry, "_LAZY", dict(registry._LAZY))
     monkeypatch.setattr(registry, "_ROOTLESS", set(registry._ROOTLESS))
+    monkeypatch.setattr(registry, "_VOCABULARY", dict(registry._VOCABULARY))
 
 
 @pytest.fixture
@@ -408,6 +410,141 @@ def test_demo_datasets_are_the_real_factories():
     assert get_dataset_factory("demo_objects") is demo.demo_objects
     assert get_dataset_factory("demo_textures") is demo.demo_textures
     assert not needs_root("demo_objects") and not needs_root("demo_textures")
+
+
+# ---------------------------------------------------------------- vocabularies without building
+
+def built_vocabulary(dataset_name: str, root, /, **kwargs) -> tuple[list[str], list[str]]:
+    dataset = get_dataset_factory(dataset_name)(None if root is None else str(root), **kwargs)
+    return list(dataset.classnames), list(dataset.templates)
+
+
+@pytest.fixture
+def nothing_built(monkeypatch):
+    """While active, building a dataset, listing its samples or rendering an image fails."""
+    from lightning_unlearn.datasets import _spec, stanford_dogs
+    from lightning_unlearn.demo import world
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read more than the class names")
+
+    monkeypatch.setattr(ImageListDataset, "__init__", refuse)  # every file-based factory ends here
+    monkeypatch.setattr(_spec, "read_split_json", refuse)  # the paper layouts' sample lists
+    monkeypatch.setattr(torchvision.datasets, "Caltech101", refuse)
+    monkeypatch.setattr(torchvision.datasets, "StanfordCars", refuse)
+    monkeypatch.setattr(stanford_dogs, "_load_list", refuse)
+    monkeypatch.setattr(world, "render_many", refuse)
+
+
+def _image_folder_root(tmp_path: Path) -> Path:
+    _class_folders(tmp_path / "folder" / "val")
+    (tmp_path / "classes.txt").write_text("red_fox\tfox\ncat\n", encoding="utf-8")
+    _class_folders(tmp_path / "flat", names=("tabby_cat", "dog"))
+    return tmp_path
+
+
+# (name, root: "paper", "standard" or "folder", kwargs); Flowers' standard layout is read, not
+# skipped (its .mat files are MD5-checked as when building): see test_flowers_standard_vocabulary.
+VOCABULARY_CASES = [
+    *[(name, "paper", {"split": split}) for name in FOUR for split in ("train", "val", "test")],
+    ("caltech101", "standard", {}),
+    *[(name, "standard", {"split": split})
+      for name in ("stanford_cars", "stanford_dogs") for split in ("train", "test")],
+    ("stanford_cars", "paper", {"layout": "paper", "split": "val"}),
+    ("image_folder", "folder", {"root": "flat", "template": "a blurry photo of a {}."}),
+    ("image_folder", "folder", {"root": "folder", "split": "val", "classes_file": "classes.txt", "name": "pets"}),
+    ("demo_objects", None, {"split": "val", "num_per_class": 3, "seed": 4}),
+    ("demo_textures", None, {}),
+]
+
+
+@pytest.mark.filterwarnings("ignore:Caltech101. torchvision's layout has no splits")
+@pytest.mark.parametrize("name, where, kwargs", VOCABULARY_CASES)
+def test_vocabulary_is_the_built_datasets_without_building_it(request, tmp_path, name, where, kwargs):
+    kwargs = dict(kwargs)
+    root = {"paper": request.getfixturevalue("paper_root") if where == "paper" else None,
+            "standard": request.getfixturevalue("standard_root") if where == "standard" else None,
+            "folder": _image_folder_root(tmp_path) if where == "folder" else None, None: None}[where]
+    if where == "folder":
+        root = root / kwargs.pop("root")
+        if "classes_file" in kwargs:
+            kwargs["classes_file"] = str(tmp_path / kwargs["classes_file"])
+    expected = built_vocabulary(name, root, **kwargs)
+    request.getfixturevalue("nothing_built")
+    assert read_vocabulary(name, None if root is None else str(root), **kwargs) == expected
+
+
+def test_flowers_standard_vocabulary(standard_root, md5_ok):
+    assert read_vocabulary("oxford_flowers", str(standard_root)) == built_vocabulary("oxford_flowers", standard_root)
+
+
+def _error(call) -> tuple[type, str]:
+    with pytest.raises(Exception) as err:
+        call()
+    return type(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("name, root, kwargs", [
+    *[(name, "absent", {}) for name in FOUR],
+    *[(name, None, {}) for name in FOUR],
+    ("caltech101", "paper", {"split": "dev"}),
+    ("caltech101", "paper", {"layout": "coop"}),
+    ("stanford_cars", "standard", {"split": "val"}),
+    ("stanford_dogs", "empty", {}),
+    ("image_folder", "absent", {}),
+    ("image_folder", None, {}),
+    ("image_folder", "empty", {"split": "train"}),
+    ("image_folder", "empty", {"template": "a photo"}),
+    ("demo_objects", None, {"split": "dev"}),
+    ("demo_textures", None, {"num_per_class": 0}),
+])
+def test_vocabulary_fails_as_building_does(request, tmp_path, name, root, kwargs):
+    (tmp_path / "empty").mkdir()
+    if root in ("paper", "standard"):
+        path = str(request.getfixturevalue(f"{root}_root"))
+    else:
+        path = None if root is None else str(tmp_path / root)
+    built = _error(lambda: get_dataset_factory(name)(path, **kwargs))
+    assert _error(lambda: read_vocabulary(name, path, **kwargs)) == built
+
+
+def test_missing_standard_files_fail_the_vocabulary_too(tmp_path):
+    fake.make_cars(tmp_path, "standard")
+    (tmp_path / "stanford_cars" / "cars_test_annos_withlabels.mat").unlink()
+    fake.make_dogs(tmp_path, "standard")
+    (tmp_path / "stanford_dogs" / "test_list.mat").unlink()
+    for name in ("stanford_cars", "stanford_dogs"):
+        built = _error(lambda: build(name, tmp_path))
+        assert _error(lambda: read_vocabulary(name, str(tmp_path))) == built and built[0] is DatasetLayoutError
+
+
+def test_a_replaced_factory_does_not_keep_the_old_reader(scratch_registry, tmp_path):
+    _class_folders(tmp_path)
+
+    def renamed(root=None, split="test", transform=None):
+        return ImageListDataset([], ["zebra"], ["a {}."], "image_folder")
+
+    register_dataset("image_folder")(renamed)
+    assert read_vocabulary("image_folder", str(tmp_path)) == (["zebra"], ["a {}."])
+
+
+def test_datamodule_dataset_vocabulary_before_setup(paper_root, standard_root, monkeypatch):
+    def make() -> EvaluationDataModule:
+        return EvaluationDataModule(
+            {"stanford_cars": str(standard_root), "stanford_dogs": None, "demo_objects": None},
+            data_root=str(paper_root),
+            dataset_kwargs={"stanford_cars": {"split": "train", "layout": "standard"},
+                            "demo_objects": {"num_per_class": 1}},
+        )
+
+    dm = make()
+    dm.setup("test")
+    expected = dm.vocabularies
+    assert {name: dm.dataset_vocabulary(name) for name in dm.roots} == expected  # read from the built datasets
+    fresh = make()
+    monkeypatch.setattr(EvaluationDataModule, "build_dataset", lambda *a, **k: pytest.fail("built a dataset"))
+    assert {name: fresh.dataset_vocabulary(name) for name in fresh.roots} == expected
+    assert fresh.eval_datasets == {}
 
 
 # ---------------------------------------------------------------- image_folder
