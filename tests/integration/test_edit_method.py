@@ -120,6 +120,45 @@ def test_every_retained_class_is_encoded_under_the_same_templates():
     assert torch.isclose(weights.sum(), torch.tensor(0.5, dtype=torch.float64))  # the evaluation share
 
 
+def test_other_domains_evaluation_prompts_are_kept_exactly():
+    from lightning_unlearn.spec import Vocabulary
+
+    module = edit_module()
+    other = Vocabulary(("red", "green", "blue"), ("a {} colour.", "the colour {}."), "colours")
+    vocabularies = [module.spec.vocabulary, other]
+    other_prompts = ["a red colour.", "a green colour.", "a blue colour."]
+    before_other, before_dog = embed(module, other_prompts), embed(module, ["a photo of a dog."])
+    problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts, vocabularies,
+                                 module.method.settings(), module.hparams.forget_prompt)
+    assert problem.other_domain_rows is not None and len(problem.other_domain_rows) == 3
+    solution = solve_edit(problem, 1.0, 1e-3, 2)
+    assert solution.exact == {"rows": 3, "free_dimensions": problem.retain.shape[1] - 3, "skipped": None}
+    proj = locate_text_projection(module.model)
+    proj.write(solution.matrix)
+    assert torch.allclose(embed(module, other_prompts), before_other, atol=1e-5)  # not one decision can change
+    # while the forget prompts moved towards their targets (a random tower moves them only a little)
+    assert 1 - cosine_rows(embed(module, ["a photo of a dog."]), before_dog).item() > 1e-3
+    toward = cosine_rows(problem.forget @ solution.matrix, problem.targets).mean()
+    assert toward > cosine_rows(problem.forget @ problem.P, problem.targets).mean() + 0.05
+    # without it, the other domain's prompts move too
+    loose = solve_edit(problem, 1.0, 1e-3, 2, exact_other_domains=False)
+    assert loose.exact["skipped"] == "off"
+    moved = problem.retain[problem.other_domain_rows] @ (loose.matrix - problem.P)
+    assert moved.abs().max() > 1e-4
+
+
+def test_exact_other_domains_is_skipped_when_it_would_leave_too_little_room():
+    from lightning_unlearn.spec import Vocabulary
+
+    module = edit_module()
+    width = locate_text_projection(module.model).in_features
+    many = Vocabulary(tuple(f"thing{k}" for k in range(width)), ("a {}.",), "many")
+    problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts,
+                                 [module.spec.vocabulary, many], module.method.settings(), module.hparams.forget_prompt)
+    solution = solve_edit(problem, 1.0, 1e-3, 2)
+    assert solution.exact["skipped"].startswith(f"{width} prompts leave") and torch.isfinite(solution.matrix).all()
+
+
 def test_full_ridge_moves_forget_prompts_more_than_the_others():
     # a random tower separates classes weakly: the unrestricted solve with a strong forget term
     module = edit_module(rank_per_class=None, lam=10.0)

@@ -132,6 +132,24 @@ def test_model_config_registered_and_preprocess_matches_the_world() -> None:
     assert torch.equal(preprocess(ds[0][0]), to_model_input(ds.images[:1])[0])
 
 
+def test_pretraining_captions_add_the_openai_templates() -> None:
+    from lightning_unlearn.demo.cache import demo_settings
+    from lightning_unlearn.demo.pretrain import DemoWorldDataModule, pretraining_caption_templates
+    from lightning_unlearn.promptbank import openai_templates
+
+    own = ["a {} pattern.", "a {} fabric."]
+    assert pretraining_caption_templates(own, "textures", "own") == own
+    rich = pretraining_caption_templates(own, "textures", "own+openai")
+    assert rich[:2] == own and len(rich) == 2 + len(openai_templates()) == 82
+    assert rich[2] == openai_templates()[0].replace("{}", "{} texture")
+    assert pretraining_caption_templates(own, "objects", "own+openai")[2:] == openai_templates()
+    with pytest.raises(ValueError, match="caption_templates must be 'own' or 'own\\+openai', got 'all'"):
+        DemoWorldDataModule(caption_templates="all")
+    # the captions are part of the cache key: another choice trains another file
+    assert demo_settings()["caption_templates"] == "own+openai"
+    assert demo_settings() != demo_settings(caption_templates="own")
+
+
 def test_training_batches_are_class_balanced_and_seeded() -> None:
     from lightning_unlearn.demo.pretrain import DemoWorldDataModule
 

@@ -22,6 +22,7 @@ from lightning_unlearn.textedit import (
     feature_cache_path,
     forget_directions,
     locate_text_projection,
+    null_space_basis,
     nullspace_project_image,
     nullspace_project_text,
     orthonormal_directions,
@@ -260,6 +261,17 @@ def test_relative_solution_satisfies_its_normal_equations_and_keeps_class_order_
         return sum(float((move[groups == k] - move[groups == k].mean(0)).pow(2).sum()) for k in range(5))
 
     assert relative_move(new) < relative_move(plain)
+
+
+def test_null_space_basis_is_orthonormal_and_annihilated_by_the_rows():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    rows = torch.cat([rows, rows[:1] + rows[1:2]])  # rank 3 with 4 rows
+    basis = null_space_basis(rows)
+    assert basis.shape == (7, 4)
+    assert torch.allclose(basis.T @ basis, torch.eye(4, dtype=torch.float64), atol=1e-12)
+    assert (rows @ basis).abs().max() < 1e-12
+    assert torch.equal(null_space_basis(torch.zeros(0, 5, dtype=torch.float64)), torch.eye(5, dtype=torch.float64))
 
 
 def test_shared_templates_start_with_the_evaluation_template_and_fill_from_the_bank():
