@@ -143,15 +143,20 @@ def main(args: Any = None, run: bool = True, quiet: bool = False) -> UnlearnCLI:
         sys.argv[:] = argv
 
 
-def project_error(err: BaseException) -> Optional[UnlearnError]:
-    """The project's error that caused ``err`` (``err`` itself, or one in its cause/context chain)."""
+def project_error(err: BaseException) -> Optional[BaseException]:
+    """The bad-input error that caused ``err`` (``err`` itself, or one in its cause/context chain):
+    the project's own errors, and Lightning's ``MisconfigurationException`` (Trainer flags that
+    contradict each other or the config, e.g. ``--trainer.enable_progress_bar false`` with a
+    progress-bar callback in the config), which is about the command line, not a bug."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     seen, queue = set(), deque([err])
     while queue:
         current = queue.popleft()
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, UnlearnError):
+        if isinstance(current, (UnlearnError, MisconfigurationException)):
             return current
         queue.extend([current.__cause__, current.__context__])
     return None

@@ -336,10 +336,11 @@ def solve_edit(
     start = time.perf_counter()
     relative = dict(retain_groups=problem.retain_template_groups, relative_weight=relative_weight)
     needed = (rank_per_class or 1) * len(problem.forget_groups)
-    basis, exact = exact_subspace(problem, needed) if exact_other_domains else (None, ExactRows(0, 0, "off"))
+    d = problem.retain.shape[1]
+    basis, exact = exact_subspace(problem, needed) if exact_other_domains else (None, ExactRows(0, d, "off"))
     directions = basis
     if rank_per_class is not None:
-        to = basis if basis is not None else torch.eye(problem.retain.shape[1], dtype=torch.float64)
+        to = basis if basis is not None else torch.eye(d, dtype=torch.float64)
         found = forget_directions(problem.retain @ to, [problem.forget[g] @ to for g in problem.forget_groups],
                                   per_class=rank_per_class, mu=mu, retain_weights=problem.retain_weights, **relative)
         directions = torch.linalg.qr(to @ found)[0] if basis is not None else found

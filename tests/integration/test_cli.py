@@ -167,8 +167,10 @@ def _image_folder(root: Path, classes: list[str]) -> Path:
         (["--data.init_args.images_per_class", "0"], r"images_per_class must be an int >= 1, got 0"),
         (["--trainer.logger.init_args.save_dir", "{tmp}/a-file"], r"the log folder .* cannot be a folder: .*a-file' is a file"),
         (["--config", "rn50_stanford_dgs"], r"unknown config 'rn50_stanford_dgs'; close matches: 'rn50_stanford_dogs'"),
+        (["--trainer.callbacks+=RichProgressBar"],  # Lightning's own misconfiguration, shortened too
+         r"You added multiple progress bar callbacks to the Trainer"),
     ],
-    ids=["model", "tag", "missing", "truncated", "class", "dataset", "sigma", "images", "output", "config"],
+    ids=["model", "tag", "missing", "truncated", "class", "dataset", "sigma", "images", "output", "config", "trainer"],
 )
 def test_each_bad_input_is_one_line_and_exit_status_2(tmp_path, capsys, override, message):
     """The issue's list: stderr holds the project's message and no traceback; the exit status is 2."""
