@@ -491,10 +491,10 @@ def retain_gram(
     Raises:
         ConfigError: weights or groups that do not match the rows, or a negative ``relative_weight``.
     """
+    _positive_number_validation("relative_weight", relative_weight, allow_zero=True)
     rows = rows.to(torch.float64)
     w = _weights("retain_weights", weights, len(rows))
-    gram = rows.T @ (w[:, None] * rows)
-    _positive_number_validation("relative_weight", relative_weight, allow_zero=True)
+    gram = weighted_gram(rows, w)
     if relative_weight == 0:
         return gram
     if groups is None:

@@ -340,10 +340,11 @@ def solve_edit(
     basis, exact = exact_subspace(problem, needed) if exact_other_domains else (None, ExactRows(0, d, "off"))
     directions = basis
     if rank_per_class is not None:
-        to = basis if basis is not None else torch.eye(d, dtype=torch.float64)
-        found = forget_directions(problem.retain @ to, [problem.forget[g] @ to for g in problem.forget_groups],
+        # searched in the kept subspace's coordinates, then mapped back to the pooled space
+        inside = (lambda rows: rows @ basis) if basis is not None else (lambda rows: rows)
+        found = forget_directions(inside(problem.retain), [inside(problem.forget[g]) for g in problem.forget_groups],
                                   per_class=rank_per_class, mu=mu, retain_weights=problem.retain_weights, **relative)
-        directions = torch.linalg.qr(to @ found)[0] if basis is not None else found
+        directions = torch.linalg.qr(basis @ found)[0] if basis is not None else found
     solution = solve_ridge_edit(problem.P, problem.retain, problem.forget, problem.targets, lam=lam, mu=mu,
                                 retain_weights=problem.retain_weights, directions=directions, **relative)
     # the time of the whole solve: subspace, directions and system
