@@ -1,0 +1,214 @@
+"""Issue 12's accuracy bars for the text-projection edit on the demo CLIP, run by run.
+
+For each forget set (every object class alone, and random 3-class sets) the edit is solved with the
+shipped defaults (or the options below) through ``build_edit_problem`` / ``solve_edit``, the same
+code ``lightning-unlearn fit --config configs/demo_edit.yaml`` runs, and zero-shot accuracy is
+measured on the objects and textures test splits (50 images per class) for each image seed:
+
+- at the evaluation templates: the target's accuracy, the other objects' drop and the textures'
+  drop (points);
+- at each set of templates the edit never saw, averaged over the set's templates: the target's
+  accuracy and the other objects' drop.
+
+A run (forget set x image seed x template set) meets the bars when the target is <= 0.02 and both
+drops are <= 0.5 at the evaluation templates, and the averaged target is <= 0.05 and the averaged
+drop <= 2 at the unseen templates. It prints every run, then mean / worst per measure and how many
+runs meet every bar, and writes the rows to ``--out`` (JSON).
+
+    python benchmarks/bench_edit_bars.py [--templates test new table9 | FILE ...] [--triples 8] [--triple-seed 2]
+                                         [--image-seeds 0 1] [--classes anchor kite ...]
+                                         [--relative-weight 1] [--rank-per-class 2] [--no-exact]
+
+``FILE``: a text file with one template (``{}`` for the class) per line, e.g. your own held-out set.
+The built-in sets are those of docs/edit.md (TEST, NEW, the paper's Table 9 templates).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see benchmarks/README.md (shared 2-core CPUs)
+
+import argparse
+import json
+import logging
+import random
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from lightning_unlearn.demo.datasets import DemoWorldDataset
+from lightning_unlearn.demo.pretrain import to_model_input
+from lightning_unlearn.methods.edit import DEFAULT_RELATIVE_WEIGHT, EditSettings, build_edit_problem, solve_edit
+from lightning_unlearn.models import load_clip
+from lightning_unlearn.names import prompt_name
+from lightning_unlearn.spec import Vocabulary
+from lightning_unlearn.textedit import locate_text_projection, pooled_text_features
+from lightning_unlearn.zeroshot import zero_shot_logits
+
+TEMPLATE_SETS = {
+    "test": ["We can see a {} in this image", "This is a representation of {}",
+             "There is evidence of a {} in the picture", "a quick sketch of a {}.", "Someone took a photo of a {}.",
+             "an example of a {}.", "a {} in the scene.", "I think this is a {}.", "a zoomed-in shot of the {}.",
+             "the picture contains a {}.", "a colorful {}.", "here we have a {}."],
+    "new": ["a photograph showing a {}.", "I love this {}.", "can you see the {}?", "a drawing of one {}.",
+            "the {} is here.", "a {} from a distance.", "check out the {}.", "there it is: a {}.",
+            "a close-up of a {}.", "an image with a {} in it.", "a simple {}.", "what a {}!"],
+    "table9": ["We can see a {} in this image", "This is a representation of {}",
+               "There is evidence of a {} in the picture"],
+}
+#: The issue's bars: (measure, limit); every measure is "lower is better".
+BARS = (("eval_target", 0.02), ("eval_others_drop", 0.5), ("eval_textures_drop", 0.5),
+        ("unseen_target", 0.05), ("unseen_others_drop", 2.0))
+FORGET_PROMPT = "A picture of {}"  # configs/demo_edit.yaml's forget_prompt
+
+
+def meets_bars(row: dict[str, float]) -> list[str]:
+    """The bars ``row`` misses (empty when it meets them all)."""
+    return [name for name, limit in BARS if row[name] > limit + 1e-9]
+
+
+def read_templates(spec: str) -> tuple[str, list[str]]:
+    """A built-in template set by name, or a file with one template per line."""
+    if spec in TEMPLATE_SETS:
+        return spec, TEMPLATE_SETS[spec]
+    path = Path(spec)
+    if not path.is_file():
+        raise SystemExit(f"--templates: {spec!r} is neither a built-in set ({', '.join(TEMPLATE_SETS)}) nor a file")
+    templates = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    bad = [t for t in templates if t.count("{}") != 1]
+    if not templates or bad:
+        raise SystemExit(f"--templates {spec}: every line must hold exactly one '{{}}'; bad: {bad[:3]}")
+    return path.stem, templates
+
+
+class Scorer:
+    """Zero-shot accuracy of the demo CLIP with a given text projection, class prompts encoded once."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.projection = locate_text_projection(model)
+        self._pooled: dict[tuple[tuple[str, ...], str], torch.Tensor] = {}
+
+    def pooled(self, classnames: Sequence[str], template: str) -> torch.Tensor:
+        key = (tuple(classnames), template)
+        if key not in self._pooled:
+            prompts = [template.format(prompt_name(c)) for c in classnames]
+            self._pooled[key] = self.projection.augment(pooled_text_features(self.model, self.tokenizer(prompts)))
+        return self._pooled[key]
+
+    def correct(self, matrix: torch.Tensor, features: torch.Tensor, labels: torch.Tensor,
+                classnames: Sequence[str], template: str) -> torch.Tensor:
+        """Whether each image is classified right under ``template`` with projection ``matrix``."""
+        embeddings = torch.nn.functional.normalize(self.pooled(classnames, template).double() @ matrix.double(), dim=-1)
+        return zero_shot_logits(features.double(), embeddings).argmax(1) == labels
+
+
+def accuracy(correct: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(correct[mask].double().mean()) if bool(mask.any()) else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--templates", nargs="+", default=["test", "new", "table9"],
+                        help="held-out template sets: built-in names or files (one template per line)")
+    parser.add_argument("--classes", nargs="*", default=None, help="single classes to forget (default: every object)")
+    parser.add_argument("--triples", type=int, default=8, help="random 3-class forget sets")
+    parser.add_argument("--triple-seed", type=int, default=2)
+    parser.add_argument("--image-seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--images-per-class", type=int, default=50)
+    parser.add_argument("--relative-weight", type=float, default=DEFAULT_RELATIVE_WEIGHT)
+    parser.add_argument("--rank-per-class", type=int, default=2)
+    parser.add_argument("--no-exact", action="store_true", help="exact_other_domains: false")
+    parser.add_argument("--out", default="bench_edit_bars.json")
+    args = parser.parse_args()
+    logging.getLogger("root").setLevel(logging.ERROR)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    start = time.perf_counter()
+
+    template_sets = [read_templates(spec) for spec in args.templates]
+    clip = load_clip("demo-clip-rn", "demo-world")
+    model, tokenizer = clip.model.eval(), clip.tokenizer
+    objects0 = DemoWorldDataset("objects", "test", 1, seed=0)
+    textures0 = DemoWorldDataset("textures", "test", 1, seed=0)
+    vocabularies = [Vocabulary(tuple(objects0.classnames), tuple(objects0.templates), "demo_objects"),
+                    Vocabulary(tuple(textures0.classnames), tuple(textures0.templates), "demo_textures")]
+    classes = list(objects0.classnames)
+    unknown = [c for c in args.classes or [] if c not in classes]
+    if unknown:
+        raise SystemExit(f"--classes: {unknown} are not demo object classes; known: {', '.join(classes)}")
+    singles = [[classes.index(c)] for c in (args.classes or classes)]
+    rng = random.Random(args.triple_seed)
+    triples = [sorted(rng.sample(range(len(classes)), 3)) for _ in range(args.triples)]
+
+    images = {}
+    with torch.no_grad():
+        for seed in args.image_seeds:
+            objs = DemoWorldDataset("objects", "test", args.images_per_class, seed=seed)
+            texs = DemoWorldDataset("textures", "test", args.images_per_class, seed=seed)
+            images[seed] = (model.encode_image(to_model_input(objs.images)), torch.as_tensor(objs.labels),
+                            model.encode_image(to_model_input(texs.images)), torch.as_tensor(texs.labels))
+    scorer = Scorer(model, tokenizer)
+    original = scorer.projection.matrix()
+    settings = EditSettings()
+
+    rows: list[dict[str, Any]] = []
+    for kind, forget_sets in (("single", singles), ("triple", triples)):
+        for forget in forget_sets:
+            names = [classes[i] for i in forget]
+            problem = build_edit_problem(model, tokenizer, names, [FORGET_PROMPT.format(prompt_name(n)) for n in names],
+                                         vocabularies, settings, forget_prompt_template=FORGET_PROMPT)
+            edited = solve_edit(problem, 1.0, 1e-3, args.rank_per_class, args.relative_weight,
+                                exact_other_domains=not args.no_exact).matrix
+            for seed, (obj_f, obj_l, tex_f, tex_l) in images.items():
+                target = torch.zeros(len(classes), dtype=torch.bool)
+                target[forget] = True
+                is_target = target[obj_l]
+
+                def objects(matrix: torch.Tensor, template: str) -> tuple[float, float]:
+                    ok = scorer.correct(matrix, obj_f, obj_l, classes, template)
+                    return accuracy(ok, is_target), accuracy(ok, ~is_target)
+
+                def textures(matrix: torch.Tensor) -> float:
+                    ok = scorer.correct(matrix, tex_f, tex_l, textures0.classnames, textures0.templates[0])
+                    return float(ok.double().mean())
+
+                eval_before, eval_after = objects(original, objects0.templates[0]), objects(edited, objects0.templates[0])
+                textures_drop = 100 * (textures(original) - textures(edited))
+                for set_name, templates in template_sets:
+                    before = [objects(original, t) for t in templates]
+                    after = [objects(edited, t) for t in templates]
+                    row = {
+                        "kind": kind, "classes": names, "image_seed": seed, "templates": set_name,
+                        "eval_target": eval_after[0],
+                        "eval_others_drop": 100 * (eval_before[1] - eval_after[1]),
+                        "eval_textures_drop": textures_drop,
+                        "unseen_target": statistics.mean(a[0] for a in after),
+                        "unseen_others_drop": 100 * statistics.mean(b[1] - a[1] for b, a in zip(before, after)),
+                    }
+                    row["missed"] = meets_bars(row)
+                    rows.append(row)
+                    print(f"{kind:6s} {'+'.join(names):28s} seed {seed} {set_name:8s} "
+                          + " ".join(f"{k} {row[k]:+.3f}" for k, _ in BARS)
+                          + (f"  MISSES {', '.join(row['missed'])}" if row["missed"] else ""), flush=True)
+
+    print(f"\n{'template set':14s} {'forget sets':11s} {'runs meeting every bar':>24s}  "
+          + "  ".join(f"{name} mean/worst" for name, _ in BARS))
+    for set_name, _ in template_sets:
+        for kind in ("single", "triple"):
+            part = [r for r in rows if r["templates"] == set_name and r["kind"] == kind]
+            if not part:
+                continue
+            passed = sum(not r["missed"] for r in part)
+            stats = "  ".join(f"{statistics.mean(r[name] for r in part):+.3f}/{max(r[name] for r in part):+.3f}"
+                              for name, _ in BARS)
+            print(f"{set_name:14s} {kind + 's':11s} {passed:>17d} of {len(part):<4d}  {stats}")
+    Path(args.out).write_text(json.dumps({"bars": dict(BARS), "rows": rows}, indent=1))
+    print(f"\n{len(rows)} runs in {time.perf_counter() - start:.0f} s; rows written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
