@@ -40,6 +40,7 @@ from typing import Any, Sequence
 
 import torch
 
+from lightning_unlearn.demo import world
 from lightning_unlearn.demo.datasets import DemoWorldDataset
 from lightning_unlearn.demo.pretrain import to_model_input
 from lightning_unlearn.methods.edit import DEFAULT_RELATIVE_WEIGHT, EditSettings, build_edit_problem, solve_edit
@@ -132,11 +133,10 @@ def main() -> None:
     template_sets = [read_templates(spec) for spec in args.templates]
     clip = load_clip("demo-clip-rn", "demo-world")
     model, tokenizer = clip.model.eval(), clip.tokenizer
-    objects0 = DemoWorldDataset("objects", "test", 1, seed=0)
-    textures0 = DemoWorldDataset("textures", "test", 1, seed=0)
-    vocabularies = [Vocabulary(tuple(objects0.classnames), tuple(objects0.templates), "demo_objects"),
-                    Vocabulary(tuple(textures0.classnames), tuple(textures0.templates), "demo_textures")]
-    classes = list(objects0.classnames)
+    objects = Vocabulary(tuple(world.OBJECT_CLASSES), tuple(world.OBJECT_TEMPLATES), "demo_objects")
+    textures = Vocabulary(tuple(world.TEXTURE_CLASSES), tuple(world.TEXTURE_TEMPLATES), "demo_textures")
+    vocabularies = [objects, textures]
+    classes = list(objects.classnames)
     unknown = [c for c in args.classes or [] if c not in classes]
     if unknown:
         raise SystemExit(f"--classes: {unknown} are not demo object classes; known: {', '.join(classes)}")
@@ -168,19 +168,20 @@ def main() -> None:
                 target[forget] = True
                 is_target = target[obj_l]
 
-                def objects(matrix: torch.Tensor, template: str) -> tuple[float, float]:
+                def object_accuracy(matrix: torch.Tensor, template: str) -> tuple[float, float]:
                     ok = scorer.correct(matrix, obj_f, obj_l, classes, template)
                     return accuracy(ok, is_target), accuracy(ok, ~is_target)
 
-                def textures(matrix: torch.Tensor) -> float:
-                    ok = scorer.correct(matrix, tex_f, tex_l, textures0.classnames, textures0.templates[0])
+                def texture_accuracy(matrix: torch.Tensor) -> float:
+                    ok = scorer.correct(matrix, tex_f, tex_l, textures.classnames, textures.templates[0])
                     return float(ok.double().mean())
 
-                eval_before, eval_after = objects(original, objects0.templates[0]), objects(edited, objects0.templates[0])
-                textures_drop = 100 * (textures(original) - textures(edited))
+                evaluation = objects.templates[0]
+                eval_before, eval_after = object_accuracy(original, evaluation), object_accuracy(edited, evaluation)
+                textures_drop = 100 * (texture_accuracy(original) - texture_accuracy(edited))
                 for set_name, templates in template_sets:
-                    before = [objects(original, t) for t in templates]
-                    after = [objects(edited, t) for t in templates]
+                    before = [object_accuracy(original, t) for t in templates]
+                    after = [object_accuracy(edited, t) for t in templates]
                     row = {
                         "kind": kind, "classes": names, "image_seed": seed, "templates": set_name,
                         "eval_target": eval_after[0],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import scipy.io
@@ -194,3 +195,15 @@ MAKERS = {
 def make_all(data_root: Path, layout: str) -> dict[str, Path]:
     """All four datasets under one data root in ``layout`` (``"paper"`` or ``"standard"``)."""
     return {name: make(data_root, layout) for name, make in MAKERS.items()}
+
+
+def make_image_folder(root: Path, classes: list[str], per_class: int = 2,
+                      colour: Callable[[int, int], tuple[int, int, int]] = lambda c, i: (60 * c, 90 + 20 * i, 200),
+                      size: int = 32) -> Path:
+    """An ``image_folder`` dataset: ``root/<class>/<i>.png``, ``per_class`` flat images per class whose
+    colour is ``colour(class index, image index)``; returns ``root``."""
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (size, size), colour(c, i)).save(root / name / f"{i}.png")
+    return root

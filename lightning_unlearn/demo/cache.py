@@ -178,7 +178,7 @@ def _train(settings: dict[str, Any], progress: bool) -> tuple[dict[str, Any], di
         seed=settings["seed"], train_per_class=settings["train_per_class"],
         batch_repeats=settings["batch_repeats"], augment=settings["augment"],
         noise_std=settings["noise_std"], model_name=settings["model_name"],
-        caption_templates=settings.get("caption_templates", "own"),
+        caption_templates=settings["caption_templates"],
     )
     module = DemoClipPretraining(model_name=settings["model_name"], lr=settings["lr"],
                                  warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"])

@@ -17,6 +17,11 @@ import yaml
 from lightning_unlearn.cli import main, packaged_configs, resolve_config
 from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError
 
+try:
+    from tests.fake_datasets import make_image_folder
+except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
+    from fake_datasets import make_image_folder  # type: ignore[no-redef]
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = {
     "seed_everything": 0,
@@ -145,13 +150,7 @@ def test_wheel_ships_every_config_and_the_demo_config_prints_outside_the_repo(tm
 
 
 def _image_folder(root: Path, classes: list[str]) -> Path:
-    from PIL import Image
-
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(2):
-            Image.new("RGB", (32, 32), (60 * c, 90 + 20 * i, 200)).save(root / name / f"{i}.png")
-    return root
+    return make_image_folder(root, classes)
 
 
 @pytest.mark.parametrize(

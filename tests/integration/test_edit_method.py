@@ -13,7 +13,6 @@ import open_clip
 import pytest
 import torch
 import yaml
-from PIL import Image
 from torch import nn
 
 from lightning_unlearn import UnlearningModule
@@ -22,6 +21,11 @@ from lightning_unlearn.errors import ConfigError, IllConditionedError, Unsupport
 from lightning_unlearn.methods import NullSpaceProjection, TextProjectionEdit
 from lightning_unlearn.methods.edit import build_edit_problem, solve_edit
 from lightning_unlearn.textedit import cosine_rows, locate_text_projection, pooled_text_features
+
+try:
+    from tests.fake_datasets import make_image_folder
+except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
+    from fake_datasets import make_image_folder  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = ["cat", "dog", "car", "tree", "boat", "house", "bird", "chair"]
@@ -58,6 +62,8 @@ def embed(module: UnlearningModule, prompts: list[str]) -> torch.Tensor:
         ({"lam": 0.0}, "lam must be a finite number > 0, got 0.0"),
         ({"mu": -1.0}, "mu must be a finite number >= 0, got -1.0"),
         ({"rank_per_class": 0}, "rank_per_class must be an int >= 1 or None, got 0"),
+        ({"relative_weight": -1.0}, "relative_weight must be a finite number >= 0, got -1.0"),
+        ({"exact_other_domains": "yes"}, "exact_other_domains must be true or false, got 'yes'"),
         ({"target": "zero"}, "target must be one of 'class_free', 'neutral', 'fixed', got 'zero'"),
         ({"neutral": "a {}"}, r"neutral must be a non-empty word or phrase without '\{\}', got 'a \{\}'"),
         ({"templates": ["no placeholder"]}, r"each of templates must be a string with exactly one '\{\}'"),
@@ -259,11 +265,7 @@ def test_nullspace_projects_the_target_out(name, side):
 
 # --- fit end to end ----------------------------------------------------------------------------------
 def _image_folder(root: Path, classes: list[str], per_class: int = 2) -> Path:
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", (32, 32), ((30 * c + 20 * i) % 255, 80, 160)).save(root / name / f"{i}.png")
-    return root
+    return make_image_folder(root, classes, per_class, colour=lambda c, i: ((30 * c + 20 * i) % 255, 80, 160))
 
 
 def test_fit_edit_writes_report_and_an_open_clip_export(tmp_path, tiny_clip):

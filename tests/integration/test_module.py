@@ -12,7 +12,6 @@ import lightning.pytorch as pl
 import open_clip
 import pytest
 import torch
-from PIL import Image
 
 from lightning_unlearn import UnlearningModule
 from lightning_unlearn.callbacks import (
@@ -26,6 +25,11 @@ from lightning_unlearn.errors import ConfigError, UnknownNameError
 from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod
 from lightning_unlearn.models import load_clip
 from lightning_unlearn.synthesis import SynthesisConfig
+
+try:
+    from tests.fake_datasets import make_image_folder
+except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
+    from fake_datasets import make_image_folder  # type: ignore[no-redef]
 
 VOCAB = ["cat", "dog", "car", "tree"]
 # A random-init tiny model separates classes only slightly: modest synthesis targets (today's
@@ -60,11 +64,7 @@ def _callbacks(out: Path) -> list[pl.Callback]:
 
 
 def _image_folder(root: Path, classes: list[str], per_class: int = 2) -> Path:
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            Image.new("RGB", (32, 32), ((40 * c + 20 * i) % 255, 80, 160)).save(root / name / f"{i}.png")
-    return root
+    return make_image_folder(root, classes, per_class, colour=lambda c, i: ((40 * c + 20 * i) % 255, 80, 160))
 
 
 @pytest.mark.parametrize(
