@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-unit test-slow demo bench clean
+.PHONY: install test test-unit test-slow test-perturbed demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,16 @@ test-unit: $(STAMP)
 
 test-slow: $(STAMP)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q -m slow
+
+# The suite again with another global seed (initial weights, Lightning's seed) and 1, then 2, torch
+# threads: a test that passes `make test` but fails here asserts one machine's training trajectory.
+PERTURBED_SEEDS ?= 1
+test-perturbed: $(STAMP)
+	@set -e; for seed in $(PERTURBED_SEEDS); do for threads in 1 2; do \
+	  echo "== make test-perturbed: global seed $$seed, $$threads torch thread(s)"; \
+	  LIGHTNING_UNLEARN_TEST_SEED=$$seed LIGHTNING_UNLEARN_TEST_THREADS=$$threads OMP_WAIT_POLICY=PASSIVE \
+	    $(BIN)/python -m pytest -q; \
+	done; done
 
 demo: $(STAMP)
 	$(BIN)/lightning-unlearn compare --config configs/demo_side_by_side.yaml

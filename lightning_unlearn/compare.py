@@ -399,8 +399,22 @@ def row_from_report(run: Run, report: Mapping[str, Any], other_datasets: Sequenc
         "real_valid_af": _number(after.get("real_valid_acc")),
         "steps": int(report.get("optimizer_steps", 0)),
         "forget_dataset": run.spec.dataset, "stop_reason": report.get("stop_reason"), "status": "ok", "error": "",
+        # not a compare.csv column: printed at the end, so two users can tell whether they compared the same model
+        "model": (report.get("model") or {}).get("name"),
+        "model_fingerprint": (report.get("model") or {}).get("fingerprint"),
     })
     return row
+
+
+def fingerprint_line(rows: Sequence[Optional[Mapping[str, Any]]]) -> Optional[str]:
+    """Which weights the runs started from (model name and weights fingerprint), or None if unknown."""
+    models = sorted({(str(r.get("model")), str(r["model_fingerprint"])) for r in rows
+                     if r is not None and r.get("model_fingerprint")})
+    if not models:
+        return None
+    listed = ", ".join(f"{name} {fingerprint}" for name, fingerprint in models)
+    return (f"Weights fingerprint before unlearning: {listed} (the same fingerprint on two machines means the "
+            "same model; the demo CLIP pretrains to different weights on different CPUs)")
 
 
 def failed_row(run: Run, error: str) -> dict[str, Any]:
@@ -643,6 +657,9 @@ def run_comparison(settings: CompareSettings, console: Any = None) -> Path:
     write_outputs(plan, [r for r in rows if r is not None], seconds)
     failed = sum(r is not None and r.get("status") == "failed" for r in rows)
     console.print(summary_table(plan, [r for r in rows if r is not None]))
+    fingerprints = fingerprint_line(rows)
+    if fingerprints:
+        console.print(fingerprints)
     console.print(f"Comparison written to {plan.out / 'compare.csv'}, compare.md and compare.png "
                   f"({len(plan.runs)} runs, {failed} failed, {seconds / 60:.1f} min)")
     return plan.out

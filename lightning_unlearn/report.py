@@ -63,7 +63,8 @@ def build_report(
     forget = datamodule if isinstance(datamodule, ForgetDataModule) else None
     method = module.method
     report: dict[str, Any] = {
-        "model": {"name": module.hparams.model_name, "pretrained": module.hparams.pretrained},
+        "model": {"name": module.hparams.model_name, "pretrained": module.hparams.pretrained,
+                  "fingerprint": before.get("weights_fingerprint")},
         "classes": list(spec.names),
         "forget_dataset": spec.dataset,
         "prompts": list(spec.prompts),

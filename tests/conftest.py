@@ -10,12 +10,21 @@
   ``fresh=True`` (a new, identical copy).
 - ``LIGHTNING_UNLEARN_CACHE`` points at a session temporary folder for every test (autouse), so
   the suite never reads or writes ``~/.cache``; ``isolated_cache`` gives one test its own folder.
+- Perturbation (``make test-perturbed``): ``LIGHTNING_UNLEARN_TEST_SEED`` changes the global seed
+  of every run that trains (``pl.seed_everything`` and the initial weights of the models those
+  runs build, through the ``global_seed`` fixture; the CLI runs' ``--seed_everything``) and
+  ``LIGHTNING_UNLEARN_TEST_THREADS`` the number of torch threads (``one_thread`` included), which
+  changes the order of floating-point reductions as another CPU would. A test that passes with the
+  defaults but fails perturbed asserts one machine's trajectory rather than a contract. The shared
+  read-only ``tiny_clip`` models keep seed ``TINY_SEED``: their weights are the same on every CPU
+  (the random draws are), and the tests built on them state their premises about those weights.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import open_clip
 import pytest
@@ -26,6 +35,24 @@ from lightning_unlearn.models import LoadedClip, load_clip
 
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 TINY_MODELS = tuple(sorted(p.stem for p in MODEL_CONFIGS.glob("*.json")))  # ("tiny-rn", "tiny-vit")
+SEED_ENV = "LIGHTNING_UNLEARN_TEST_SEED"
+THREADS_ENV = "LIGHTNING_UNLEARN_TEST_THREADS"
+
+
+def _env_int(name: str, default: Optional[int]) -> Optional[int]:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise pytest.UsageError(f"{name} must be an integer, got {value!r}") from None
+
+
+#: The seed every test derives its randomness from (0 unless perturbed).
+GLOBAL_SEED: int = _env_int(SEED_ENV, 0)  # type: ignore[assignment]
+#: Torch threads forced for the whole run (None: the machine's default; ``one_thread`` uses 1).
+FORCED_THREADS: Optional[int] = _env_int(THREADS_ENV, None)
 TINY_SEED = 0
 
 open_clip.add_model_config(MODEL_CONFIGS)  # every *.json in the folder, named by its file stem
@@ -55,6 +82,54 @@ def tiny_clip() -> Callable[..., LoadedClip]:
     return factory
 
 
+@pytest.fixture(scope="session")
+def global_seed() -> int:
+    """The seed for ``pl.seed_everything`` and configs' ``seed_everything`` (see module docstring)."""
+    return GLOBAL_SEED
+
+
+def _classes_noise_leans_to(model: torch.nn.Module, vocabulary: list[str], model_name: str = "tiny-vit",
+                           template: str = "a photo of a {}.", images: int = 32) -> list[str]:
+    """``vocabulary`` sorted by the mean zero-shot probability that seeded noise images get, highest first.
+
+    A random-init tiny CLIP maps almost any input to one or two classes, and which ones depends on
+    the initial weights: only those can be synthesised for any seed, so tests that train on a
+    synthetic set of a random model forget ``classes_noise_leans_to(...)[0]``.
+    """
+    tokenizer = open_clip.get_tokenizer(model_name)
+    size = model.visual.image_size
+    size = size if isinstance(size, int) else size[0]
+    noise = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        text = torch.nn.functional.normalize(model.encode_text(tokenizer([template.format(c) for c in vocabulary])), dim=-1)
+        image = torch.nn.functional.normalize(model.encode_image(noise), dim=-1)
+        probability = (100.0 * image @ text.T).softmax(dim=-1).mean(dim=0)
+    return [vocabulary[i] for i in probability.argsort(descending=True).tolist()]
+
+
+@pytest.fixture(scope="session")
+def classes_noise_leans_to() -> Callable[..., list[str]]:
+    """``classes_noise_leans_to(model, vocabulary) -> vocabulary`` sorted by the mean zero-shot
+    probability of seeded noise images, highest first (see ``_classes_noise_leans_to``)."""
+    return _classes_noise_leans_to
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _forced_threads():
+    """``LIGHTNING_UNLEARN_TEST_THREADS``: run every test with that many torch threads."""
+    if FORCED_THREADS is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(FORCED_THREADS)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pytest_report_header(config) -> str:
+    return f"lightning-unlearn tests: global seed {GLOBAL_SEED}, torch threads {FORCED_THREADS or 'default'}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _test_cache_dir(tmp_path_factory):
     """Every test (and session fixture) sees a temporary ``LIGHTNING_UNLEARN_CACHE``."""
@@ -78,6 +153,6 @@ def one_thread():
     """One intra-op torch thread for a whole test module (``pytestmark = usefixtures("one_thread")``):
     with tiny models on a shared 2-core machine, threads only contend (30x slower under load)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(FORCED_THREADS or 1)
     yield
     torch.set_num_threads(threads)

@@ -10,6 +10,10 @@ cache folder is given explicitly (it must be visible to every rank of the node).
 Each rank writes ``<out>/ranks/rank<R>.json`` with what it saw:
 
 - ``selected``: ``GradientLayerSelection.last_selected`` at every optimizer step (group -> names);
+- ``selection_gaps``: at every optimizer step, the smallest relative gap between the k-th and the
+  (k+1)-th score of a group (how close the selection was to a tie that rounding could flip);
+- ``acc_margins``: at every validation, the smallest top-1 minus top-2 logit over the whole set
+  (how close an image was to changing class);
 - ``synthetic_sha``: sha256 of the synthetic images and labels it trained on;
 - ``made_synthetic``: how many times this rank synthesised (only global rank 0 should; the others get
   the set by broadcast);
@@ -60,6 +64,10 @@ from lightning_unlearn.callbacks import (  # noqa: E402
 from lightning_unlearn.datamodules import SyntheticForgetDataModule  # noqa: E402
 from lightning_unlearn.methods import EmbeddingLoss, ImageLipschitz, MultimodalLipschitz  # noqa: E402
 from lightning_unlearn.synthesis import SynthesisConfig  # noqa: E402
+from lightning_unlearn.models import load_clip  # noqa: E402
+from lightning_unlearn.zeroshot import zero_shot_logits  # noqa: E402
+
+from conftest import _classes_noise_leans_to  # noqa: E402  (this folder is sys.path[0] for a script)
 
 VOCAB = ("cat", "dog", "car", "tree")
 SYNTHESIS = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100,
@@ -115,6 +123,25 @@ def state_sha(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+class SelectionMargin(Callback):
+    """Placed before ``GradientLayerSelection``: how close each step's selection is to a tie."""
+
+    def __init__(self, selection: GradientLayerSelection) -> None:
+        self.selection = selection
+        self.gaps: list[float] = []
+
+    @torch.no_grad()
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        gaps = [1.0]
+        for group, members in pl_module.parameter_groups().items():
+            scores = sorted((float(p.grad.abs().sum() / p.numel()) for _, p in members if p.grad is not None),
+                            reverse=True)
+            k = self.selection.get_k(group)
+            if len(scores) > k:
+                gaps.append((scores[k - 1] - scores[k]) / max(scores[k - 1], 1e-30))
+        self.gaps.append(min(gaps))
+
+
 class Recorder(Callback):
     """Records, on its rank, the selection of every step and the synthetic accuracy of every validation."""
 
@@ -124,6 +151,7 @@ class Recorder(Callback):
         self.acc: list[dict[str, float]] = []
         self.losses: list[float] = []
         self.indices: list[list[int]] = []
+        self.margins: list[float] = []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         # placed after GradientLayerSelection in the callback list: its choice of this step is made
@@ -142,6 +170,11 @@ class Recorder(Callback):
         logged = float(trainer.callback_metrics["forget/synthetic_acc"])
         whole = pl_module.synthetic_accuracy(synthetic.images, synthetic.labels)
         self.acc.append({"logged": logged, "whole_set": whole})
+        with torch.no_grad():
+            logits = zero_shot_logits(pl_module.encode_image(synthetic.images.to(pl_module.device)),
+                                      pl_module.vocabulary_embeddings())
+            top2 = logits.topk(2, dim=-1).values
+        self.margins.append(float((top2[:, 0] - top2[:, 1]).min()))
 
 
 def main(argv=None) -> None:
@@ -152,6 +185,8 @@ def main(argv=None) -> None:
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--strategy", default="ddp")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--forget", default="auto",
+                        help="class to forget; auto: the one the seeded random model gives noise to (any seed works)")
     parser.add_argument("--images-per-class", type=int, default=8)
     parser.add_argument("--steps-per-epoch", type=int, default=2)
     parser.add_argument("--max-epochs", type=int, default=4)
@@ -165,9 +200,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     out = Path(args.out)
+    forget = args.forget
+    if forget == "auto":  # the module below draws the same initial weights from the same seed
+        pl.seed_everything(args.seed, verbose=False)
+        forget = _classes_noise_leans_to(load_clip("tiny-vit").model, list(VOCAB))[0]
     pl.seed_everything(args.seed, verbose=False)
     module = UnlearningModule(
-        model_name="tiny-vit", pretrained=None, forget_classes=["dog"],
+        model_name="tiny-vit", pretrained=None, forget_classes=[forget],
         vocabulary=None if args.eval_root else list(VOCAB), sigma=0.5, lr=args.lr,
         method=METHODS[args.objective](num_perturbations=2, reduction=args.reduction),
     )
@@ -182,12 +221,13 @@ def main(argv=None) -> None:
     # resolving trainer.log_dir is a collective (a broadcast from rank 0).
     report = UnlearningReport(output_dir=str(out / "report") if args.explicit_output else None, print_table=False)
     recorder = Recorder(selection)
+    margin = SelectionMargin(selection)
     trainer = pl.Trainer(
         accelerator="cpu", devices=args.devices, strategy=args.strategy, max_epochs=args.max_epochs,
         val_check_interval=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, deterministic=True,
         default_root_dir=str(out / "report"),
-        callbacks=[selection, recorder, SyntheticAccuracyStopping(goal=args.goal), escalation, report],
+        callbacks=[margin, selection, recorder, SyntheticAccuracyStopping(goal=args.goal), escalation, report],
     )
     trainer.fit(module, data)
 
@@ -203,6 +243,8 @@ def main(argv=None) -> None:
         "world_size": trainer.world_size,
         "strategy": type(trainer.strategy).__name__,
         "selected": recorder.selected,
+        "selection_gaps": margin.gaps,
+        "acc_margins": recorder.margins,
         "acc": recorder.acc,
         "losses": recorder.losses,
         "indices": recorder.indices,

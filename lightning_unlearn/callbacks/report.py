@@ -110,6 +110,8 @@ class UnlearningReport(Callback):
         # This state's class embeddings and forget-image features, encoded once for every measure
         # below (the weights do not change in between; the next state gets new ones).
         encodings = StateEncodings(pl_module)
+        if state == "before":  # which weights the run started from: the same fingerprint, the same model
+            result["weights_fingerprint"] = pl_module.weights_fingerprint()
         if isinstance(dm, ForgetDataModule):
             forget = dm.forget_set
             result["synthetic_acc"] = pl_module.synthetic_accuracy(forget.images, forget.labels, encodings=encodings)

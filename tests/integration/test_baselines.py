@@ -23,8 +23,8 @@ EASY = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, s
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def fit(tmp_path, method, callbacks, max_epochs=10):
-    pl.seed_everything(0)
+def fit(tmp_path, method, callbacks, max_epochs=10, seed=0):
+    pl.seed_everything(seed)
     module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["dog"], vocabulary=VOCAB,
                               method=method, lr=1e-3)
     data = SyntheticForgetDataModule(images_per_class=2, synthesis=EASY, progress=False, cache_dir=str(tmp_path / "c"))
@@ -41,8 +41,8 @@ def emmn() -> ErrorMinMaxNoise:
                             repair_steps=1, retain_batch=2)
 
 
-def test_emmn_runs_its_schedule_and_keeps_its_noise_for_a_resume(tmp_path):
-    trainer, module, report = fit(tmp_path, emmn(), [GradientLayerSelection(k=2)])
+def test_emmn_runs_its_schedule_and_keeps_its_noise_for_a_resume(tmp_path, global_seed):
+    trainer, module, report = fit(tmp_path, emmn(), [GradientLayerSelection(k=2)], seed=global_seed)
     assert trainer.global_step == 3  # 2 impair + 1 repair steps, then the method ends the fit
     assert report["emmn"]["forget_noise"] == 2 and report["emmn"]["retain_noise"] == 3
     state = module.method.state_dict()
@@ -61,7 +61,8 @@ def test_emmn_refuses_the_callbacks_that_would_break_its_schedule(tmp_path):
         fit(tmp_path, emmn(), [GradientLayerSelection(k=2), SyntheticAccuracyStopping(goal=0.1)])
 
 
-def test_amnesiac_relabelling_trains_through_fit(tmp_path):
-    trainer, module, report = fit(tmp_path, AmnesiacRelabelling(), [GradientLayerSelection(k=2)], max_epochs=2)
+def test_amnesiac_relabelling_trains_through_fit(tmp_path, global_seed):
+    trainer, module, report = fit(tmp_path, AmnesiacRelabelling(), [GradientLayerSelection(k=2)], max_epochs=2,
+                                  seed=global_seed)
     assert trainer.global_step == 2 and report["method"]["name"] == "amns" and report["method"]["zero_shot"] == "ZS"
     assert report["optimizer_steps"] == 2 and report["stop_reason"] == "max_epochs_or_steps"

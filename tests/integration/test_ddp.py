@@ -23,7 +23,9 @@ What is shown:
   is the one-process gradient), the DDP run and a one-process run with the same seed
   train on the same images at every step, select the same tensors, log the same synthetic
   accuracy history and escalate the same way, and their final weights differ by at most
-  ``WEIGHT_ATOL`` = 1e-5 (max abs difference over all tensors).
+  ``WEIGHT_ATOL`` = 1e-5 (max abs difference over all tensors). Where a decision is a near tie
+  (``SCORE_NEAR_TIE``, ``LOGIT_NEAR_TIE``), rounding may take it differently in the two runs: they
+  are then compared up to it.
 
 Why a tolerance and not equality: both runs compute the gradient of the same global mean loss,
 but summed in a different order (gloo's all-reduce of two half-batch mean gradients against one
@@ -70,11 +72,11 @@ IMAGES = 8  #: synthetic images: ddp_run.py's 8 images per class x 1 forgotten c
 WEIGHT_ATOL = 1e-5
 
 
-def run_script(out: Path, cache: Path, *args: str, timeout: int = 300) -> dict[int, dict]:
-    """Run ``ddp_run.py``; return its per-rank records."""
+def run_script(out: Path, cache: Path, *args: str, seed: int = 0, timeout: int = 300) -> dict[int, dict]:
+    """Run ``ddp_run.py`` (forgetting the class the seeded random model leans to); return its per-rank records."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     env.pop("LOCAL_RANK", None)
-    command = [sys.executable, str(SCRIPT), "--out", str(out), "--cache", str(cache), *args]
+    command = [sys.executable, str(SCRIPT), "--out", str(out), "--cache", str(cache), "--seed", str(seed), *args]
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(command)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     records = {}
@@ -147,11 +149,11 @@ def assert_ranks_agree(records: dict[int, dict], out: Path) -> None:
     assert report["synthetic_acc_history"] == [entry["logged"] for entry in r0["acc"]]
 
 
-def test_ddp_ranks_agree(tmp_path):
+def test_ddp_ranks_agree(tmp_path, global_seed):
     """Fast variant: 2 ranks, 2 optimizer steps, vocabulary only; the report goes to the trainer's
     log dir (UnlearningReport without output_dir, as with the CLI)."""
     out, cache = tmp_path / "ddp", tmp_path / "cache"
-    records = run_script(out, cache, "--max-epochs", "1", "--steps-per-epoch", "2")
+    records = run_script(out, cache, "--max-epochs", "1", "--steps-per-epoch", "2", seed=global_seed)
     assert_ranks_agree(records, out)
     assert_whole_set_every_step(records)
     assert records[0]["made_synthetic"] == 1  # an empty cache: rank 0 made the set, rank 1 did not
@@ -159,7 +161,7 @@ def test_ddp_ranks_agree(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def ddp_runs(tmp_path_factory):
+def ddp_runs(tmp_path_factory, global_seed):
     """The DDP run and the single-process run (4 epochs of 2 steps, with an evaluation dataset)."""
     base = tmp_path_factory.mktemp("ddp_vs_single")
     root = eval_folder(base / "eval")
@@ -169,7 +171,7 @@ def ddp_runs(tmp_path_factory):
         "ddp": (base / "ddp", common),
         "single": (base / "single", common + ("--devices", "1", "--strategy", "auto")),
     }
-    return {name: (out, run_script(out, cache, *args)) for name, (out, args) in runs.items()}
+    return {name: (out, run_script(out, cache, *args, seed=global_seed)) for name, (out, args) in runs.items()}
 
 
 @pytest.mark.slow
@@ -186,25 +188,58 @@ def test_ddp_full_run_ranks_agree_and_reduce_evaluation(ddp_runs):
     assert records[0]["synthetic_sha"] == single[0]["synthetic_sha"]
 
 
+#: A selection whose k-th and (k+1)-th scores are closer than this (relative), or a validation with an
+#: image whose two best logits are closer than ``LOGIT_NEAR_TIE``, is a near tie: float32 rounding
+#: (the ~1e-7 relative differences above, grown by a few Adam steps) may decide it either way.
+SCORE_NEAR_TIE = 1e-3
+LOGIT_NEAR_TIE = 1e-2
+
+
+def first_divergence(ddp: dict, single: dict) -> tuple[str, int] | None:
+    """The first decision in which the two runs differ: ("selection" | "accuracy", step index), or None."""
+    for step, (a, b) in enumerate(zip(ddp["selected"], single["selected"])):
+        if a != b:
+            return "selection", step
+        if step < min(len(ddp["acc"]), len(single["acc"])) and ddp["acc"][step]["logged"] != single["acc"][step]["logged"]:
+            return "accuracy", step
+    return None
+
+
 @pytest.mark.slow
 def test_ddp_matches_single_process(ddp_runs):
     """DDP takes the single-process steps: same images, selections, accuracies, escalation; weights
-    equal up to float32 reduction order (``WEIGHT_ATOL``)."""
+    equal up to float32 reduction order (``WEIGHT_ATOL``).
+
+    Both runs are this machine's, compared with each other. A decision taken at a near tie (two
+    tensors' scores, or an image's two best classes, equal to within rounding) may go either way
+    in the two runs, after which they follow different paths: then the runs are compared up to that
+    decision, and the test checks that it was indeed a near tie.
+    """
     ddp_out, ddp = ddp_runs["ddp"]
     single_out, single = ddp_runs["single"]
     assert single[0]["world_size"] == 1 and ddp[0]["world_size"] == 2
-    assert ddp[0]["global_step"] == single[0]["global_step"] > 2
     assert_whole_set_every_step(ddp)
     assert_whole_set_every_step(single)
-    assert ddp[0]["selected"] == single[0]["selected"]
-    assert ddp[0]["selection_counts"] == single[0]["selection_counts"]
-    assert [e["logged"] for e in ddp[0]["acc"]] == [e["logged"] for e in single[0]["acc"]]
-    # The loss of every step: each rank's loss is world_size x its shard's sum / 4N, so the ranks' mean
-    # is the whole set's sum / 4N (rounding aside).
-    for step, (a, b, c) in enumerate(zip(ddp[0]["losses"], ddp[1]["losses"], single[0]["losses"], strict=True)):
+    d, s = ddp[0], single[0]
+    divergence = first_divergence(d, s)
+    steps = len(d["selected"]) if divergence is None else divergence[1] + 1
+    # The loss of every step up to the divergence: each rank's loss is world_size x its shard's sum / 4N,
+    # so the ranks' mean is the whole set's sum / 4N (rounding aside).
+    for step, (a, b, c) in enumerate(zip(ddp[0]["losses"][:steps], ddp[1]["losses"][:steps], s["losses"][:steps])):
         assert (a + b) / 2 == pytest.approx(c, rel=1e-5), f"step {step}"
-    assert (ddp[0]["sigma_history"], ddp[0]["restored_epochs"]) == (single[0]["sigma_history"],
-                                                                    single[0]["restored_epochs"])
+    if divergence is not None:
+        kind, step = divergence
+        if kind == "selection":
+            gap = min(d["selection_gaps"][step], s["selection_gaps"][step])
+            assert gap < SCORE_NEAR_TIE, f"selections differ at step {step} without a near tie (gap {gap:.3g})"
+        else:
+            margin = min(d["acc_margins"][step], s["acc_margins"][step])
+            assert margin < LOGIT_NEAR_TIE, f"accuracies differ after step {step} without a near tie ({margin:.3g})"
+        print(f"DDP vs single process: identical up to a near tie ({kind}) at step {step}")
+        return
+    assert d["global_step"] == s["global_step"] > 2
+    assert d["selection_counts"] == s["selection_counts"]
+    assert (d["sigma_history"], d["restored_epochs"]) == (s["sigma_history"], s["restored_epochs"])
     diff = max_abs_diff(weights(ddp_out), weights(single_out))
     print(f"DDP vs single process: max abs weight difference {diff:.3g}")
     assert diff <= WEIGHT_ATOL

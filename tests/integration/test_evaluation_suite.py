@@ -79,9 +79,10 @@ def is_number(value: Any) -> bool:
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory) -> tuple[Path, dict[str, Any]]:
+def fitted(tmp_path_factory, global_seed) -> tuple[Path, dict[str, Any]]:
     base = tmp_path_factory.mktemp("suite")
-    cli = main(["fit", "--config", str(write_config(base)), "--trainer.logger.init_args.save_dir", str(base / "runs"),
+    cli = main(["fit", "--config", str(write_config(base)), "--seed_everything", str(global_seed),
+                "--trainer.logger.init_args.save_dir", str(base / "runs"),
                 "--data.init_args.cache_dir", str(base / "cache")])
     log_dir = Path(cli.trainer.log_dir)
     return log_dir, json.loads((log_dir / "report.json").read_text())

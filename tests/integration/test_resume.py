@@ -3,10 +3,14 @@ uninterrupted run with the same seed ends: same weights (bit for bit), sigma, k,
 escalation state and report (accuracy histories, before/after evaluation), and it trains in the
 same mode (the CLIP in train mode at every step).
 
-The run: tiny-vit (random init, seeded) forgetting "dog" of a 4-class image_folder dataset, 8
-synthetic images, 2 steps per epoch, validation after every step. Uninterrupted it takes 10
-optimizer steps over 5 epochs: epochs 0-2 improve, epoch 3 does not and is undone (sigma escalates
-from 0.5 to 1.0), and the goal (synthetic accuracy 0) is reached at step 10.
+The run: tiny-vit (random init, seeded) forgetting one class of a 4-class image_folder dataset (the
+one the random model gives noise to, so that synthesis reaches it for any seed), 8
+synthetic images, 2 steps per epoch, validation after every step. The weights train for real, but
+the forget-set accuracy the callbacks decide on is scripted (``ScriptedForgetAccuracy`` feeds the
+module's own metric a known sequence), so the path is the same on any machine and for any seed:
+10 optimizer steps over 5 epochs; epochs 0-2 improve, epoch 3 does not and is undone (sigma
+escalates from 0.5 to 1.0), and the goal (synthetic accuracy 0) is reached at step 10. What is
+compared is always two runs of this machine with each other.
 
 Checkpoints must be saved after each validation:
 ``ModelCheckpoint(every_n_epochs=1, save_on_train_epoch_end=False, save_top_k=-1)`` saves in
@@ -52,6 +56,7 @@ from lightning_unlearn.callbacks import (
 )
 from lightning_unlearn.datamodules import SyntheticForgetDataModule
 from lightning_unlearn.methods import MultimodalLipschitz
+from lightning_unlearn.models import load_clip
 from lightning_unlearn.synthesis import SynthesisConfig
 
 # Expected here: the resumed run has no ModelCheckpoint (the first one had), and the synthetic
@@ -63,14 +68,18 @@ pytestmark = [
 ]
 
 CLASSES = ("cat", "dog", "car", "tree")
+IMAGES = 8  #: synthetic images of the forgotten class
 SYNTHESIS = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100,
                             threshold_decay="per_image", pixel_space="model", jitter_mode="symmetric",
                             blur_kernel_size=3, blur_from_first_iteration=False)
-TOTAL_STEPS = 10
+#: The forget-set accuracy logged after each optimizer step (index: step - 1), in eighths of the
+#: 8-image set: epochs (2 steps each) 0-2 improve, epoch 3 (steps 7-8) does not, step 10 reaches 0.
+ACCURACY_SCRIPT = (7, 6, 5, 4, 3, 2, 3, 3, 1, 0)
+TOTAL_STEPS = len(ACCURACY_SCRIPT)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
+def world(tmp_path_factory, global_seed, classes_noise_leans_to) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("resume")
     root = base / "eval"
     for c, name in enumerate(CLASSES):
@@ -78,7 +87,11 @@ def world(tmp_path_factory) -> dict[str, Path]:
         for i in range(2):
             pixels = np.random.default_rng(10 * c + i).integers(0, 256, (32, 32, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(root / name / f"{i}.png")
-    return {"base": base, "eval": root, "cache": base / "cache"}
+    # the class the seeded random model gives noise to: synthesis reaches it for any seed (the module
+    # in run() draws these same initial weights from the same seed)
+    pl.seed_everything(global_seed, verbose=False)
+    forget = classes_noise_leans_to(load_clip("tiny-vit").model, list(CLASSES))[0]
+    return {"base": base, "eval": root, "cache": base / "cache", "seed": global_seed, "forget": forget}
 
 
 class Interrupted(Exception):
@@ -94,6 +107,26 @@ class InterruptAt(Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step >= self.step:
             raise Interrupted(f"interrupted after {trainer.global_step} steps")
+
+
+class ScriptedForgetAccuracy(Callback):
+    """Make the module log ``ACCURACY_SCRIPT[step - 1] / 8`` as its forget-set accuracy after step ``step``.
+
+    Callbacks' ``on_validation_epoch_end`` runs before the module's, which computes and logs its
+    ``synthetic_metric``: this callback refills that metric with predictions of which exactly the
+    scripted number are right, through the metric's public ``update``. Everything downstream (the
+    logged value, the callbacks' decisions, the report's history) then follows the script.
+    """
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        metric = pl_module.synthetic_metric
+        correct = ACCURACY_SCRIPT[trainer.global_step - 1]
+        target = metric.target_labels[0]
+        labels = torch.full((IMAGES,), target)
+        predicted = labels.clone()
+        predicted[correct:] = (target + 1) % metric.num_classes
+        metric.reset()
+        metric.update(torch.nn.functional.one_hot(predicted, metric.num_classes).float(), labels)
 
 
 class ModeProbe(Callback):
@@ -118,10 +151,10 @@ def train_batch_end_checkpoints(dirpath: Path) -> ModelCheckpoint:
 def run(world: dict[str, Path], out: Path, *, checkpoint: Optional[ModelCheckpoint] = None,
         stop_at: Optional[int] = None, ckpt_path: Optional[Path] = None) -> Optional[dict[str, Any]]:
     """One run; the end state, or None if it was interrupted."""
-    pl.seed_everything(0, verbose=False)
-    module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["dog"], sigma=0.5, lr=2e-3,
+    pl.seed_everything(world["seed"], verbose=False)
+    module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=[world["forget"]], sigma=0.5, lr=2e-3,
                               method=MultimodalLipschitz(num_perturbations=2, reduction="mean", noise_norm="drawn"))
-    data = SyntheticForgetDataModule(datasets={"image_folder": str(world["eval"])}, batch_size=8, images_per_class=8,
+    data = SyntheticForgetDataModule(datasets={"image_folder": str(world["eval"])}, batch_size=8, images_per_class=IMAGES,
                                      steps_per_epoch=2, synthesis=SYNTHESIS, cache_dir=str(world["cache"]),
                                      progress=False)
     selection = GradientLayerSelection(k=2)
@@ -129,7 +162,8 @@ def run(world: dict[str, Path], out: Path, *, checkpoint: Optional[ModelCheckpoi
                                       k_schedules={"vision": [2, 4, 8], "text": [2, 4, 8]})
     report = UnlearningReport(output_dir=str(out), print_table=False)
     probe = ModeProbe()
-    callbacks: list[Callback] = [selection, SyntheticAccuracyStopping(goal=0.0), escalation, report, probe]
+    callbacks: list[Callback] = [ScriptedForgetAccuracy(), selection, SyntheticAccuracyStopping(goal=0.0), escalation,
+                                 report, probe]
     if checkpoint is not None:
         callbacks.append(checkpoint)
     if stop_at is not None:
@@ -170,7 +204,8 @@ def assert_same_end(resumed: dict[str, Any], reference: dict[str, Any]) -> None:
 @pytest.fixture(scope="module")
 def reference(world) -> dict[str, Any]:
     end = run(world, world["base"] / "reference")
-    # The path this test relies on: improvements, one undone epoch with an escalation, the goal.
+    # The scripted path: improvements, one undone epoch with an escalation, the goal.
+    assert end["report"]["synthetic_acc_history"] == [c / IMAGES for c in ACCURACY_SCRIPT]
     assert end["global_step"] == TOTAL_STEPS
     assert end["escalation"]["restored_epochs"] == [3] and end["sigma"] == 1.0
     assert end["report"]["stop_reason"] == "goal_reached"
@@ -231,7 +266,8 @@ def test_checkpoint_holds_the_callbacks_state(world, reference, tmp_path):
     assert report["timings"]["unlearn"] > 0 and "evaluate_before" in report["timings"]
     assert report["synthetic_acc_history"] == reference["report"]["synthetic_acc_history"][:2]
     before = reference["report"]["before"]
-    assert report["before"] == {"synthetic_acc": before["synthetic_acc"], "datasets": before["datasets"]}
+    assert report["before"] == {"synthetic_acc": before["synthetic_acc"], "datasets": before["datasets"],
+                                "weights_fingerprint": reference["report"]["model"]["fingerprint"]}
     # The forget set made from the original weights travels with the checkpoint: a resumed run (whose
     # weights are restored before the set is first needed) trains on the same images.
     forget = checkpoint["SyntheticForgetDataModule"]["forget_set"]

@@ -12,6 +12,7 @@ import yaml
 
 from lightning_unlearn.compare import (
     CompareSettings,
+    fingerprint_line,
     finished_row,
     failed_row,
     plan_comparison,
@@ -118,6 +119,21 @@ def test_rows_csv_and_markdown(world):
     assert "| 1/2 | 80.0 | 20.0 |" in markdown and "- lip / toy poodle / seed 0: ConfigError: boom" in markdown
     render_plot(plan, rows, world / "plot" / "compare.png")
     assert (world / "plot" / "compare.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_starting_weights_fingerprint_is_kept_per_run_and_printed_once(world):
+    plan = plan_comparison(settings(world, methods=["lip"], seeds=[0]))
+    first, second = plan.runs
+    rows = []
+    for run in (first, second):
+        finished = report((0.8, 0.2), (0.6, 0.5), (0.9, 0.8))
+        finished["model"] = {"name": "RN50", "pretrained": "openai", "fingerprint": "0123456789abcdef"}
+        rows.append(row_from_report(run, finished, plan.other_datasets))
+    assert rows[0]["model_fingerprint"] == "0123456789abcdef"
+    assert "fingerprint" not in render_csv(plan, rows).splitlines()[0]  # not a compare.csv column
+    line = fingerprint_line(rows + [None, failed_row(second, "ConfigError: boom")])
+    assert line.startswith("Weights fingerprint before unlearning: RN50 0123456789abcdef (") and line.count("RN50") == 1
+    assert fingerprint_line([failed_row(second, "ConfigError: boom")]) is None
 
 
 def test_a_finished_run_is_reused_only_with_the_same_config(world, tmp_path):
