@@ -14,6 +14,7 @@ from lightning_unlearn.callbacks import GradientLayerSelection, SyntheticAccurac
 from lightning_unlearn.datamodules import SyntheticForgetDataModule
 from lightning_unlearn.errors import ConfigError
 from lightning_unlearn.methods import AmnesiacRelabelling, ErrorMinMaxNoise
+from lightning_unlearn.models import load_clip
 from lightning_unlearn.synthesis import SynthesisConfig
 
 VOCAB = ["cat", "dog", "car", "tree"]
@@ -23,9 +24,9 @@ EASY = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, s
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def fit(tmp_path, method, callbacks, max_epochs=10, seed=0):
+def fit(tmp_path, method, callbacks, max_epochs=10, seed=0, forget="dog"):
     pl.seed_everything(seed)
-    module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["dog"], vocabulary=VOCAB,
+    module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=[forget], vocabulary=VOCAB,
                               method=method, lr=1e-3)
     data = SyntheticForgetDataModule(images_per_class=2, synthesis=EASY, progress=False, cache_dir=str(tmp_path / "c"))
     out = tmp_path / "out"
@@ -41,12 +42,20 @@ def emmn() -> ErrorMinMaxNoise:
                             repair_steps=1, retain_batch=2)
 
 
-def test_emmn_runs_its_schedule_and_keeps_its_noise_for_a_resume(tmp_path, global_seed):
-    trainer, module, report = fit(tmp_path, emmn(), [GradientLayerSelection(k=2)], seed=global_seed)
+def reachable_class(seed: int, leans_to) -> str:
+    """The class the module's seeded random init gives noise to: synthesis reaches it for any seed."""
+    pl.seed_everything(seed)
+    return leans_to(load_clip("tiny-vit").model, VOCAB)[0]
+
+
+def test_emmn_runs_its_schedule_and_keeps_its_noise_for_a_resume(tmp_path, global_seed, classes_noise_leans_to):
+    forget = reachable_class(global_seed, classes_noise_leans_to)
+    trainer, module, report = fit(tmp_path, emmn(), [GradientLayerSelection(k=2)], seed=global_seed, forget=forget)
     assert trainer.global_step == 3  # 2 impair + 1 repair steps, then the method ends the fit
     assert report["emmn"]["forget_noise"] == 2 and report["emmn"]["retain_noise"] == 3
     state = module.method.state_dict()
-    assert state["noise"]["forget_images"].shape == (2, 3, 32, 32) and state["noise"]["retain_labels"].tolist() == [0, 2, 3]
+    retained = [i for i, name in enumerate(VOCAB) if name != forget]
+    assert state["noise"]["forget_images"].shape == (2, 3, 32, 32) and state["noise"]["retain_labels"].tolist() == retained
     fresh = emmn()
     fresh.load_state_dict(state)
     assert torch.equal(fresh._noise["forget_images"], state["noise"]["forget_images"])
@@ -61,8 +70,8 @@ def test_emmn_refuses_the_callbacks_that_would_break_its_schedule(tmp_path):
         fit(tmp_path, emmn(), [GradientLayerSelection(k=2), SyntheticAccuracyStopping(goal=0.1)])
 
 
-def test_amnesiac_relabelling_trains_through_fit(tmp_path, global_seed):
+def test_amnesiac_relabelling_trains_through_fit(tmp_path, global_seed, classes_noise_leans_to):
     trainer, module, report = fit(tmp_path, AmnesiacRelabelling(), [GradientLayerSelection(k=2)], max_epochs=2,
-                                  seed=global_seed)
+                                  seed=global_seed, forget=reachable_class(global_seed, classes_noise_leans_to))
     assert trainer.global_step == 2 and report["method"]["name"] == "amns" and report["method"]["zero_shot"] == "ZS"
     assert report["optimizer_steps"] == 2 and report["stop_reason"] == "max_epochs_or_steps"
