@@ -24,9 +24,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_unlearn.errors import MissingFileError, UnknownNameError, UnlearnError
-from lightning_unlearn.io import check_output_dir
-from lightning_unlearn.names import matches_clause
+from lightning_unlearn.core.errors import MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.core.io import check_output_dir
+from lightning_unlearn.core.names import matches_clause
 
 PACKAGED_CONFIGS = Path(__file__).resolve().parent / "configs"
 DEBUG_ENV = "LIGHTNING_UNLEARN_DEBUG"

@@ -45,9 +45,9 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import yaml
 
-from lightning_unlearn.errors import ConfigError, UnknownNameError, UnlearnError
-from lightning_unlearn.io import atomic_write_json, atomic_write_text, check_output_dir
-from lightning_unlearn.names import class_key, matches_clause
+from lightning_unlearn.core.errors import ConfigError, UnknownNameError, UnlearnError
+from lightning_unlearn.core.io import atomic_write_json, atomic_write_text, check_output_dir
+from lightning_unlearn.core.names import class_key, matches_clause
 from lightning_unlearn.presets import (
     PRESETS,
     MethodPreset,
@@ -58,7 +58,7 @@ from lightning_unlearn.presets import (
     init_parameters,
     set_dotted,
 )
-from lightning_unlearn.spec import ForgetSpec, Vocabulary, resolve_forget_spec
+from lightning_unlearn.maths.forget_spec import ForgetSpec, Vocabulary, resolve_forget_spec
 
 RUN_FILE = "run.json"  # a finished run's row (written last, atomically)
 RUN_CONFIG = "run_config.yaml"  # the fit config the run was given
@@ -330,7 +330,7 @@ def plan_comparison(settings: CompareSettings) -> Plan:
 
 
 def _unknown_method(name: str) -> str:
-    from lightning_unlearn.names import unknown_name_message
+    from lightning_unlearn.core.names import unknown_name_message
 
     return unknown_name_message("method", name, list(PRESETS), show_all=20)
 

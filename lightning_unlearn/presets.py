@@ -22,10 +22,10 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from lightning_unlearn._introspection import init_parameters
-from lightning_unlearn.errors import ConfigError, UnknownNameError
-from lightning_unlearn.methods.base import ZeroShotType
-from lightning_unlearn.names import unknown_name_message
+from lightning_unlearn.core._introspection import init_parameters
+from lightning_unlearn.core.errors import ConfigError, UnknownNameError
+from lightning_unlearn.lightning.methods.base import ZeroShotType
+from lightning_unlearn.core.names import unknown_name_message
 
 ForgetImages = Literal["synthetic", "real", "none"]
 

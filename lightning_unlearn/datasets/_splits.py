@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lightning_unlearn.datasets._layouts import Layout, check_listed_files
-from lightning_unlearn.names import prompt_name
+from lightning_unlearn.core.names import prompt_name
 
 Samples = list[tuple[str, int]]
 

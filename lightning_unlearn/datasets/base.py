@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkabl
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
-from lightning_unlearn.names import close_matches, unknown_name_message
+from lightning_unlearn.core.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.core.names import close_matches, unknown_name_message
 
 __all__ = [
     "CorruptImageError",

@@ -23,7 +23,7 @@ from lightning_unlearn.datasets._layouts import Layout, missing_file_error, pape
 from lightning_unlearn.datasets._spec import DatasetSpec, define_dataset
 from lightning_unlearn.datasets._splits import Samples
 from lightning_unlearn.datasets.base import DatasetLayoutError
-from lightning_unlearn.names import prompt_name
+from lightning_unlearn.core.names import prompt_name
 
 SPLIT_FILE = "split_alexey_stanford_dogs.json"
 IMAGES = "Images"

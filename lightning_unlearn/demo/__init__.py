@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_unlearn.models import PROJECT_MODEL_CONFIGS as MODEL_CONFIG_DIR
-from lightning_unlearn.models import register_project_model_configs as register_model_configs
+from lightning_unlearn.clip.loading import PROJECT_MODEL_CONFIGS as MODEL_CONFIG_DIR
+from lightning_unlearn.clip.loading import register_project_model_configs as register_model_configs
 
 #: open_clip name of the demo CLIP (the stem of ``model_configs/demo-clip-rn.json``).
 DEMO_MODEL_NAME = "demo-clip-rn"
@@ -21,7 +21,7 @@ DEMO_MODEL_NAME = "demo-clip-rn"
 register_model_configs()
 
 from lightning_unlearn.demo import world  # noqa: E402
-from lightning_unlearn.demo.datasets import DATASET_NAMES, DemoWorldDataset  # noqa: E402
+from lightning_unlearn.demo.world_datasets import DATASET_NAMES, DemoWorldDataset  # noqa: E402
 from lightning_unlearn.demo.world import save_sample_grid  # noqa: E402
 
 __all__ = [

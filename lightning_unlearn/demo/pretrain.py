@@ -26,11 +26,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lightning_unlearn.demo import DEMO_MODEL_NAME, world
-from lightning_unlearn.demo.datasets import DemoWorldDataset
-from lightning_unlearn.io import save_open_clip_weights
-from lightning_unlearn.metrics import ZeroShotAccuracy
-from lightning_unlearn.models import eval_mode, quiet_random_init
-from lightning_unlearn.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
+from lightning_unlearn.demo.world_datasets import DemoWorldDataset
+from lightning_unlearn.core.io import save_open_clip_weights
+from lightning_unlearn.maths.metrics import ZeroShotAccuracy
+from lightning_unlearn.clip.loading import eval_mode, quiet_random_init
+from lightning_unlearn.maths.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
 
 #: Caption template sets: ``own`` = each domain's templates only (10 objects, 8 textures); ``own+openai``
 #: adds open_clip's 80 OpenAI ImageNet templates, so that the text tower meets varied sentences
@@ -114,7 +114,7 @@ def pretraining_caption_templates(own: list[str] | tuple[str, ...], domain: str,
     """
     templates = list(own)
     if which == "own+openai":
-        from lightning_unlearn.promptbank import openai_templates
+        from lightning_unlearn.maths.promptbank import openai_templates
 
         suffix = _OPENAI_CLASS_SUFFIX.get(domain, "")
         templates += [t.replace("{}", "{}" + suffix) for t in openai_templates()]

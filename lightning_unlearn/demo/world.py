@@ -675,7 +675,7 @@ def sample_grid(per_class: int = 6, seed: int = 0, split: str = "test", scale: i
 
 def save_sample_grid(path: str, per_class: int = 6, seed: int = 0) -> None:
     """Write :func:`sample_grid` as a PNG (atomically) to ``path``."""
-    from lightning_unlearn.io import atomic_path
+    from lightning_unlearn.core.io import atomic_path
 
     with atomic_path(path) as tmp:
         sample_grid(per_class=per_class, seed=seed).save(tmp, format="PNG", optimize=True)

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
-from lightning_unlearn.errors import ConfigError, MissingFileError
-from lightning_unlearn.names import class_key, matches_clause
+from lightning_unlearn.core.errors import ConfigError, MissingFileError
+from lightning_unlearn.core.names import class_key, matches_clause
 
 #: Description files shipped with the package, by name.
 PACKAGED_DESCRIPTIONS: dict[str, Path] = {

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from lightning_unlearn.io import atomic_path
+from lightning_unlearn.core.io import atomic_path
 
 #: Folder of the plots, relative to the report.
 PLOTS_DIR = "plots"

@@ -21,7 +21,7 @@ import torch
 from torchmetrics.retrieval import RetrievalPrecision
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
-from lightning_unlearn.names import class_key
+from lightning_unlearn.core.names import class_key
 
 
 def precision_at_k(

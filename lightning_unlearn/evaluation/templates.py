@@ -12,8 +12,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
-from lightning_unlearn.metrics import ZeroShotAccuracy
-from lightning_unlearn.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
+from lightning_unlearn.maths.metrics import ZeroShotAccuracy
+from lightning_unlearn.maths.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
 
 #: The paper's Table 9 evaluation templates.
 PAPER_TEMPLATES: tuple[str, ...] = (

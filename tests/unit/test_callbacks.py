@@ -19,13 +19,13 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_unlearn.callbacks import (
+from lightning_unlearn.lightning.callbacks import (
     EscalationStopReason,
     GradientLayerSelection,
     NoiseLayerEscalation,
     SyntheticAccuracyStopping,
 )
-from lightning_unlearn.errors import CheckpointError, ConfigError
+from lightning_unlearn.core.errors import CheckpointError, ConfigError
 
 MONITOR = "forget/synthetic_acc"
 STEPS_PER_EPOCH = 2

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lightning_unlearn.errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
-from lightning_unlearn.models import (
+from lightning_unlearn.core.errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
+from lightning_unlearn.clip.loading import (
     PretrainedProvider,
     build_pretrained,
     eligible_groups,

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_unlearn.errors import ConfigError, IllConditionedError, UnsupportedModelError
-from lightning_unlearn.promptbank import (
+from lightning_unlearn.core.errors import ConfigError, IllConditionedError, UnsupportedModelError
+from lightning_unlearn.maths.promptbank import (
     composed_templates,
     fits_context,
     openai_templates,
@@ -15,7 +15,7 @@ from lightning_unlearn.promptbank import (
     spread,
     unique_classes,
 )
-from lightning_unlearn.textedit import (
+from lightning_unlearn.maths.textedit import (
     cached_pooled_features,
     class_basis,
     class_free_targets,
