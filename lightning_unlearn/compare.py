@@ -171,7 +171,7 @@ def _unique(values: Sequence[Any], what: str) -> list[Any]:
 
 def load_fit_config(name: str) -> dict[str, Any]:
     """A fit config file or packaged name as a dict (``resolve_config`` finds it)."""
-    from lightning_unlearn.cli import resolve_config
+    from lightning_unlearn.trainer_cli import resolve_config
 
     path = resolve_config(name)
     try:
@@ -369,7 +369,7 @@ def _check_runs(settings: CompareSettings, runs: Sequence[Run], presets: Sequenc
 
 # --------------------------------------------------------------------------------- running
 def _one_line(err: BaseException) -> str:
-    from lightning_unlearn.cli import project_error
+    from lightning_unlearn.trainer_cli import project_error
 
     cause = project_error(err) or err
     text = str(cause).strip().splitlines()
@@ -440,7 +440,7 @@ def _quiet_runs(quiet: bool = True) -> Iterator[None]:
 
 def execute_run(plan: Plan, run: Run, config: Mapping[str, Any]) -> dict[str, Any]:
     """Run one fit (in this process) and return its row; a failure becomes a ``failed`` row."""
-    from lightning_unlearn.cli import main
+    from lightning_unlearn.trainer_cli import main
 
     if run.directory.exists():
         shutil.rmtree(run.directory)  # an unfinished earlier attempt: start clean
@@ -665,7 +665,7 @@ def build_parser() -> Any:
 
 def compare_main(args: Sequence[str]) -> Path:
     """``lightning-unlearn compare ARGS`` (packaged config names are resolved)."""
-    from lightning_unlearn.cli import resolve_config_args
+    from lightning_unlearn.trainer_cli import resolve_config_args
 
     parser = build_parser()
     parsed = parser.parse_args(resolve_config_args(list(args))).as_dict()

@@ -6,6 +6,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -17,6 +18,7 @@ from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.suite import EvaluationRunner, EvaluationSuite, as_suite, exported_reference
 from lightning_unlearn.lightning.methods import MultimodalLipschitz, UnlearningMethod, as_method
+from lightning_unlearn.lightning.wiring import connect_callbacks
 from lightning_unlearn.maths.metrics import ZeroShotAccuracy
 from lightning_unlearn.clip.loading import (
     EligibilityPreset,
@@ -154,9 +156,18 @@ class UnlearningModule(pl.LightningModule):
         return {tower: [(f"model.{n}", p) for n, p in params] for tower, params in self.groups.items()}
 
     @property
+    def attached_trainer(self) -> Optional[pl.Trainer]:
+        """The Trainer this module is attached to, or None (``self.trainer`` raises outside one)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
+    @property
     def world_size(self) -> int:
         """Number of processes training together (1 outside a Trainer)."""
-        return self.trainer.world_size if self._trainer is not None else 1
+        trainer = self.attached_trainer
+        return trainer.world_size if trainer is not None else 1
 
     def weights_fingerprint(self) -> str:
         """A short hash of the model's weights (keys caches of what is derived from them)."""
@@ -206,13 +217,24 @@ class UnlearningModule(pl.LightningModule):
         ]
 
     # --- Lightning hooks ----------------------------------------------------------------------
+    def configure_callbacks(self) -> list[Callback]:
+        """Adds no callback: connects the run's own (Lightning glue, see :mod:`~lightning_unlearn.lightning.wiring`).
+
+        This hook runs before any callback's ``setup`` and is where Lightning shows the module the
+        trainer's callbacks; a YAML callback list cannot pass one callback to another, so the
+        escalation, the selection and the report are connected here.
+        """
+        connect_callbacks(self.trainer.callbacks, self.method)
+        return []
+
     def prepare_data(self) -> None:
         # Once per node, before any setup: the other processes wait (Lightning's barrier).
         build_pretrained(self.clip)
 
     def setup(self, stage: str) -> None:
         load_pending_weights(self.clip)  # the processes that did not build them
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        trainer = self.attached_trainer
+        datamodule = trainer.datamodule if trainer is not None else None
         spec = self.resolve_spec(getattr(datamodule, "vocabularies", {}) or {})
         if stage == "fit" and self.method.trains and self.method.needs_retain_images \
                 and not getattr(datamodule, "provides_retain_images", False):
@@ -366,9 +388,10 @@ class UnlearningModule(pl.LightningModule):
     def real_target_probabilities(self) -> dict[int, float]:
         """Vocabulary index -> median class probability of each forgotten class's real images under
         the current weights, if ``evaluation.synthesis_target_from_real`` is set (else empty)."""
-        if self.evaluation_runner is None or self._trainer is None:
+        trainer = self.attached_trainer
+        if self.evaluation_runner is None or trainer is None:
             return {}
-        return self.evaluation_runner.real_target_probabilities(self.trainer.datamodule)
+        return self.evaluation_runner.real_target_probabilities(trainer.datamodule)
 
     # --- evaluation outside Lightning's loops (the report's before/after) ----------------------
     @torch.no_grad()

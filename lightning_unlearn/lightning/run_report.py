@@ -28,17 +28,19 @@ def _headline(measure: dict[str, Any], dataset: Optional[str]) -> dict[str, Any]
     }
 
 
-def stop_reason(trainer: pl.Trainer, module: Any) -> str:
+def stop_reason(
+    module: Any,
+    escalation: Optional[NoiseLayerEscalation] = None,
+    stopping: Optional[SyntheticAccuracyStopping] = None,
+) -> str:
     """Why the run ended: training_free, goal_reached, schedule_exhausted, non_finite_loss or
-    max_epochs_or_steps."""
+    max_epochs_or_steps (from the run's escalation and stopping callbacks, if it has them)."""
     if not module.method.trains:
         return "training_free"
-    for cb in trainer.callbacks:
-        if isinstance(cb, NoiseLayerEscalation) and cb.stopping_reason is not EscalationStopReason.NOT_STOPPED:
-            return str(cb.stopping_reason.value)
-    for cb in trainer.callbacks:
-        if isinstance(cb, SyntheticAccuracyStopping) and cb.stopping_reason is EarlyStoppingReason.STOPPING_THRESHOLD:
-            return "goal_reached"
+    if escalation is not None and escalation.stopping_reason is not EscalationStopReason.NOT_STOPPED:
+        return str(escalation.stopping_reason.value)
+    if stopping is not None and stopping.stopping_reason is EarlyStoppingReason.STOPPING_THRESHOLD:
+        return "goal_reached"
     return "max_epochs_or_steps"
 
 
@@ -50,15 +52,18 @@ def build_report(
     timings: dict[str, float],
     synthetic_acc_history: list[float],
     real_valid_history: Optional[list[float]] = None,
+    *,
+    selection: Optional[GradientLayerSelection] = None,
+    escalation: Optional[NoiseLayerEscalation] = None,
+    stopping: Optional[SyntheticAccuracyStopping] = None,
 ) -> dict[str, Any]:
-    """Assemble ``report.json`` from the module, the DataModule and the callbacks' state.
+    """Assemble ``report.json`` from the module, the DataModule and the given callbacks' state.
 
     ``real_valid_history``: the forgotten classes' accuracy on real validation images at each
-    epoch end (empty where the DataModule has none).
+    epoch end (empty where the DataModule has none). ``selection``/``escalation``/``stopping``:
+    the run's callbacks of those kinds (None: the report says what it can without them).
     """
     spec = module.spec
-    escalation = next((cb for cb in trainer.callbacks if isinstance(cb, NoiseLayerEscalation)), None)
-    selection = next((cb for cb in trainer.callbacks if isinstance(cb, GradientLayerSelection)), None)
     datamodule = trainer.datamodule
     forget = datamodule if isinstance(datamodule, ForgetDataModule) else None
     method = module.method
@@ -80,7 +85,7 @@ def build_report(
         "selected_parameters": dict(sorted(
             getattr(selection, "selection_counts", {}).items(), key=lambda kv: (-kv[1], kv[0])
         )),
-        "stop_reason": stop_reason(trainer, module),
+        "stop_reason": stop_reason(module, escalation, stopping),
         "optimizer_steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "timings": {k: round(float(v), 6 if k in method.timings else 3)

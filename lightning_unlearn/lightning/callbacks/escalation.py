@@ -93,7 +93,7 @@ class NoiseLayerEscalation(Callback):
     * At each train epoch end: read ``monitor`` from ``trainer.callback_metrics``. If it improved (strictly) on the
       best value so far, record it and a copy of the trainable parameters as the best state. Otherwise restore model
       and optimizers bit-exactly to the epoch-start snapshot and move every schedule one position on: set
-      ``pl_module.<sigma_attribute>`` and the ``k`` of the :class:`GradientLayerSelection` in ``trainer.callbacks``.
+      ``pl_module.<sigma_attribute>`` and the ``k`` of the connected :class:`GradientLayerSelection` (``selection``).
     * When no position is left, training stops (``stopping_reason = EscalationStopReason.SCHEDULE_EXHAUSTED``).
     * If the training loss returned by the step is NaN/Inf on any rank, the best state (the epoch-start snapshot if
       there is none yet) is restored, the optimizers go back to the epoch-start snapshot, training stops with
@@ -134,7 +134,7 @@ class NoiseLayerEscalation(Callback):
         sigma_schedule: noise levels, one per position; positive and finite. Default: the paper's
             ``(0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)``.
         k_schedules: group -> ``k`` values (positive ints), applied with ``GradientLayerSelection.set_k``;
-            ``None`` leaves ``k`` alone. Requires a :class:`GradientLayerSelection` in ``trainer.callbacks``.
+            ``None`` leaves ``k`` alone. Requires ``selection``.
         monitor: metric read at each train epoch end.
         mode: ``"min"``: lower is better; ``"max"``: higher is better.
         sigma_attribute: name of the LightningModule attribute that holds the noise level.
@@ -154,19 +154,23 @@ class NoiseLayerEscalation(Callback):
         stopping_reason: an :class:`EscalationStopReason`; ``NOT_STOPPED`` until this callback stops the current fit.
         stopping_reason_message: why it stopped, in words (``None`` until then).
         position: current position in the schedules.
+        selection: the :class:`GradientLayerSelection` whose ``k`` the schedules set (``escalation.selection =
+            selection``; ``UnlearningModule`` connects the one of its run when this is ``None``).
 
     Raises:
         ~lightning_unlearn.errors.ConfigError: (a ``ValueError``) if a schedule or argument is invalid; the message
             quotes it.
-        MisconfigurationException: at setup, if ``k_schedules`` is given without a ``GradientLayerSelection`` callback,
+        MisconfigurationException: at setup, if ``k_schedules`` is given without a connected ``selection``,
             or the module lacks ``sigma_attribute``.
 
     Example::
 
         >>> from lightning.pytorch import Trainer
         >>> from lightning_unlearn.callbacks import GradientLayerSelection
+        >>> selection = GradientLayerSelection(k=5)
         >>> escalation = NoiseLayerEscalation(k_schedules={"vision": [5, 7, 10], "text": [5, 7, 12, 18]})
-        >>> trainer = Trainer(callbacks=[GradientLayerSelection(k=5), escalation], max_epochs=30)
+        >>> escalation.selection = selection
+        >>> trainer = Trainer(callbacks=[selection, escalation], max_epochs=30)
         >>> # after training:
         >>> if escalation.stopping_reason == EscalationStopReason.SCHEDULE_EXHAUSTED:
         ...     print("no noise level or layer count left")
@@ -216,7 +220,7 @@ class NoiseLayerEscalation(Callback):
         self._epoch_open = False  # between an epoch's start snapshot and its end decision
         self._just_loaded = False
         self._last_monitor: Optional[float] = None
-        self._selection: Optional[GradientLayerSelection] = None
+        self.selection: Optional[GradientLayerSelection] = None
 
     @staticmethod
     def _check_arguments(
@@ -268,9 +272,9 @@ class NoiseLayerEscalation(Callback):
 
     def _apply(self, pl_module: "pl.LightningModule") -> None:
         setattr(pl_module, self.sigma_attribute, self.current_sigma)
-        if self._selection is not None:
+        if self.selection is not None:
             for group, k in self.current_k.items():
-                self._selection.set_k(group, k)
+                self.selection.set_k(group, k)
 
     # ------------------------------------------------------------------ hooks
     @override
@@ -282,16 +286,10 @@ class NoiseLayerEscalation(Callback):
                 f"`NoiseLayerEscalation` sets `{type(pl_module).__name__}.{self.sigma_attribute}`, which does not"
                 " exist; define it in the module's __init__ or set `sigma_attribute`."
             )
-        selections = [cb for cb in trainer.callbacks if isinstance(cb, GradientLayerSelection)]
-        if len(selections) > 1:
+        if self.k_schedules is not None and self.selection is None:
             raise MisconfigurationException(
-                f"`NoiseLayerEscalation` found {len(selections)} `GradientLayerSelection` callbacks; it needs one."
-            )
-        self._selection = selections[0] if selections else None
-        if self.k_schedules is not None and self._selection is None:
-            raise MisconfigurationException(
-                f"`NoiseLayerEscalation(k_schedules={self.k_schedules!r})` needs a `GradientLayerSelection` in"
-                " `trainer.callbacks`."
+                f"`NoiseLayerEscalation(k_schedules={self.k_schedules!r})` needs a `GradientLayerSelection`:"
+                " set `escalation.selection = selection`."
             )
 
     @override

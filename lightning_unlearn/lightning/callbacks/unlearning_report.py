@@ -12,7 +12,9 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
+from lightning_unlearn.lightning.callbacks.escalation import NoiseLayerEscalation
 from lightning_unlearn.lightning.callbacks.selection import GradientLayerSelection
+from lightning_unlearn.lightning.callbacks.stopping import SyntheticAccuracyStopping
 from lightning_unlearn.lightning.datamodules.evaluation_data import EvaluationDataModule
 from lightning_unlearn.lightning.datamodules.forget import ForgetDataModule
 from lightning_unlearn.core.errors import ConfigError, OutputError
@@ -53,6 +55,16 @@ class UnlearningReport(Callback):
         evaluate_after: evaluate the datasets after unlearning.
         export_name: file name of the exported weights (None: no export).
         print_table: print a Rich table of the results at the end.
+
+    Attributes:
+        selection: the run's :class:`GradientLayerSelection` (the report's ``selected_parameters``
+            and the ``k`` trace), or None.
+        escalation: the run's :class:`NoiseLayerEscalation` (sigma and monitor histories, undone
+            epochs, ``stop_reason``), or None.
+        stopping: the run's :class:`SyntheticAccuracyStopping` (``stop_reason: goal_reached``), or None.
+
+        Set them to connect the report (``report.escalation = escalation``); ``UnlearningModule``
+        connects those of its run that are left ``None``.
     """
 
     def __init__(
@@ -84,6 +96,9 @@ class UnlearningReport(Callback):
         # per validation step of the fit: the escalation trace (plots)
         self.trace: dict[str, Any] = {"synthetic_acc": [], "real_valid_acc": [], "sigma": [], "k": {}}
         self.report: Optional[dict[str, Any]] = None
+        self.selection: Optional[GradientLayerSelection] = None
+        self.escalation: Optional[NoiseLayerEscalation] = None
+        self.stopping: Optional[SyntheticAccuracyStopping] = None
 
     def _out_dir(self, trainer: pl.Trainer) -> Path:
         return Path(self.output_dir or trainer.log_dir or trainer.default_root_dir)
@@ -162,8 +177,7 @@ class UnlearningReport(Callback):
         self.trace["synthetic_acc"].append(synthetic_acc)
         self.trace["real_valid_acc"].append(None if real is None else float(real))
         self.trace["sigma"].append(float(getattr(pl_module, "sigma", float("nan"))))
-        selection = next((cb for cb in trainer.callbacks if isinstance(cb, GradientLayerSelection)), None)
-        for group, k in (selection.current_k if selection is not None else {}).items():
+        for group, k in (self.selection.current_k if self.selection is not None else {}).items():
             self.trace["k"].setdefault(group, []).append(int(k))
 
     def _finish_evaluation(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
@@ -218,7 +232,8 @@ class UnlearningReport(Callback):
         if isinstance(dm, ForgetDataModule):
             self.timings["synthesis"] = float(dm.forget_set.seconds)
         self.report = build_report(trainer, pl_module, self.before, self.after, self.timings, self.synthetic_acc_history,
-                                   real_valid_history=self.real_valid_history)
+                                   real_valid_history=self.real_valid_history, selection=self.selection,
+                                   escalation=self.escalation, stopping=self.stopping)
         states = {name: self.suite_states[name] for name in ("before", "after") if name in self.suite_states}
         if states:
             self.report["evaluation"] = {**assemble(pl_module.evaluation, states), "trace": self.trace}

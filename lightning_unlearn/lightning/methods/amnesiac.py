@@ -18,7 +18,7 @@ image's index), so the draw does not depend on how a batch is split across devic
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -26,11 +26,8 @@ from open_clip.loss import ClipLoss
 
 from lightning_unlearn.core._validation import _template_validation
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.methods.base import UnlearningMethod
+from lightning_unlearn.lightning.methods.base import MethodHost, UnlearningMethod
 from lightning_unlearn.core.names import prompt_name
-
-if TYPE_CHECKING:
-    from lightning_unlearn.lightning.module import UnlearningModule
 
 
 class AmnesiacRelabelling(UnlearningMethod):
@@ -51,7 +48,7 @@ class AmnesiacRelabelling(UnlearningMethod):
         self._others: Optional[torch.Tensor] = None
         self._loss: Optional[ClipLoss] = None
 
-    def setup(self, module: "UnlearningModule") -> None:
+    def setup(self, module: "MethodHost") -> None:
         """Tokenise one caption per vocabulary class; the classes a caption may be drawn from are
         the retained ones."""
         vocabulary = module.spec.vocabulary
@@ -63,35 +60,35 @@ class AmnesiacRelabelling(UnlearningMethod):
         self._others = torch.tensor(others, dtype=torch.long)
         self._loss = None  # made at the first step, when the process group (DDP) exists
 
-    def _clip_loss(self, module: "UnlearningModule") -> ClipLoss:
+    def _clip_loss(self, module: "MethodHost") -> ClipLoss:
         if self._loss is None:
             # open_clip's training configuration: each rank's images against every rank's captions.
             self._loss = ClipLoss(local_loss=True, gather_with_grad=True, cache_labels=True,
                                   rank=module.global_rank, world_size=module.world_size)
         return self._loss
 
-    def relabel(self, module: "UnlearningModule", indices: torch.Tensor) -> torch.Tensor:
+    def relabel(self, module: "MethodHost", indices: torch.Tensor) -> torch.Tensor:
         """A random retained class (vocabulary index) for each forget image, from its generator."""
         assert self._others is not None, "setup() first"
         draws = [int(torch.randint(len(self._others), (1,), generator=g, device=g.device)) for g in
                  module.noise_generators(indices)]
         return self._others[torch.tensor(draws, dtype=torch.long)]
 
-    def caption_features(self, module: "UnlearningModule", classes: torch.Tensor) -> torch.Tensor:
+    def caption_features(self, module: "MethodHost", classes: torch.Tensor) -> torch.Tensor:
         """Raw text embeddings of the captions of ``classes`` (each distinct caption encoded once)."""
         assert self._tokens is not None, "setup() first"
         unique, inverse = torch.unique(classes.cpu(), return_inverse=True)
         features = module.model.encode_text(self._tokens[unique].to(module.device))
         return features[inverse.to(module.device)]
 
-    def contrastive_loss(self, module: "UnlearningModule", images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    def contrastive_loss(self, module: "MethodHost", images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """open_clip's ``ClipLoss`` of ``images`` paired with the captions of ``classes``, at the
         model's own (frozen) temperature."""
         image_features = F.normalize(module.encode_image(images), dim=-1)
         text_features = F.normalize(self.caption_features(module, classes), dim=-1)
         return self._clip_loss(module)(image_features, text_features, module.model.logit_scale.exp())
 
-    def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
+    def training_step(self, module: "MethodHost", batch: dict[str, Any]) -> torch.Tensor:
         return self.contrastive_loss(module, batch["image"], self.relabel(module, batch["index"]))
 
 
@@ -107,7 +104,7 @@ class AmnesiacRetain(AmnesiacRelabelling):
     short_name = "amns_retain"
     needs_retain_images = True
 
-    def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
+    def training_step(self, module: "MethodHost", batch: dict[str, Any]) -> torch.Tensor:
         images = torch.cat([batch["image"], batch["retain_image"]])
         classes = torch.cat([self.relabel(module, batch["index"]), batch["retain_label"].cpu()])
         return self.contrastive_loss(module, images, classes)

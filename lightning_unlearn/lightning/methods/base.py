@@ -24,19 +24,54 @@ import importlib
 import inspect
 from abc import ABC
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Optional
+from typing import Any, Callable, ClassVar, Literal, Optional, Protocol
 
+import lightning.pytorch as pl
 import torch
+from torch import nn
 
 from lightning_unlearn.core._introspection import init_parameters
 from lightning_unlearn.core.errors import ConfigError
-
-if TYPE_CHECKING:  # the module imports the methods; this import is for type checkers only
-    from lightning_unlearn.lightning.module import UnlearningModule
+from lightning_unlearn.maths.forget_spec import ForgetSpec
 
 #: What a method learns from: ZS = class names only; semi ZS = real forget images; not ZS = real
 #: forget and retain images (the paper's Table 1 column).
 ZeroShotType = Literal["ZS", "semi ZS", "not ZS"]
+
+
+class MethodHost(Protocol):
+    """What a method may use of the LightningModule that holds it (``UnlearningModule`` is one).
+
+    The methods see the module through this contract only, so they do not import the module
+    (which imports them) and a method can be tried on any object that offers these members.
+    """
+
+    model: nn.Module  #: the open_clip model being unlearned
+    tokenizer: Callable[..., torch.Tensor]
+    spec: ForgetSpec  #: what is forgotten, among which vocabulary (set before ``setup``)
+    vocab_tokens: torch.Tensor  #: the vocabulary's token ids ``[C, T, L]``
+    image_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    hparams: Any  #: the module's init arguments (e.g. ``noise_seed``, ``forget_prompt``)
+
+    @property
+    def sigma(self) -> float: ...
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def global_rank(self) -> int: ...
+    @property
+    def global_step(self) -> int: ...
+    @property
+    def world_size(self) -> int: ...
+    @property
+    def attached_trainer(self) -> Optional[pl.Trainer]: ...
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
+    def forget_text_features(self, labels: torch.Tensor) -> torch.Tensor: ...
+    def vocabulary_embeddings(self) -> torch.Tensor: ...
+    def noise_generators(self, indices: torch.Tensor) -> list[torch.Generator]: ...
 
 
 class UnlearningMethod(ABC):
@@ -71,16 +106,21 @@ class UnlearningMethod(ABC):
     A method may record durations in ``self.timings`` (name -> seconds, e.g. ``{"edit": 0.002}``);
     the report adds them to its ``timings``.
 
-    What a method may use of the module: ``model``, ``encode_image``, ``forget_text_features``,
-    ``vocabulary_embeddings``, ``vocab_tokens`` (the vocabulary's token ids ``[C, T, L]``),
-    ``noise_generators``, ``sigma``, ``spec``, ``tokenizer``, ``image_size``/``image_mean``/
-    ``image_std``, ``hparams`` (e.g. ``noise_seed``, ``forget_prompt``), ``trainer``,
-    ``world_size``, ``global_rank``, ``global_step`` and ``device``.
+    What a method may use of the module is :class:`MethodHost`: ``model``, ``encode_image``,
+    ``forget_text_features``, ``vocabulary_embeddings``, ``vocab_tokens``, ``noise_generators``,
+    ``sigma``, ``spec``, ``tokenizer``, ``image_size``/``image_mean``/``image_std``, ``hparams``,
+    ``attached_trainer`` (the Trainer, or None outside one), ``world_size``, ``global_rank``,
+    ``global_step`` and ``device``.
+
+    ``steerable = False`` says the method runs a fixed schedule of its own that callbacks which
+    stop or undo epochs (``SyntheticAccuracyStopping``, ``NoiseLayerEscalation``) would break; the
+    module then refuses such callbacks when the run starts (:func:`~lightning_unlearn.lightning.wiring.connect_callbacks`).
     """
 
     short_name: ClassVar[str] = ""
     trains: ClassVar[bool] = True
     needs_retain_images: ClassVar[bool] = False
+    steerable: ClassVar[bool] = True
     timings: dict[str, float]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "UnlearningMethod":
@@ -88,14 +128,14 @@ class UnlearningMethod(ABC):
         self.timings = {}  # set before __init__, so subclasses need not call super().__init__()
         return self
 
-    def setup(self, module: "UnlearningModule") -> None:
+    def setup(self, module: "MethodHost") -> None:
         """Prepare for a run (default: nothing)."""
 
-    def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
+    def training_step(self, module: "MethodHost", batch: dict[str, Any]) -> torch.Tensor:
         """The loss of one batch of forget images (methods that train)."""
         raise NotImplementedError(f"{type(self).__name__} trains but does not implement training_step")
 
-    def apply(self, module: "UnlearningModule") -> dict[str, Any]:
+    def apply(self, module: "MethodHost") -> dict[str, Any]:
         """Edit the weights once (training-free methods); returns the report section."""
         raise NotImplementedError(f"{type(self).__name__} is training-free but does not implement apply")
 

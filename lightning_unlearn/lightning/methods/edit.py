@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +30,7 @@ from lightning_unlearn.core._validation import (
     _unit_interval_validation,
 )
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.methods.base import UnlearningMethod
+from lightning_unlearn.lightning.methods.base import MethodHost, UnlearningMethod
 from lightning_unlearn.maths.promptbank import (
     composed_templates,
     fill,
@@ -57,9 +57,6 @@ from lightning_unlearn.maths.textedit import (
     pooled_text_features,
     solve_ridge_edit,
 )
-
-if TYPE_CHECKING:
-    from lightning_unlearn.lightning.module import UnlearningModule
 
 TargetKind = Literal["class_free", "neutral", "fixed"]
 #: Templates the generic vocabulary rotates through (spread over the bank): few enough that each
@@ -496,10 +493,10 @@ class TextProjectionEdit(UnlearningMethod):
         """The prompt-bank settings (the init args :class:`EditSettings` names) as an :class:`EditSettings`."""
         return EditSettings(**{f.name: getattr(self, f.name) for f in fields(EditSettings)})
 
-    def setup(self, module: "UnlearningModule") -> None:
+    def setup(self, module: "MethodHost") -> None:
         locate_text_projection(module.model)  # an unsupported model fails before any work
 
-    def apply(self, module: "UnlearningModule") -> dict[str, Any]:
+    def apply(self, module: "MethodHost") -> dict[str, Any]:
         spec = module.spec
         template = module.hparams.get("forget_prompt")  # checked by the module
         problem = build_edit_problem(

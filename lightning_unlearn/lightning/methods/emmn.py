@@ -25,23 +25,18 @@ undo the impair step), as the ``emmn`` preset of ``lightning-unlearn compare`` d
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 
 from lightning_unlearn.core._distributed import on_rank_zero
 from lightning_unlearn.core._validation import _positive_int_validation, _positive_number_validation
-from lightning_unlearn.lightning.callbacks.escalation import NoiseLayerEscalation
-from lightning_unlearn.lightning.callbacks.stopping import SyntheticAccuracyStopping
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.methods.base import UnlearningMethod
+from lightning_unlearn.lightning.methods.base import MethodHost, UnlearningMethod
 from lightning_unlearn.clip.loading import eval_mode
 from lightning_unlearn.maths.synthesis import pixel_bounds
 from lightning_unlearn.maths.zeroshot import class_embeddings, zero_shot_logits
-
-if TYPE_CHECKING:
-    from lightning_unlearn.lightning.module import UnlearningModule
 
 
 class ErrorMinMaxNoise(UnlearningMethod):
@@ -60,6 +55,9 @@ class ErrorMinMaxNoise(UnlearningMethod):
     """
 
     short_name = "emmn"
+    #: its own impair-repair schedule: a goal would end the run before the repair, and an undone
+    #: epoch would undo the impair step (the module refuses stopping/escalation callbacks)
+    steerable = False
 
     def __init__(
         self,
@@ -84,23 +82,15 @@ class ErrorMinMaxNoise(UnlearningMethod):
         self._noise: Optional[dict[str, torch.Tensor]] = None
         self._summary: dict[str, Any] = {}
 
-    def setup(self, module: "UnlearningModule") -> None:
+    def setup(self, module: "MethodHost") -> None:
         """Forget any noise of an earlier fit (the weights may have changed)."""
         if not module.spec.retain_indices():
             raise ConfigError("EMMN needs at least one class that is not forgotten")
-        trainer = module._trainer
-        steering = [type(cb).__name__ for cb in (trainer.callbacks if trainer is not None else [])
-                    if isinstance(cb, (SyntheticAccuracyStopping, NoiseLayerEscalation))]
-        if steering:
-            raise ConfigError(
-                f"EMMN runs its own impair-repair schedule; remove {steering} from the trainer's callbacks (the goal "
-                "would end the run before the repair, and an undone epoch would undo the impair step)"
-            )
         self._noise = None
         self._summary = {}
 
     # --- the noise ----------------------------------------------------------------------------
-    def learn_noise(self, module: "UnlearningModule") -> dict[str, torch.Tensor]:
+    def learn_noise(self, module: "MethodHost") -> dict[str, torch.Tensor]:
         """Learn the forget and retain noise for the module's current weights (no parameter
         gradient is touched); returns ``{forget_images, forget_labels, retain_images, retain_labels}``."""
         spec = module.spec
@@ -139,7 +129,7 @@ class ErrorMinMaxNoise(UnlearningMethod):
         return {"forget_images": x[is_forget], "forget_labels": labels[is_forget],
                 "retain_images": x[~is_forget], "retain_labels": labels[~is_forget]}
 
-    def _ensure_noise(self, module: "UnlearningModule") -> dict[str, torch.Tensor]:
+    def _ensure_noise(self, module: "MethodHost") -> dict[str, torch.Tensor]:
         if self._noise is None:
             start = time.perf_counter()
 
@@ -148,7 +138,8 @@ class ErrorMinMaxNoise(UnlearningMethod):
                 return {k: v.cpu() for k, v in noise.items()}, dict(self._summary)
 
             # Learned once, on rank 0; every rank trains on the same noise.
-            noise, self._summary = on_rank_zero(module.trainer, learn) if module._trainer is not None else learn()
+            trainer = module.attached_trainer
+            noise, self._summary = on_rank_zero(trainer, learn) if trainer is not None else learn()
             self._noise = {k: v.to(module.device) for k, v in noise.items()}
             self.timings["noise"] = time.perf_counter() - start
         return self._noise
@@ -166,7 +157,7 @@ class ErrorMinMaxNoise(UnlearningMethod):
 
     # --- impair and repair --------------------------------------------------------------------
     @staticmethod
-    def _zero_shot_loss(module: "UnlearningModule", embeddings: torch.Tensor, images: torch.Tensor,
+    def _zero_shot_loss(module: "MethodHost", embeddings: torch.Tensor, images: torch.Tensor,
                         labels: torch.Tensor) -> torch.Tensor:
         """Zero-shot cross-entropy (gradient through both towers: ``embeddings`` carry the text's)."""
         return F.cross_entropy(zero_shot_logits(module.encode_image(images), embeddings), labels)
@@ -177,7 +168,7 @@ class ErrorMinMaxNoise(UnlearningMethod):
             return "impair"
         return "repair" if step < self.impair_steps + self.repair_steps else "done"
 
-    def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
+    def training_step(self, module: "MethodHost", batch: dict[str, Any]) -> torch.Tensor:
         noise = {k: v.to(module.device) for k, v in self._ensure_noise(module).items()}
         step = int(module.global_step)
         count = len(noise["retain_labels"])
@@ -187,8 +178,9 @@ class ErrorMinMaxNoise(UnlearningMethod):
         loss = self._zero_shot_loss(module, embeddings, noise["retain_images"][rows], noise["retain_labels"][rows])
         if self.phase(step) == "impair":
             loss = loss + self._zero_shot_loss(module, embeddings, noise["forget_images"], noise["forget_labels"])
-        if self.phase(step + 1) == "done" and module._trainer is not None:
-            module.trainer.should_stop = True  # the schedule is over: end the fit after this step
+        trainer = module.attached_trainer
+        if self.phase(step + 1) == "done" and trainer is not None:
+            trainer.should_stop = True  # the schedule is over: end the fit after this step
         return loss
 
     def report_section(self) -> Optional[dict[str, Any]]:

@@ -7,16 +7,13 @@ the loss (:mod:`lightning_unlearn.objectives`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 
 from lightning_unlearn.core._validation import _choice_validation, _positive_int_validation
-from lightning_unlearn.lightning.methods.base import UnlearningMethod
+from lightning_unlearn.lightning.methods.base import MethodHost, UnlearningMethod
 from lightning_unlearn.maths.objectives import embedding_loss, image_lipschitz_loss, multimodal_lipschitz_loss
-
-if TYPE_CHECKING:
-    from lightning_unlearn.lightning.module import UnlearningModule
 
 Reduction = Literal["published", "mean"]
 NoiseNorm = Literal["applied", "drawn"]
@@ -52,7 +49,7 @@ class PerturbationMethod(UnlearningMethod):
         _choice_validation("noise_norm", noise_norm, ("applied", "drawn"))
         self._keep(locals())
 
-    def _perturbation_kwargs(self, module: "UnlearningModule", batch: dict[str, Any]) -> dict[str, Any]:
+    def _perturbation_kwargs(self, module: "MethodHost", batch: dict[str, Any]) -> dict[str, Any]:
         return dict(
             sigma=module.sigma, num_perturbations=self.num_perturbations, max_batch=self.max_batch,
             detach_perturbed=self.detach_perturbed, clamp=self.clamp, generator=module.noise_generators(batch["index"]),
@@ -66,7 +63,7 @@ class MultimodalLipschitz(PerturbationMethod):
 
     short_name = "lip"
 
-    def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
+    def training_step(self, module: "MethodHost", batch: dict[str, Any]) -> torch.Tensor:
         text = module.forget_text_features(batch["label"])
         return multimodal_lipschitz_loss(module.encode_image, batch["image"], text,
                                          **self._perturbation_kwargs(module, batch))
@@ -77,7 +74,7 @@ class ImageLipschitz(PerturbationMethod):
 
     short_name = "ulip"
 
-    def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
+    def training_step(self, module: "MethodHost", batch: dict[str, Any]) -> torch.Tensor:
         return image_lipschitz_loss(module.encode_image, batch["image"], **self._perturbation_kwargs(module, batch))
 
 
@@ -99,7 +96,7 @@ class EmbeddingLoss(PerturbationMethod):
         alpha = float(alpha)
         self._keep(locals())
 
-    def training_step(self, module: "UnlearningModule", batch: dict[str, Any]) -> torch.Tensor:
+    def training_step(self, module: "MethodHost", batch: dict[str, Any]) -> torch.Tensor:
         text = module.forget_text_features(batch["label"])
         kwargs = self._perturbation_kwargs(module, batch)
         kwargs.pop("noise_norm")  # Emb does not divide by the noise norm

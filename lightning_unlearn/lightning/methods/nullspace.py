@@ -9,7 +9,7 @@ retain constraint: the paper publishes no code, so this follows its description.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import Any, Literal, Optional
 
 import torch
 
@@ -19,7 +19,7 @@ from lightning_unlearn.core._validation import (
     _templates_validation,
     _unit_interval_validation,
 )
-from lightning_unlearn.lightning.methods.base import UnlearningMethod
+from lightning_unlearn.lightning.methods.base import MethodHost, UnlearningMethod
 from lightning_unlearn.clip.loading import eval_mode
 from lightning_unlearn.core.names import prompt_name
 from lightning_unlearn.maths.textedit import (
@@ -29,9 +29,6 @@ from lightning_unlearn.maths.textedit import (
     nullspace_project_text,
     orthonormal_directions,
 )
-
-if TYPE_CHECKING:
-    from lightning_unlearn.lightning.module import UnlearningModule
 
 Side = Literal["text", "image"]
 
@@ -72,10 +69,10 @@ class NullSpaceProjection(UnlearningMethod):
         if self.side == "image":
             image_projection_names(model)
 
-    def setup(self, module: "UnlearningModule") -> None:
+    def setup(self, module: "MethodHost") -> None:
         self._check_model(module.model)
 
-    def apply(self, module: "UnlearningModule") -> dict[str, Any]:
+    def apply(self, module: "MethodHost") -> dict[str, Any]:
         spec = module.spec
         templates = self.templates or list(spec.vocabulary.templates)
         start = time.perf_counter()
