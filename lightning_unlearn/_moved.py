@@ -50,7 +50,7 @@ MOVED_MODULES: dict[str, str] = {
     "lightning_unlearn.datamodules.real": "lightning_unlearn.lightning.datamodules.real",
     "lightning_unlearn.datamodules.synthetic": "lightning_unlearn.lightning.datamodules.synthetic",
     "lightning_unlearn.methods": "lightning_unlearn.lightning.methods",
-    "lightning_unlearn.methods.base": "lightning_unlearn.lightning.methods.base",
+    "lightning_unlearn.methods.base": "lightning_unlearn.lightning.methods.contract",
     "lightning_unlearn.methods.amnesiac": "lightning_unlearn.lightning.methods.amnesiac",
     "lightning_unlearn.methods.edit": "lightning_unlearn.lightning.methods.edit",
     "lightning_unlearn.methods.emmn": "lightning_unlearn.lightning.methods.emmn",

@@ -24,7 +24,7 @@ import yaml
 
 from lightning_unlearn.core._introspection import init_parameters
 from lightning_unlearn.core.errors import ConfigError, UnknownNameError
-from lightning_unlearn.lightning.methods.base import ZeroShotType
+from lightning_unlearn.lightning.methods.contract import ZeroShotType
 from lightning_unlearn.core.names import unknown_name_message
 
 ForgetImages = Literal["synthetic", "real", "none"]

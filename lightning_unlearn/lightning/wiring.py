@@ -19,7 +19,7 @@ from lightning_unlearn.lightning.callbacks.escalation import NoiseLayerEscalatio
 from lightning_unlearn.lightning.callbacks.selection import GradientLayerSelection
 from lightning_unlearn.lightning.callbacks.stopping import SyntheticAccuracyStopping
 from lightning_unlearn.lightning.callbacks.unlearning_report import UnlearningReport
-from lightning_unlearn.lightning.methods.base import UnlearningMethod
+from lightning_unlearn.lightning.methods.contract import UnlearningMethod
 
 _C = TypeVar("_C", bound=Callback)
 
