@@ -37,7 +37,7 @@ from lightning_unlearn.lightning.methods.edit import EditSettings, build_edit_pr
 from lightning_unlearn.clip.loading import load_clip
 from lightning_unlearn.maths.promptbank import imagenet_classnames
 from lightning_unlearn.maths.forget_spec import Vocabulary
-from lightning_unlearn.maths.textedit import pooled_text_features
+from lightning_unlearn.clip.text_projection import pooled_text_features
 
 
 def peak_rss_mib() -> float:

@@ -47,7 +47,7 @@ from lightning_unlearn.lightning.methods.edit import DEFAULT_RELATIVE_WEIGHT, Ed
 from lightning_unlearn.clip.loading import load_clip
 from lightning_unlearn.core.names import prompt_name
 from lightning_unlearn.maths.forget_spec import Vocabulary
-from lightning_unlearn.maths.textedit import locate_text_projection, pooled_text_features
+from lightning_unlearn.clip.text_projection import locate_text_projection, pooled_text_features
 from lightning_unlearn.maths.zeroshot import zero_shot_logits
 
 TEMPLATE_SETS = {

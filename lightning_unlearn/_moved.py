@@ -60,6 +60,21 @@ MOVED_MODULES: dict[str, str] = {
 }
 
 
+
+def _renamed_leaves(moved: dict[str, str]) -> dict[str, str]:
+    """``from lightning_unlearn.callbacks import report`` looks for ``report`` below the package's
+    *new* name: alias the old leaf names of renamed files there too."""
+    extra = {}
+    for old, new in moved.items():
+        parent, leaf = old.rsplit(".", 1)
+        if parent in moved and new.rsplit(".", 1)[1] != leaf:
+            extra[f"{moved[parent]}.{leaf}"] = new
+    return extra
+
+
+MOVED_MODULES.update(_renamed_leaves(MOVED_MODULES))
+
+
 class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Resolves an old module path to the module at its new path, with a DeprecationWarning."""
 

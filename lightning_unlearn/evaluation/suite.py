@@ -28,7 +28,7 @@ from lightning_unlearn.core._validation import (
     _unit_interval_validation,
 )
 from lightning_unlearn.core.errors import ConfigError, UnlearnError
-from lightning_unlearn.lightning.datamodules.evaluation_data import dataset_labels
+from lightning_unlearn.datasets.base import dataset_labels
 from lightning_unlearn.evaluation import probes, retrieval, templates as tpl
 from lightning_unlearn.evaluation.descriptions import descriptions_for, load_descriptions
 from lightning_unlearn.evaluation.encodings import StateEncodings

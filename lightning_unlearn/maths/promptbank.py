@@ -87,7 +87,7 @@ def shared_templates(own: Sequence[str], bank: Sequence[str], count: int) -> lis
     Its evaluation template (``own[0]``) first, then up to ``count - 1 - count // 2`` more of its
     own templates, then templates spread evenly over ``bank`` (more of them when the vocabulary has
     few of its own). Every class getting the same templates is what lets an edit compare the
-    classes under each template (:func:`~lightning_unlearn.textedit.retain_gram`).
+    classes under each template (:func:`~lightning_unlearn.maths.textedit.retain_gram`).
     """
     _templates_validation("own", list(own))
     _positive_int_validation("count", count)

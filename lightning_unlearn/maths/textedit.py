@@ -1,326 +1,38 @@
-"""Closed-form edits of a CLIP's final linear projections (pure functions, no Trainer).
+"""The closed-form edits' linear algebra (pure functions of tensors: no model, no file, no Trainer).
 
 The text tower of an open_clip CLIP ends in a linear map ``P``: pooled text feature ``h`` ->
-embedding ``h P`` (``h @ text_projection`` for an ``nn.Parameter``, ``h W^T + b`` for an
-``nn.Linear``; a bias is handled by augmenting ``h`` with a 1, so ``P`` is ``[W^T; b]``). This
-module
+embedding ``h P`` (a bias is handled by augmenting ``h`` with a 1). This module
 
-- finds that map (:func:`locate_text_projection`), for open_clip's ``CLIP`` (top-level
-  ``text_projection``) and ``CustomTextCLIP`` (``text.text_projection``);
-- captures pooled features with the tower's own forward, the projection swapped for an identity
-  (:func:`pooled_text_features`), batched, optionally trimmed to each batch's longest prompt
-  (exact for causal towers), and cached on disk (:func:`cached_pooled_features`);
-- solves the ridge edit in float64 (:func:`solve_ridge_edit`) and writes it back
-  (:meth:`TextProjection.write`);
-- implements the null-space projection of arXiv 2512.14137 (:func:`orthonormal_directions`,
-  :func:`nullspace_project_text`, :func:`nullspace_project_image`).
+- solves the ridge edit of ``P`` in float64 (:func:`solve_ridge_edit`), with the retain Gram and
+  its class-relative term (:func:`weighted_gram`, :func:`retain_gram`), the forget directions and
+  the class-free targets;
+- gives the null-space projection of arXiv 2512.14137 as matrices (:func:`orthonormal_directions`,
+  :func:`projector`).
+
+Reading ``P`` out of a model and writing it back, and capturing pooled features, are the model's
+side (:mod:`lightning_unlearn.clip.text_projection`); caching those features on disk is
+:mod:`lightning_unlearn.clip.feature_cache`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Literal, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
-from torch import Tensor, nn
-from torch.func import functional_call
+from torch import Tensor
 
 from lightning_unlearn.core._validation import (
     _positive_int_validation,
     _positive_number_validation,
     _unit_interval_validation,
 )
-from lightning_unlearn.core.errors import ConfigError, IllConditionedError, UnsupportedModelError
-from lightning_unlearn.core.io import atomic_path, cache_dir as default_cache_dir
-from lightning_unlearn.clip.loading import eval_mode, tensors_fingerprint
+from lightning_unlearn.core.errors import ConfigError, IllConditionedError
 
-#: Bump when what :func:`pooled_text_features` returns changes: old caches are then ignored.
-FEATURE_CACHE_FORMAT = 1
 #: Smallest eigenvalue / largest eigenvalue below which the ridge system is refused (float64 keeps
 #: about 16 digits; beyond 1e12 fewer than 4 are left in the solution).
 MIN_RCOND = 1e-12
-
-Tokenizer = Callable[[list[str]], Tensor]
-
-
-# --------------------------------------------------------------------------------------------
-# Locating the projection
-# --------------------------------------------------------------------------------------------
-@dataclass
-class TextProjection:
-    """The final linear map of a model's text tower.
-
-    Attributes:
-        model: the whole open_clip model.
-        tower: the module whose ``encode``/``forward`` ends in the projection (``model`` for
-            ``CLIP``, ``model.text`` for ``CustomTextCLIP``).
-        prefix: the tower's name prefix in ``model`` (``""`` or ``"text."``).
-        kind: ``"parameter"`` (``h @ P``) or ``"linear"`` (``nn.Linear``, maybe with a bias).
-    """
-
-    model: nn.Module
-    tower: nn.Module
-    prefix: str
-    kind: Literal["parameter", "linear"]
-
-    @property
-    def module(self) -> nn.Module | nn.Parameter:
-        return self.tower.text_projection
-
-    @property
-    def name(self) -> str:
-        """Parameter name in ``model`` (``text_projection`` or ``text.text_projection``)."""
-        return f"{self.prefix}text_projection"
-
-    @property
-    def has_bias(self) -> bool:
-        return self.kind == "linear" and self.module.bias is not None
-
-    @property
-    def in_features(self) -> int:
-        """Width of the pooled feature ``h`` (without the bias's 1)."""
-        return self.module.in_features if self.kind == "linear" else self.module.shape[0]
-
-    @property
-    def out_features(self) -> int:
-        return self.module.out_features if self.kind == "linear" else self.module.shape[1]
-
-    def parameter_names(self) -> list[str]:
-        """Names (in ``model``) of every tensor the edit writes."""
-        if self.kind == "parameter":
-            return [self.name]
-        return [f"{self.name}.weight"] + ([f"{self.name}.bias"] if self.has_bias else [])
-
-    def matrix(self) -> Tensor:
-        """``P`` in float64 on the CPU, ``[in (+1 for a bias), out]``, so that an embedding is ``[h, 1] @ P``."""
-        if self.kind == "parameter":
-            return self.module.detach().to("cpu", torch.float64).clone()
-        weight = self.module.weight.detach().to("cpu", torch.float64).T
-        if self.has_bias:
-            weight = torch.cat([weight, self.module.bias.detach().to("cpu", torch.float64)[None]], dim=0)
-        return weight.clone()
-
-    def augment(self, features: Tensor) -> Tensor:
-        """Pooled features as rows of the system: ``[h, 1]`` with a bias, ``h`` without (float64)."""
-        features = features.to(torch.float64)
-        if self.has_bias:
-            features = torch.cat([features, features.new_ones(len(features), 1)], dim=1)
-        return features
-
-    @torch.no_grad()
-    def write(self, matrix: Tensor) -> None:
-        """Replace the projection by ``matrix`` (as returned by :meth:`matrix`), in place, in its dtype."""
-        expected = (self.in_features + int(self.has_bias), self.out_features)
-        if tuple(matrix.shape) != expected:
-            raise ConfigError(f"new projection must have shape {expected}, got {tuple(matrix.shape)}")
-        if not torch.isfinite(matrix).all():
-            raise IllConditionedError("the new text projection holds NaN or inf values; nothing was written")
-        if self.kind == "parameter":
-            self.module.copy_(matrix.to(self.module.device, self.module.dtype))
-            return
-        weight = self.module.weight
-        weight.copy_(matrix[: self.in_features].T.to(weight.device, weight.dtype))
-        if self.has_bias:
-            self.module.bias.copy_(matrix[self.in_features].to(weight.device, self.module.bias.dtype))
-
-    def identity_overrides(self, prefix: str = "") -> dict[str, Tensor]:
-        """Tensors that turn the projection into the identity under ``functional_call``."""
-        ref = self.module if self.kind == "parameter" else self.module.weight
-        eye = torch.eye(self.in_features, dtype=ref.dtype, device=ref.device)
-        if self.kind == "parameter":
-            return {f"{prefix}{self.name}": eye}
-        out = {f"{prefix}{self.name}.weight": eye}
-        if self.has_bias:
-            out[f"{prefix}{self.name}.bias"] = torch.zeros(self.in_features, dtype=ref.dtype, device=ref.device)
-        return out
-
-
-def _describe(obj: object) -> str:
-    if obj is None:
-        return "None"
-    if isinstance(obj, nn.Parameter):
-        return f"an nn.Parameter of shape {tuple(obj.shape)}"
-    return f"a {type(obj).__name__}"
-
-
-def locate_text_projection(model: nn.Module) -> TextProjection:
-    """The final linear projection of ``model``'s text tower.
-
-    Raises:
-        UnsupportedModelError: no open_clip text tower, or its ``text_projection`` is missing, an
-            MLP, an identity or anything else than a 2-D ``nn.Parameter`` or an ``nn.Linear``.
-    """
-    if hasattr(model, "token_embedding") and hasattr(model, "encode_text"):  # open_clip CLIP
-        tower, prefix = model, ""
-    elif isinstance(getattr(model, "text", None), nn.Module):  # CustomTextCLIP (and relatives)
-        tower, prefix = model.text, "text."
-    else:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no open_clip text tower: expected CLIP's top-level `token_embedding`"
-            " and `text_projection`, or CustomTextCLIP's `text` module"
-        )
-    proj = getattr(tower, "text_projection", None)
-    if isinstance(proj, nn.Parameter) and proj.ndim == 2:
-        kind: Literal["parameter", "linear"] = "parameter"
-    elif isinstance(proj, nn.Linear):
-        kind = "linear"
-    else:
-        others = [n for n in ("proj", "projection") if isinstance(getattr(tower, n, None), (nn.Module, nn.Parameter))]
-        found = f" (it has `{prefix}{others[0]}`: {_describe(getattr(tower, others[0]))})" if others else ""
-        raise UnsupportedModelError(
-            f"the text tower of {type(model).__name__} ({type(tower).__name__}) has no final linear projection: "
-            f"`{prefix}text_projection` is {_describe(proj)}{found}; the edit needs an nn.Parameter [width, dim] "
-            "or an nn.Linear there"
-        )
-    return TextProjection(model=model, tower=tower, prefix=prefix, kind=kind)
-
-
-# --------------------------------------------------------------------------------------------
-# Pooled features
-# --------------------------------------------------------------------------------------------
-class _EncodeText(nn.Module):
-    """``forward`` = ``model.encode_text``, so ``functional_call`` can swap tensors inside it."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        return self.model.encode_text(tokens)
-
-
-def _trim_plan(proj: TextProjection) -> Optional[tuple[str, Optional[int]]]:
-    """``(pool_type, eos_id)`` if trailing tokens provably cannot change the pooled feature.
-
-    True for a causal tower pooled at the end-of-text token (``argmax``/``eos``) with no appended
-    class token: no position up to the pooled one attends to anything after it.
-    """
-    tower = proj.tower
-    pool = getattr(tower, "text_pool_type", None) if proj.prefix == "" else getattr(tower, "pool_type", None)
-    mask = getattr(tower, "attn_mask", None)
-    pos = getattr(tower, "positional_embedding", None)
-    if pool not in ("argmax", "eos") or getattr(tower, "cls_emb", None) is not None:
-        return None
-    if not isinstance(mask, Tensor) or mask.ndim != 2 or not isinstance(pos, Tensor) or pos.ndim != 2:
-        return None
-    eos = getattr(tower, "text_eos_id", None) if proj.prefix == "" else getattr(tower, "eos_id", None)
-    if pool == "eos" and eos is None:
-        return None
-    return pool, eos
-
-
-def _pooled_index(tokens: Tensor, pool: str, eos: Optional[int]) -> Tensor:
-    if pool == "argmax":
-        return tokens.argmax(dim=-1)
-    return (tokens == eos).int().argmax(dim=-1)
-
-
-@torch.no_grad()
-def pooled_text_features(model: nn.Module, tokens: Tensor, batch_size: int = 256, trim: bool = True) -> Tensor:
-    """Pooled text features ``[N, width]`` (float32, CPU): the input of the final projection.
-
-    Runs the tower's own ``encode_text`` with the projection swapped for an identity
-    (``torch.func.functional_call``), in eval mode, ``batch_size`` prompts at a time. With
-    ``trim`` (and a causal tower pooled at the end-of-text token), prompts are sorted by length and
-    each batch is cut after its longest prompt, with the positional embedding and causal mask cut
-    to match: the result is the same, and short prompts in a 77-token context cost 3-6x less.
-    """
-    _positive_int_validation("batch_size", batch_size)
-    proj = locate_text_projection(model)
-    if tokens.ndim != 2:
-        raise ConfigError(f"tokens must be a 2-D tensor [prompts, context], got shape {tuple(tokens.shape)}")
-    device = next(model.parameters()).device
-    wrapper = _EncodeText(model)
-    overrides = proj.identity_overrides(prefix="model.")
-    plan = _trim_plan(proj) if trim else None
-    order = torch.arange(len(tokens))
-    if plan is not None:
-        lengths = _pooled_index(tokens, *plan) + 1
-        order = torch.argsort(lengths, stable=True)
-    out = torch.empty(len(tokens), proj.in_features, dtype=torch.float32)
-    tower_prefix = f"model.{proj.prefix}"
-    with eval_mode(model):
-        for start in range(0, len(tokens), batch_size):
-            rows = order[start : start + batch_size]
-            batch = tokens[rows].to(device)
-            call = dict(overrides)
-            if plan is not None:
-                length = int(_pooled_index(batch, *plan).max()) + 1
-                batch = batch[:, :length]
-                call[f"{tower_prefix}positional_embedding"] = proj.tower.positional_embedding[:length]
-                call[f"{tower_prefix}attn_mask"] = proj.tower.attn_mask[:length, :length]
-            out[rows] = functional_call(wrapper, call, (batch,), strict=False).float().cpu()
-    return out
-
-
-def text_tower_fingerprint(model: nn.Module) -> str:
-    """A short hash of the text tower's tensors except the final projection (what pooled features depend on)."""
-    proj = locate_text_projection(model)
-    skip = tuple(proj.parameter_names())
-    named = [(name, tensor) for name, tensor in sorted(proj.tower.state_dict(prefix=proj.prefix).items())
-             if name not in skip and not (proj.prefix == "" and name.startswith(("visual.", "logit_")))]
-    return tensors_fingerprint(named, salt=type(model).__name__)
-
-
-def prompts_digest(prompts: Sequence[str]) -> str:
-    """A hash of a prompt list (order matters)."""
-    return hashlib.sha256(json.dumps(list(prompts)).encode()).hexdigest()[:20]
-
-
-def feature_cache_path(model: nn.Module, prompts: Sequence[str], cache_dir: Optional[str | Path] = None) -> Path:
-    """Where the pooled features of ``prompts`` under ``model``'s text tower are cached."""
-    key = {"format": FEATURE_CACHE_FORMAT, "tower": text_tower_fingerprint(model), "prompts": prompts_digest(prompts)}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir("text_features")
-    return root / f"{digest}.pt"
-
-
-def _load_features(path: Path, count: int, width: int) -> Optional[Tensor]:
-    if not path.is_file():
-        return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a truncated or foreign file: encode again
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != FEATURE_CACHE_FORMAT:
-        return None
-    features = payload.get("features")
-    if not isinstance(features, Tensor) or tuple(features.shape) != (count, width):
-        return None
-    return features
-
-
-def cached_pooled_features(
-    model: nn.Module,
-    tokenizer: Tokenizer,
-    prompts: Sequence[str],
-    batch_size: int = 256,
-    cache_dir: Optional[str | Path] = None,
-    use_cache: bool = True,
-) -> tuple[Tensor, bool]:
-    """Pooled features of ``prompts`` (see :func:`pooled_text_features`), from the cache if there.
-
-    The cache is keyed by the text tower's weights (projection excluded) and the prompt list and
-    written atomically, so concurrent runs and crashes never leave a half-written file.
-
-    Returns:
-        ``(features [N, width] float32, whether they came from the cache)``.
-    """
-    proj = locate_text_projection(model)
-    path = feature_cache_path(model, prompts, cache_dir) if use_cache else None
-    if path is not None:
-        cached = _load_features(path, len(prompts), proj.in_features)
-        if cached is not None:
-            return cached, True
-    features = pooled_text_features(model, tokenizer(list(prompts)), batch_size=batch_size)
-    if path is not None:
-        with atomic_path(path) as tmp:
-            torch.save({"format": FEATURE_CACHE_FORMAT, "features": features, "count": len(prompts)}, tmp)
-    return features, False
 
 
 # --------------------------------------------------------------------------------------------
@@ -639,45 +351,3 @@ def projector(basis: Tensor, alpha: float = 1.0) -> Tensor:
     _unit_interval_validation("alpha", alpha)
     dim = basis.shape[0]
     return torch.eye(dim, dtype=torch.float64) - alpha * basis @ basis.T
-
-
-@torch.no_grad()
-def nullspace_project_text(model: nn.Module, basis: Tensor, alpha: float = 1.0) -> None:
-    """Project the directions ``basis`` out of the text projection's outputs: ``P <- P (I - a U U^T)``."""
-    proj = locate_text_projection(model)
-    proj.write(proj.matrix() @ projector(basis.to("cpu"), alpha))
-
-
-def image_projection_names(model: nn.Module) -> list[str]:
-    """Names of the image tower's final projection tensors (``visual.proj`` of a ViT, the attention
-    pool's ``c_proj`` weight and bias of a ModifiedResNet).
-
-    Raises:
-        UnsupportedModelError: the image tower has neither.
-    """
-    visual = getattr(model, "visual", None)
-    if isinstance(getattr(visual, "proj", None), nn.Parameter) and visual.proj.ndim == 2:
-        return ["visual.proj"]
-    c_proj = getattr(getattr(visual, "attnpool", None), "c_proj", None)
-    if isinstance(c_proj, nn.Linear):
-        return ["visual.attnpool.c_proj.weight"] + (["visual.attnpool.c_proj.bias"] if c_proj.bias is not None else [])
-    raise UnsupportedModelError(
-        f"the image tower of {type(model).__name__} ({type(visual).__name__}) has no final linear projection: "
-        "expected a ViT's `visual.proj` (nn.Parameter) or a ModifiedResNet's `visual.attnpool.c_proj` (nn.Linear)"
-    )
-
-
-@torch.no_grad()
-def nullspace_project_image(model: nn.Module, basis: Tensor, alpha: float = 1.0) -> None:
-    """Project the directions ``basis`` out of the image tower's outputs (its final projection)."""
-    names = image_projection_names(model)
-    params = dict(model.named_parameters())
-    first = params[names[0]]
-    Q = projector(basis.to("cpu"), alpha).to(first.device)
-    if names == ["visual.proj"]:
-        first.copy_((first.to(torch.float64) @ Q).to(first.dtype))  # x @ proj
-        return
-    first.copy_((Q @ first.to(torch.float64)).to(first.dtype))  # y = W x + b: project W's rows and b
-    if len(names) > 1:
-        bias = params[names[1]]
-        bias.copy_((Q @ bias.to(torch.float64)).to(bias.dtype))

@@ -20,7 +20,8 @@ from lightning_unlearn.cli import main
 from lightning_unlearn.core.errors import ConfigError, IllConditionedError, UnsupportedModelError
 from lightning_unlearn.lightning.methods import NullSpaceProjection, TextProjectionEdit
 from lightning_unlearn.lightning.methods.edit import build_edit_problem, solve_edit
-from lightning_unlearn.maths.textedit import cosine_rows, locate_text_projection, pooled_text_features
+from lightning_unlearn.clip.text_projection import locate_text_projection, pooled_text_features
+from lightning_unlearn.maths.textedit import cosine_rows
 
 try:
     from tests.fake_datasets import make_image_folder

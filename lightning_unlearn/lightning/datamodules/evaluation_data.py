@@ -9,7 +9,13 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from lightning_unlearn.core._validation import _choice_validation, _positive_int_validation
-from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory, needs_root, read_vocabulary
+from lightning_unlearn.datasets.base import (  # dataset_labels: re-exported for the forget DataModules
+    ZeroShotDataset,
+    dataset_labels,
+    get_dataset_factory,
+    needs_root,
+    read_vocabulary,
+)
 from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.maths.forget_spec import Vocabulary
 
@@ -30,13 +36,6 @@ class ShardSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return len(range(self.rank, len(self.dataset), self.num_replicas))
-
-
-def dataset_labels(dataset: Any) -> list[int]:
-    """Every image's label, without decoding images where the dataset lists them (``targets``)."""
-    if hasattr(dataset, "targets"):
-        return list(dataset.targets)
-    return [int(dataset[i][1]) for i in range(len(dataset))]
 
 
 class EvaluationDataModule(LightningDataModule):

@@ -2,7 +2,7 @@
 
 The text tower of a CLIP ends in a linear map ``P`` (pooled feature ``h`` -> embedding ``h P``).
 :class:`TextProjectionEdit` replaces it by the solution of a ridge problem (see
-:func:`~lightning_unlearn.textedit.solve_ridge_edit`): the prompts of the forgotten classes (under a
+:func:`~lightning_unlearn.maths.textedit.solve_ridge_edit`): the prompts of the forgotten classes (under a
 bank of templates) go to class-free neutral embeddings, the prompts of every other class of every
 evaluation vocabulary and of a generic vocabulary keep theirs. No image is used and nothing is
 trained; the solve is one small linear system. What the defaults are and why is measured in
@@ -43,18 +43,20 @@ from lightning_unlearn.maths.promptbank import (
     unique_classes,
 )
 from lightning_unlearn.maths.forget_spec import Vocabulary
+from lightning_unlearn.clip.feature_cache import cached_pooled_features
+from lightning_unlearn.clip.text_projection import (
+    TextProjection,
+    locate_text_projection,
+    pooled_text_features,
+)
 from lightning_unlearn.maths.textedit import (
     RidgeSolution,
-    TextProjection,
-    cached_pooled_features,
     check_finite,
     class_basis,
     class_free_targets,
     cosine_rows,
     forget_directions,
-    locate_text_projection,
     null_space_basis,
-    pooled_text_features,
     solve_ridge_edit,
 )
 
@@ -96,7 +98,7 @@ class EditProblem:
         retain: retain rows ``[n_r, d]``.
         retain_weights: their weights (sum 1).
         retain_template_groups: for each retain row, the id of its (vocabulary, template) group,
-            for the class-relative retain term (:func:`~lightning_unlearn.textedit.retain_gram`).
+            for the class-relative retain term (:func:`~lightning_unlearn.maths.textedit.retain_gram`).
         other_domain_rows: indices of the retain rows that are evaluation prompts of the other
             vocabularies (those the forgotten classes are not in), which ``exact_other_domains``
             keeps exactly.
@@ -379,7 +381,7 @@ class TextProjectionEdit(UnlearningMethod):
     Forget prompts (every forgotten class under a template bank, plus its unlearning prompt) are
     mapped to class-free neutral embeddings; retain prompts (every other class of every
     evaluation vocabulary, and a generic vocabulary) keep theirs; see :func:`build_edit_problem`
-    and :func:`~lightning_unlearn.textedit.solve_ridge_edit`. By default the change only reads
+    and :func:`~lightning_unlearn.maths.textedit.solve_ridge_edit`. By default the change only reads
     ``rank_per_class`` input directions per forgotten class (those where its prompts differ most
     from the retain prompts), which is what carries the edit to templates it never saw
     (``docs/edit.md``). Works for open_clip ``CLIP`` and ``CustomTextCLIP`` whose

@@ -22,13 +22,13 @@ from lightning_unlearn.core._validation import (
 from lightning_unlearn.lightning.methods.contract import MethodHost, UnlearningMethod
 from lightning_unlearn.clip.loading import eval_mode
 from lightning_unlearn.core.names import prompt_name
-from lightning_unlearn.maths.textedit import (
+from lightning_unlearn.clip.text_projection import (
     image_projection_names,
     locate_text_projection,
     nullspace_project_image,
     nullspace_project_text,
-    orthonormal_directions,
 )
+from lightning_unlearn.maths.textedit import orthonormal_directions
 
 Side = Literal["text", "image"]
 
