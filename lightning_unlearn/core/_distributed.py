@@ -7,6 +7,8 @@ from typing import Any, Callable, TypeVar
 import torch
 from torch import nn
 
+from lightning_unlearn.core.errors import RunError, UnlearnError
+
 T = TypeVar("T")
 
 
@@ -14,7 +16,8 @@ def on_rank_zero(trainer: Any, make: Callable[[], T]) -> T:
     """``make()`` on global rank zero, its result broadcast to every rank.
 
     If ``make`` raises on rank zero, every rank raises (rank zero its own error, the others a
-    ``RuntimeError`` quoting it): no rank is left waiting in the broadcast.
+    ``RuntimeError`` quoting it, a :class:`~lightning_unlearn.core.errors.RunError` if it was bad
+    input): no rank is left waiting in the broadcast.
     """
     result, error = None, None
     if trainer.is_global_zero:
@@ -22,11 +25,14 @@ def on_rank_zero(trainer: Any, make: Callable[[], T]) -> T:
             result = make()
         except Exception as err:  # noqa: BLE001 - re-raised on every rank below
             error = err
-    result, message = trainer.strategy.broadcast((result, None if error is None else repr(error)), src=0)
+    failure = None if error is None else (repr(error), isinstance(error, UnlearnError))
+    result, failure = trainer.strategy.broadcast((result, failure), src=0)
     if error is not None:
         raise error
-    if message is not None:
-        raise RuntimeError(f"rank 0 failed: {message}")
+    if failure is not None:
+        message, bad_input = failure
+        # bad input on rank 0 is bad input on every rank: the same error family, one line in the CLI
+        raise (RunError if bad_input else RuntimeError)(f"rank 0 failed: {message}")
     return result
 
 

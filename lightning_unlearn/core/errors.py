@@ -40,3 +40,17 @@ class UnsupportedModelError(ConfigError):
 
 class IllConditionedError(ConfigError):
     """A closed-form edit's linear system is singular, ill-conditioned or not finite (the message says which)."""
+
+
+class DataFileError(UnlearnError, ValueError):
+    """A data file exists but its content is malformed (a split list, a label file); the message
+    names the file and what is wrong."""
+
+
+class MissingEntryError(UnlearnError, KeyError):
+    """A mapping the user gave has no entry for a name the run needs (e.g. a group of ``k``)."""
+
+
+class RunError(UnlearnError, RuntimeError):
+    """A run cannot go on as configured (e.g. a monitored metric was never logged, or another
+    rank failed on bad input)."""

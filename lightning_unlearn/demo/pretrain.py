@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from lightning_unlearn.demo import DEMO_MODEL_NAME, world
 from lightning_unlearn.demo.world_datasets import DemoWorldDataset
 from lightning_unlearn.core.io import save_open_clip_weights
+from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.maths.metrics import ZeroShotAccuracy
 from lightning_unlearn.clip.loading import eval_mode, quiet_random_init
 from lightning_unlearn.maths.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
@@ -169,9 +170,9 @@ class DemoWorldDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_repeats < 1:
-            raise ValueError(f"batch_repeats must be >= 1, got {batch_repeats}")
+            raise ConfigError(f"batch_repeats must be >= 1, got {batch_repeats}")
         if caption_templates not in ("own", "own+openai"):
-            raise ValueError(f"caption_templates must be 'own' or 'own+openai', got {caption_templates!r}")
+            raise ConfigError(f"caption_templates must be 'own' or 'own+openai', got {caption_templates!r}")
         self.seed = seed
         self.train_per_class = train_per_class
         self.val_per_class = val_per_class

@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lightning_unlearn.datasets.base import Transform, register_dataset
+from lightning_unlearn.core.errors import ConfigError, UnknownNameError
 from lightning_unlearn.demo import world
 
 #: Registry names of the two demo domains.
@@ -71,9 +72,9 @@ class DemoWorldDataset(Dataset):
 def _check_arguments(domain: str, split: str, num_per_class: int) -> None:
     """The checks of a dataset's arguments, made before anything is rendered (``ValueError``)."""
     if domain not in DATASET_NAMES:
-        raise ValueError(f"unknown demo domain {domain!r}; expected one of {list(DATASET_NAMES)}")
+        raise UnknownNameError(f"unknown demo domain {domain!r}; expected one of {list(DATASET_NAMES)}")
     if num_per_class < 1:
-        raise ValueError(f"num_per_class must be >= 1, got {num_per_class}")
+        raise ConfigError(f"num_per_class must be >= 1, got {num_per_class}")
     world.check_split(split)
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 import torch
+
+from lightning_unlearn.core.errors import ConfigError
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -36,7 +38,7 @@ class DatasetFeatures:
 
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or self.labels.ndim != 1 or len(self.features) != len(self.labels):
-            raise ValueError(f"features [N, D] and labels [N] must agree, got {tuple(self.features.shape)} "
+            raise ConfigError(f"features [N, D] and labels [N] must agree, got {tuple(self.features.shape)} "
                              f"and {tuple(self.labels.shape)}")
 
     @property

@@ -22,6 +22,7 @@ from torchmetrics.retrieval import RetrievalPrecision
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
 from lightning_unlearn.core.names import class_key
+from lightning_unlearn.core.errors import ConfigError
 
 
 def precision_at_k(
@@ -34,7 +35,7 @@ def precision_at_k(
     Queries without any relevant item are skipped; no query at all gives None.
     """
     if similarity.shape != relevant.shape:
-        raise ValueError(f"similarity {tuple(similarity.shape)} and relevant {tuple(relevant.shape)} differ")
+        raise ConfigError(f"similarity {tuple(similarity.shape)} and relevant {tuple(relevant.shape)} differ")
     num_queries, size = similarity.shape
     if num_queries == 0 or size == 0:
         return {f"p@{k}": None for k in ks}

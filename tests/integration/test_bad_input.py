@@ -34,10 +34,7 @@ from lightning_unlearn.lightning.methods import MultimodalLipschitz
 from lightning_unlearn.clip.loading import load_clip
 from lightning_unlearn.maths.synthesis import SynthesisConfig, SynthesisError
 
-try:
-    from tests.fake_datasets import make_caltech, make_dogs
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_caltech, make_dogs  # type: ignore[no-redef]
+from fake_datasets import make_caltech, make_dogs
 
 VOCAB = ["cat", "dog", "car", "tree"]
 # Today's per-image generator in the model's pixel space: quick on a 32 px random-init model.

@@ -23,10 +23,7 @@ from lightning_unlearn.lightning.methods.edit import build_edit_problem, solve_e
 from lightning_unlearn.clip.text_projection import locate_text_projection, pooled_text_features
 from lightning_unlearn.maths.textedit import cosine_rows
 
-try:
-    from tests.fake_datasets import make_image_folder
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_image_folder  # type: ignore[no-redef]
+from fake_datasets import make_image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = ["cat", "dog", "car", "tree", "boat", "house", "bird", "chair"]

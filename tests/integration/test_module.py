@@ -26,10 +26,7 @@ from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod
 from lightning_unlearn.models import load_clip
 from lightning_unlearn.synthesis import SynthesisConfig
 
-try:
-    from tests.fake_datasets import make_image_folder
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_image_folder  # type: ignore[no-redef]
+from fake_datasets import make_image_folder
 
 VOCAB = ["cat", "dog", "car", "tree"]
 # A random-init tiny model separates classes only slightly: modest synthesis targets (today's

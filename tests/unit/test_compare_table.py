@@ -24,10 +24,7 @@ from lightning_unlearn.compare import (
 )
 from lightning_unlearn.core.errors import ConfigError, OutputError, UnknownNameError
 
-try:
-    from tests.fake_datasets import make_caltech, make_dogs
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_caltech, make_dogs  # type: ignore[no-redef]
+from fake_datasets import make_caltech, make_dogs
 
 
 def fit(root: Path, **model) -> dict:

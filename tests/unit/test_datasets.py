@@ -19,10 +19,7 @@ import torch
 import torchvision
 from torchvision import transforms
 
-try:
-    from tests import fake_datasets as fake
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    import fake_datasets as fake  # type: ignore[no-redef]
+import fake_datasets as fake
 
 from lightning_unlearn.lightning.datamodules.evaluation_data import EvaluationDataModule
 from lightning_unlearn.datasets import (

@@ -18,7 +18,6 @@ from typing_extensions import override
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks.callback import Callback
-from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from lightning_unlearn.core._validation import (
@@ -28,8 +27,8 @@ from lightning_unlearn.core._validation import (
     _number_list_validation,
     _str_keyed_dict_validation,
 )
-from lightning_unlearn.lightning.callbacks.selection import GradientLayerSelection
-from lightning_unlearn.core.errors import CheckpointError
+from lightning_unlearn.lightning.callbacks.selection import CallbackConfigError, GradientLayerSelection
+from lightning_unlearn.core.errors import CheckpointError, RunError
 
 #: The noise schedule of Kravets & Namboodiri (WACV 2025).
 PAPER_SIGMA_SCHEDULE = (0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0)
@@ -80,7 +79,7 @@ def _load_trainable_state(pl_module: "pl.LightningModule", state: Mapping[str, T
     params = dict(pl_module.named_parameters())
     missing = [name for name in state if name not in params]
     if missing:
-        raise RuntimeError(f"Saved trainable state names parameters the module does not have: {missing[:5]}")
+        raise CheckpointError(f"Saved trainable state names parameters the module does not have: {missing[:5]}")
     for name, value in state.items():
         params[name].copy_(value)
 
@@ -282,12 +281,12 @@ class NoiseLayerEscalation(Callback):
         if stage != "fit":
             return
         if not hasattr(pl_module, self.sigma_attribute):
-            raise MisconfigurationException(
+            raise CallbackConfigError(
                 f"`NoiseLayerEscalation` sets `{type(pl_module).__name__}.{self.sigma_attribute}`, which does not"
                 " exist; define it in the module's __init__ or set `sigma_attribute`."
             )
         if self.k_schedules is not None and self.selection is None:
-            raise MisconfigurationException(
+            raise CallbackConfigError(
                 f"`NoiseLayerEscalation(k_schedules={self.k_schedules!r})` needs a `GradientLayerSelection`:"
                 " set `escalation.selection = selection`."
             )
@@ -437,7 +436,7 @@ class NoiseLayerEscalation(Callback):
                 f" {trainer.current_epoch}. Logged: {sorted(trainer.callback_metrics)}."
             )
             if self.strict:
-                raise RuntimeError(message)
+                raise RunError(message)
             rank_zero_warn(message + " Skipping this epoch's decision.")
             return None
         value = float(metric.item()) if isinstance(metric, Tensor) else float(metric)
@@ -449,7 +448,7 @@ class NoiseLayerEscalation(Callback):
         if self._snapshot_optimizers is None:
             return
         if len(self._snapshot_optimizers) != len(trainer.optimizers):
-            raise RuntimeError(
+            raise RunError(
                 f"The snapshot holds {len(self._snapshot_optimizers)} optimizer states but the trainer has"
                 f" {len(trainer.optimizers)} optimizers."
             )

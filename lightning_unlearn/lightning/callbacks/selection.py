@@ -27,9 +27,15 @@ from lightning_unlearn.core._validation import (
     _regex_list_validation,
     _str_keyed_dict_validation,
 )
-from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.core.errors import ConfigError, MissingEntryError, UnlearnError
 
 _NamedParams = list[tuple[str, nn.Parameter]]
+
+
+
+class CallbackConfigError(UnlearnError, MisconfigurationException):
+    """A callback's settings do not fit the run (found at ``setup``/fit start): Lightning's
+    ``MisconfigurationException``, in the project's error family."""
 
 
 class GradientLayerSelection(Callback):
@@ -152,7 +158,7 @@ class GradientLayerSelection(Callback):
             return self._k_overrides[group]
         if isinstance(self.k, dict):
             if group not in self.k:
-                raise KeyError(f"`k` has no value for group {group!r}; it has {sorted(self.k)}")
+                raise MissingEntryError(f"`k` has no value for group {group!r}; it has {sorted(self.k)}")
             return self.k[group]
         return self.k
 
@@ -180,14 +186,14 @@ class GradientLayerSelection(Callback):
         for name, param in named:
             hits = [g for g, patterns in self._patterns.items() if any(p.search(name) for p in patterns)]
             if len(hits) > 1:
-                raise MisconfigurationException(
+                raise CallbackConfigError(
                     f"Parameter {name!r} matches the patterns of several groups {hits}; make `groups` disjoint."
                 )
             if hits:
                 resolved[hits[0]].append((name, param))
         for group, members in resolved.items():
             if not members:
-                raise MisconfigurationException(
+                raise CallbackConfigError(
                     f"Group {group!r} matches no parameter of {module_name}"
                     f" (patterns {self.groups[group]!r}; e.g. names {[n for n, _ in named[:5]]})."
                 )
@@ -198,13 +204,13 @@ class GradientLayerSelection(Callback):
         """``pl_module.parameter_groups()``, checked to be a non-empty mapping."""
         get_groups = getattr(pl_module, "parameter_groups", None)
         if not callable(get_groups):
-            raise MisconfigurationException(
+            raise CallbackConfigError(
                 f"`GradientLayerSelection(groups=None)` needs `{type(pl_module).__name__}.parameter_groups()`"
                 " returning dict[str, list[tuple[str, nn.Parameter]]]; implement it or pass `groups` patterns."
             )
         raw = get_groups()
         if not isinstance(raw, Mapping) or not raw:
-            raise MisconfigurationException(
+            raise CallbackConfigError(
                 f"`parameter_groups()` must return a non-empty dict of group -> [(name, parameter)], got {raw!r}"
             )
         return raw
@@ -219,13 +225,13 @@ class GradientLayerSelection(Callback):
             resolved[group] = []
             for item in members:
                 if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], torch.Tensor)):
-                    raise MisconfigurationException(
+                    raise CallbackConfigError(
                         f"`parameter_groups()[{group!r}]` must hold (name, parameter) pairs, got {item!r}"
                     )
                 name, param = item
                 if id(param) in owner:  # listed twice: an error across groups, counted once within one
                     if owner[id(param)] != group:
-                        raise MisconfigurationException(
+                        raise CallbackConfigError(
                             f"Parameter {name!r} is in two groups of `parameter_groups()`:"
                             f" {owner[id(param)]!r} and {group!r}."
                         )
@@ -240,14 +246,14 @@ class GradientLayerSelection(Callback):
             try:
                 self.get_k(group)
             except KeyError as err:
-                raise MisconfigurationException(
+                raise CallbackConfigError(
                     f"`k` has no value for group {group!r} (groups: {groups}, k={self.k!r});"
                     " give `k` as an int or a dict naming every group."
                 ) from err
         named_in_k = (set(self.k) if isinstance(self.k, dict) else set()) | set(self._k_overrides)
         unknown = sorted(named_in_k - set(groups))
         if unknown:
-            raise MisconfigurationException(f"`k` names unknown groups {unknown}; the groups are {groups}")
+            raise CallbackConfigError(f"`k` names unknown groups {unknown}; the groups are {groups}")
 
     def resolve(self, pl_module: "pl.LightningModule") -> dict[str, list[str]]:
         """Determine the groups of ``pl_module`` (done automatically at fit start).
