@@ -4,11 +4,13 @@ Everything model-specific the rest of the project needs lives here: building a m
 open_clip name plus a pretrained tag or a local file, its tokenizer and image normalisation, the
 split of its parameters into the vision and the text tower, and the eligibility presets.
 
-Weights the project makes itself (the demo CLIP, tag ``demo-world``) come from a
-:class:`PretrainedProvider`: found in a cache, or built once by ``build_pretrained`` (a
-LightningModule calls it in ``prepare_data``, on one process per node). Until then
-``load_clip(..., build=False)`` returns the architecture with ``weights_pending`` set; nothing is
-ever trained at import time or in a constructor.
+Construction reads nothing: :func:`clip_architecture` returns the model at its random
+initialisation with ``weights_pending`` naming where its weights come from: a local file, an
+open_clip tag (downloaded into open_clip's cache) or, for weights the project makes itself (the
+demo CLIP, tag ``demo-world``), a :class:`PretrainedProvider` (found in a cache, or built).
+:func:`build_pretrained` obtains and loads them (a LightningModule calls it in ``prepare_data``,
+on one process per node), :func:`load_pending_weights` loads them on the other processes
+(``setup``). :func:`load_clip` does it all at once, for scripts and tests.
 """
 
 from __future__ import annotations
@@ -83,8 +85,9 @@ def register_pretrained(model_name: str, tag: str, provider: PretrainedProvider)
 class LoadedClip:
     """An open_clip model with what is needed to feed it.
 
-    ``weights_pending`` is the provider whose weights still have to be built and loaded
-    (``build_pretrained`` then ``load_weights``); None once the weights are in.
+    ``weights_pending`` is where weights that are not loaded yet come from (a project tag's
+    provider, an open_clip tag, a local file): ``build_pretrained`` obtains and loads them,
+    ``load_pending_weights`` loads them once obtained; None once the weights are in.
     """
 
     model: nn.Module
@@ -95,7 +98,7 @@ class LoadedClip:
     image_size: int
     name: str
     pretrained: Optional[str]
-    weights_pending: Optional[PretrainedProvider] = None
+    weights_pending: Optional[WeightsSource] = None
 
 
 def register_project_model_configs() -> None:
@@ -195,8 +198,62 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
         raise CheckpointError(f"checkpoint {str(path)!r} does not fit this model: {'; '.join(parts)}")
 
 
+@dataclass(frozen=True)
+class _FileWeights:
+    """A local checkpoint file: nothing to obtain."""
+
+    path: str
+
+    def cached(self) -> Optional[str]:
+        return self.path
+
+    def make(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class _OpenClipTagWeights:
+    """An open_clip pretrained tag (``openai``, ...): downloaded once into ``cache_dir``."""
+
+    name: str
+    tag: str
+    cache_dir: Optional[str] = None
+
+    def make(self) -> str:
+        cfg = open_clip.get_pretrained_cfg(self.name, self.tag)
+        try:
+            return str(open_clip.download_pretrained(cfg, cache_dir=self.cache_dir))
+        except Exception as err:  # network and hub errors come in many types
+            raise MissingFileError(
+                f"could not obtain the {self.tag!r} weights of {self.name!r} (no network?): put the file in "
+                "open_clip's cache (cache_dir) or pass its local path as `pretrained`"
+            ) from err
+
+    def cached(self) -> Optional[str]:
+        # after `make` on this node the file is in the cache, and this finds it there
+        return self.make()
+
+
+WeightsSource = Union[PretrainedProvider, _FileWeights, _OpenClipTagWeights]
+
+
+def weights_source(name: str, pretrained: Optional[str], cache_dir: Optional[str] = None) -> Optional[WeightsSource]:
+    """Where ``pretrained`` weights of ``name`` come from, checked without reading them (an unknown
+    tag or a missing file fails here, with close matches); None for random weights."""
+    if not pretrained:
+        return None
+    _check_pretrained(name, pretrained)
+    provider = _PROVIDERS.get((name, pretrained))
+    if provider is not None:
+        return provider
+    if pretrained in open_clip.list_pretrained_tags_by_model(name):
+        return _OpenClipTagWeights(name, pretrained, cache_dir)
+    return _FileWeights(pretrained)
+
+
 def build_pretrained(clip: LoadedClip) -> None:
-    """Build the weights a project tag needs (e.g. train the demo CLIP) and load them."""
+    """Obtain the pending weights (build project-made ones, e.g. train the demo CLIP; download an
+    open_clip tag) and load them. A LightningModule calls it in ``prepare_data``: once per node."""
     if clip.weights_pending is None:
         return
     load_weights(clip.model, clip.weights_pending.make())
@@ -204,7 +261,8 @@ def build_pretrained(clip: LoadedClip) -> None:
 
 
 def load_pending_weights(clip: LoadedClip) -> None:
-    """Load weights built since ``load_clip`` (by this or another process); fail clearly if none."""
+    """Load weights obtained since the architecture was built (by this or another process); fail
+    clearly if they are not there yet. A LightningModule calls it in ``setup``: on every process."""
     if clip.weights_pending is None:
         return
     path = clip.weights_pending.cached()
@@ -217,6 +275,54 @@ def load_pending_weights(clip: LoadedClip) -> None:
     clip.weights_pending = None
 
 
+def _architecture_options(name: str, source: Optional[WeightsSource], force_quick_gelu: Optional[bool]) -> dict:
+    """What open_clip would set up for these weights, without loading them: QuickGELU (OpenAI
+    weights were trained with it; the plain names use nn.GELU) and the tag's preprocessing."""
+    options: dict[str, Any] = {"force_quick_gelu": False}
+    if isinstance(source, _OpenClipTagWeights):
+        cfg = open_clip.get_pretrained_cfg(name, source.tag)
+        options["force_quick_gelu"] = bool(cfg.get("quick_gelu", False))
+        for key, arg in (("mean", "image_mean"), ("std", "image_std"), ("interpolation", "image_interpolation"),
+                         ("resize_mode", "image_resize_mode")):
+            if cfg.get(key) is not None:
+                options[arg] = cfg[key]
+    if force_quick_gelu is not None:
+        options["force_quick_gelu"] = force_quick_gelu
+    return options
+
+
+def clip_architecture(
+    name: str,
+    pretrained: Optional[str] = None,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
+    cache_dir: Optional[str] = None,
+    force_quick_gelu: Optional[bool] = None,
+) -> LoadedClip:
+    """The open_clip model ``name`` with its tokenizer and eval preprocessing, at its random
+    initialisation: nothing is read, downloaded or built. ``weights_pending`` names where the
+    ``pretrained`` weights come from (:func:`build_pretrained`, then :func:`load_pending_weights`).
+
+    Raises:
+        UnknownNameError: unknown model name or pretrained tag (close matches in the message).
+        MissingFileError: a checkpoint path that does not exist.
+    """
+    check_model_name(name)
+    source = weights_source(name, pretrained, cache_dir)
+    with quiet_random_init():  # the weights come later, or random weights are the point
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=None, precision=precision, device=device, cache_dir=cache_dir,
+            **_architecture_options(name, source, force_quick_gelu),
+        )
+    model.eval()
+    return LoadedClip(
+        model=model, tokenizer=open_clip.get_tokenizer(name), preprocess=preprocess,
+        mean=tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
+        std=tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
+        image_size=_image_size(model), name=name, pretrained=pretrained, weights_pending=source,
+    )
+
+
 def load_clip(
     name: str,
     pretrained: Optional[str] = None,
@@ -226,7 +332,7 @@ def load_clip(
     force_quick_gelu: Optional[bool] = None,
     build: bool = True,
 ) -> LoadedClip:
-    """Build an open_clip model with its tokenizer and eval preprocessing.
+    """Build an open_clip model with its tokenizer and eval preprocessing, and load its weights.
 
     Args:
         name: open_clip model name (``RN50``, ``ViT-B-16``, a registered tiny config, ...).
@@ -236,58 +342,27 @@ def load_clip(
         device: where to put the model.
         cache_dir: open_clip's download cache (weights already there load offline).
         force_quick_gelu: override the QuickGELU choice (by default on for OpenAI weights).
-        build: build project-made weights that are not cached yet; with False the model keeps its
-            random initialisation and ``weights_pending`` names what is missing.
+        build: obtain weights that are not there yet (download a tag, build project-made weights);
+            with False, weights that are not there yet stay pending (``weights_pending``).
 
     Raises:
         UnknownNameError: unknown model name or pretrained tag (close matches in the message).
         MissingFileError: a checkpoint path that does not exist; OpenAI-style weights not in the cache.
         CheckpointError: an unreadable checkpoint or one that does not fit the model.
     """
-    check_model_name(name)
-    provider = None
-    tag = None  # what open_clip loads by itself (a known pretrained tag)
-    quick_gelu = False
-    if pretrained:
-        _check_pretrained(name, pretrained)
-        provider = _PROVIDERS.get((name, pretrained))
-        if provider is None and pretrained in open_clip.list_pretrained_tags_by_model(name):
-            tag = pretrained
-            # OpenAI weights were trained with QuickGELU; the plain names use nn.GELU.
-            quick_gelu = bool(open_clip.get_pretrained_cfg(name, pretrained).get("quick_gelu", False))
-    if force_quick_gelu is not None:
-        quick_gelu = force_quick_gelu
-    try:
-        # Weights from a file or a provider are loaded right after: the random-init notice is noise.
-        quiet = quiet_random_init() if pretrained and tag is None else contextlib.nullcontext()
-        with quiet:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=tag, precision=precision, device=device, force_quick_gelu=quick_gelu,
-                cache_dir=cache_dir, weights_only=True,
-            )
-    except RuntimeError as err:
-        if tag is not None and "download" in str(err).lower():
-            raise MissingFileError(
-                f"could not obtain the {tag!r} weights of {name!r} (no network?): put the file in open_clip's "
-                "cache (cache_dir) or pass its local path as `pretrained`"
-            ) from err
-        raise
-    clip = LoadedClip(
-        model=model, tokenizer=open_clip.get_tokenizer(name), preprocess=preprocess,
-        mean=tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
-        std=tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
-        image_size=_image_size(model), name=name, pretrained=pretrained, weights_pending=provider,
-    )
-    if provider is None and pretrained and tag is None:
-        load_weights(model, pretrained)
-    elif provider is not None:
-        (build_pretrained if build else load_pending_weights_if_cached)(clip)
-    model.eval()
+    clip = clip_architecture(name, pretrained, precision, device, cache_dir, force_quick_gelu)
+    if build:
+        build_pretrained(clip)
+    else:
+        load_pending_weights_if_cached(clip)
+    clip.model.eval()
     return clip
 
 
 def load_pending_weights_if_cached(clip: LoadedClip) -> None:
-    """Load project-made weights if they are already built; otherwise leave them pending."""
+    """Load pending weights if they are already there; otherwise leave them pending."""
+    if isinstance(clip.weights_pending, _OpenClipTagWeights):
+        return  # finding out would mean a download
     if clip.weights_pending is not None and clip.weights_pending.cached() is not None:
         load_pending_weights(clip)
 

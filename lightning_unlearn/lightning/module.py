@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Mapping, Optional, Sequence
 
 import lightning.pytorch as pl
@@ -23,10 +24,10 @@ from lightning_unlearn.maths.metrics import ZeroShotAccuracy
 from lightning_unlearn.clip.loading import (
     EligibilityPreset,
     build_pretrained,
+    clip_architecture,
     eligible_groups,
     eval_mode,
     freeze_ineligible,
-    load_clip,
     load_pending_weights,
     model_fingerprint,
     set_batchnorm_eval,
@@ -38,8 +39,9 @@ from lightning_unlearn.maths.zeroshot import class_embeddings, tokenize_classes,
 class UnlearningModule(pl.LightningModule):
     """Makes an open_clip model forget classes with a pluggable :class:`UnlearningMethod`.
 
-    ``fit``: ``prepare_data`` builds weights a project tag needs (the demo CLIP); ``setup`` loads
-    them, resolves the forget spec against the DataModule's ``vocabularies`` and tokenises the
+    Construction reads no weights: ``prepare_data`` obtains the ``pretrained`` weights once per
+    node (downloads a tag, builds the demo CLIP, reads a file) and loads them; ``setup`` loads
+    them on the other processes, resolves the forget spec against the DataModule's ``vocabularies`` and tokenises the
     prompts once. Training steps are the method's loss on a batch of forget images; validation
     during ``fit`` is the zero-shot accuracy on the forget set, logged as ``forget/synthetic_acc``
     (the stopping and escalation signal). A training-free method edits the weights once at fit start
@@ -101,24 +103,40 @@ class UnlearningModule(pl.LightningModule):
         evaluation: Optional[EvaluationSuite] = None,
     ) -> None:
         super().__init__()
-        _template_validation("forget_prompt", forget_prompt)
-        _template_validation("vocabulary_template", vocabulary_template)
-        _positive_number_validation("sigma", sigma)
-        _positive_number_validation("lr", lr)
-        _positive_number_validation("weight_decay", weight_decay, allow_zero=True)
-        # A class_path/init_args dict is what checkpoints store (load_from_checkpoint passes it back).
+        self._check_arguments(forget_prompt, vocabulary_template, sigma, lr, weight_decay)
         self.method = as_method(method) if method is not None else MultimodalLipschitz()
         self.evaluation = as_suite(evaluation)  # also accepts the dict a checkpoint's hparams hold
-        self.save_hyperparameters(ignore=["method", "optimizer", "evaluation"])
-        self.hparams["method"] = self.method.describe()  # a plain dict: checkpoints load with weights_only
-        self.hparams["evaluation"] = self.evaluation.describe()
+        self._save_hparams()
         self.forget_classes = [forget_classes] if isinstance(forget_classes, str) else list(forget_classes)
         if not self.forget_classes:
             raise ConfigError("forget_classes is empty: name at least one class to forget")
         self.optimizer_factory = optimizer
         self.register_buffer("_sigma", torch.tensor(float(sigma), dtype=torch.float64))
+        self._build_model(model_name, pretrained, cache_dir, eligibility, include, exclude)
+        self._init_run_state()
 
-        self.clip = load_clip(model_name, pretrained, cache_dir=cache_dir, build=False)
+    @staticmethod
+    def _check_arguments(forget_prompt: str, vocabulary_template: str, sigma: float, lr: float,
+                         weight_decay: float) -> None:
+        _template_validation("forget_prompt", forget_prompt)
+        _template_validation("vocabulary_template", vocabulary_template)
+        _positive_number_validation("sigma", sigma)
+        _positive_number_validation("lr", lr)
+        _positive_number_validation("weight_decay", weight_decay, allow_zero=True)
+
+    def _save_hparams(self) -> None:
+        """The init arguments, with the method and the suite as plain dicts (checkpoints load with
+        ``weights_only``; a class_path/init_args dict is what ``load_from_checkpoint`` passes back)."""
+        self.save_hyperparameters(ignore=["method", "optimizer", "evaluation"], frame=inspect.currentframe().f_back)
+        self.hparams["method"] = self.method.describe()
+        self.hparams["evaluation"] = self.evaluation.describe()
+
+    def _build_model(self, model_name: str, pretrained: Optional[str], cache_dir: Optional[str],
+                     eligibility: EligibilityPreset, include: Optional[dict[str, list[str]]],
+                     exclude: Optional[dict[str, list[str]]]) -> None:
+        """The architecture at its random initialisation (weights load in prepare_data/setup) and
+        the eligible tensors."""
+        self.clip = clip_architecture(model_name, pretrained, cache_dir=cache_dir)
         self.model = self.clip.model
         self.tokenizer = self.clip.tokenizer
         self.preprocess = self.clip.preprocess
@@ -128,6 +146,9 @@ class UnlearningModule(pl.LightningModule):
         # stays trainable, and GradientLayerSelection picks among it by masking gradients.
         freeze_ineligible(self.model, self.groups)
         set_batchnorm_eval(self.model)
+
+    def _init_run_state(self) -> None:
+        """What a run fills in: the spec (setup), metrics, the suite's runner and results."""
         self.spec: Optional[ForgetSpec] = None
         self.method_report: Optional[dict[str, Any]] = None
         self.synthetic_metric: Optional[ZeroShotAccuracy] = None
@@ -228,11 +249,12 @@ class UnlearningModule(pl.LightningModule):
         return []
 
     def prepare_data(self) -> None:
-        # Once per node, before any setup: the other processes wait (Lightning's barrier).
+        # Once per node, before any setup: the other processes wait (Lightning's barrier). Downloads
+        # an open_clip tag, builds project-made weights, reads a local file; and loads them.
         build_pretrained(self.clip)
 
     def setup(self, stage: str) -> None:
-        load_pending_weights(self.clip)  # the processes that did not build them
+        load_pending_weights(self.clip)  # the processes that did not run prepare_data
         trainer = self.attached_trainer
         datamodule = trainer.datamodule if trainer is not None else None
         spec = self.resolve_spec(getattr(datamodule, "vocabularies", {}) or {})
@@ -274,6 +296,7 @@ class UnlearningModule(pl.LightningModule):
         checkpoint["unlearning_method"] = self.method.state_dict()  # e.g. EMMN's learned noise
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.clip.weights_pending = None  # the checkpoint's state dict holds the weights
         self.method.load_state_dict(checkpoint.get("unlearning_method") or {})
 
     def configure_optimizers(self) -> Optional[torch.optim.Optimizer]:

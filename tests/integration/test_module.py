@@ -107,7 +107,8 @@ def test_fit_end_to_end_writes_outputs_and_forgets(tmp_path):
     torch.save(load_clip("tiny-vit").model.state_dict(), source)
     digest = sha(source)
     module = tiny_module(pretrained=str(source), lr=5e-3)
-    frozen_before = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    weights = torch.load(source)  # construction reads no weights: prepare_data loads these
+    frozen_before = {n: weights[n.removeprefix("model.")] for n, p in module.named_parameters() if not p.requires_grad}
     data = SyntheticForgetDataModule(images_per_class=8, steps_per_epoch=3, synthesis=EASY_SYNTHESIS, progress=False)
     out = tmp_path / "out"
     trainer = pl.Trainer(
