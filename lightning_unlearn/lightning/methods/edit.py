@@ -182,9 +182,53 @@ def build_edit_problem(
         raise ConfigError("no vocabulary: the edit needs the forget vocabulary and its other classes")
     start = time.perf_counter()
     bank = template_bank(vocabularies[0].templates, settings)
+    forget_text, neutral_text, groups = _forget_rows(tokenizer, forget_names, forget_prompts, bank, settings,
+                                                     forget_prompt_template)
+    retain_rows = _retain_rows(vocabularies, forget_names, bank, settings)
+    retain_rows.keep_fitting(tokenizer)
+    if retain_rows.empty:
+        raise ConfigError(
+            f"the retain set is empty: every class of {[v.name for v in vocabularies]} is forgotten and there is no "
+            "generic vocabulary; the edit needs prompts of classes to keep (set generic_vocabulary: imagenet)"
+        )
+    texts, weights, groups_of_rows, other_domain = retain_rows.weighted(settings)
+    retain_feats, cached = cached_pooled_features(model, tokenizer, texts, batch_size=batch_size,
+                                                  cache_dir=cache_dir, use_cache=use_cache)
+    small = pooled_text_features(model, tokenizer(forget_text + neutral_text + [settings.neutral_prompt]),
+                                 batch_size=batch_size)
+    check_finite("the retain features", retain_feats)  # before any SVD, which would fail less clearly
+    check_finite("the forget and neutral features", small)
+    P = projection.matrix()
+    n_f = len(forget_text)
+    forget = projection.augment(small[:n_f])
+    retain = projection.augment(retain_feats)
+    targets = _edit_targets(settings, P, forget, projection.augment(small[n_f : 2 * n_f]),
+                            projection.augment(small[-1:]), groups, retain[: len(retain_rows.evaluation)])
+    generic = retain_rows.generic_names
+    return EditProblem(
+        projection=projection, P=P, forget=forget, forget_groups=groups, targets=targets, retain=retain,
+        retain_weights=weights / weights.sum(),
+        retain_template_groups=torch.tensor(groups_of_rows, dtype=torch.long),
+        other_domain_rows=torch.tensor(other_domain, dtype=torch.long),
+        retain_groups={"evaluation_prompts": len(retain_rows.evaluation), "other_templates": len(retain_rows.other),
+                       "generic": len(retain_rows.generic)},
+        templates=bank, vocabularies=[v.name or "vocabulary" for v in retain_rows.vocabularies],
+        generic=(f"imagenet ({len(generic)} classes)" if settings.generic_vocabulary == "imagenet"
+                 else f"{len(generic)} classes") if generic else None,
+        encode_seconds=time.perf_counter() - start, cached=cached,
+    )
 
-    # forget rows, and their template-matched neutral prompts
-    forget_text, neutral_text, groups = [], [], []
+
+def _forget_rows(
+    tokenizer: Any, forget_names: Sequence[str], forget_prompts: Sequence[str], bank: Sequence[str],
+    settings: EditSettings, forget_prompt_template: Optional[str],
+) -> tuple[list[str], list[str], list[list[int]]]:
+    """Each forgotten class under every bank template plus its unlearning prompt, with the
+    template-matched neutral prompts, and each class's row indices; pairs that do not fit the
+    context are dropped (the unlearning prompt is kept in any case)."""
+    forget_text: list[str] = []
+    neutral_text: list[str] = []
+    groups: list[list[int]] = []
     for name, own_prompt in zip(forget_names, forget_prompts):
         pairs = [(fill(t, name), fill(t, settings.neutral)) for t in bank]
         if forget_prompt_template is not None:
@@ -196,13 +240,71 @@ def build_edit_problem(
         groups.append(list(range(len(forget_text), len(forget_text) + len(pairs))))
         forget_text += [p for p, _ in pairs]
         neutral_text += [n for _, n in pairs]
+    return forget_text, neutral_text, groups
 
-    # retain rows (vocabulary, prompt, group): every retained class of a vocabulary under the same
-    # templates, so that the class-relative term can compare them template by template
+
+#: One retain row: (vocabulary name, prompt, (vocabulary index, template) group of the class-relative term).
+_Row = tuple[str, str, tuple[int, str]]
+
+
+@dataclass
+class _RetainRows:
+    """The retain prompts by share: the evaluation prompts, the other templates, the generic vocabulary."""
+
+    evaluation: list[_Row]
+    other: list[_Row]
+    generic: list[_Row]
+    other_domain_keys: set[tuple[int, str]]  # the groups of the other domains' evaluation prompts
+    vocabularies: list[Vocabulary]  # those with a class left to retain
+    generic_names: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.evaluation or self.other or self.generic)
+
+    def keep_fitting(self, tokenizer: Any) -> None:
+        """Drop the prompts that do not fit the tokenizer's context (a cut prompt may have lost its class name)."""
+        def fitting(rows: list[_Row]) -> list[_Row]:
+            ok = fits_context(tokenizer, [r[1] for r in rows])
+            return [r for r, keep in zip(rows, ok) if keep]
+
+        self.evaluation, self.other, self.generic = fitting(self.evaluation), fitting(self.other), fitting(self.generic)
+
+    def weighted(self, settings: EditSettings) -> tuple[list[str], Tensor, list[int], list[int]]:
+        """``(texts, weights, group of each row, rows of the other domains' evaluation prompts)``:
+        each share's weight split evenly among its vocabularies, then among each one's rows."""
+        shares = {"evaluation": settings.evaluation_prompt_weight,
+                  "generic": settings.generic_weight if self.generic else 0.0}
+        shares["templates"] = 1.0 - shares["evaluation"] - shares["generic"]
+        weights: list[float] = []
+        texts: list[str] = []
+        group_ids: dict[tuple[int, str], int] = {}
+        groups_of_rows: list[int] = []
+        other_domain: list[int] = []
+        for share_name, rows in (("evaluation", self.evaluation), ("templates", self.other),
+                                 ("generic", self.generic)):
+            per_vocab: dict[str, int] = {}
+            for vocab_name, _, _ in rows:
+                per_vocab[vocab_name] = per_vocab.get(vocab_name, 0) + 1
+            for vocab_name, text, key in rows:
+                weights.append(shares[share_name] / (len(per_vocab) * per_vocab[vocab_name]))
+                if share_name == "evaluation" and key in self.other_domain_keys:
+                    other_domain.append(len(texts))
+                texts.append(text)
+                groups_of_rows.append(group_ids.setdefault(key, len(group_ids)))
+        return texts, torch.tensor(weights, dtype=torch.float64), groups_of_rows, other_domain
+
+
+def _retain_rows(
+    vocabularies: Sequence[Vocabulary], forget_names: Sequence[str], bank: Sequence[str], settings: EditSettings,
+) -> _RetainRows:
+    """Every retained class of a vocabulary under the same templates (so that the class-relative
+    term compares them template by template), and the generic vocabulary's classes under rotating
+    templates of the bank."""
     retained = [v for v in vocabularies if unique_classes(v.classnames, forget_names)]
     other_domain_keys: set[tuple[int, str]] = set()
-    evaluation_rows: list[tuple[str, str, tuple[int, str]]] = []
-    other_rows: list[tuple[str, str, tuple[int, str]]] = []
+    evaluation_rows: list[_Row] = []
+    other_rows: list[_Row] = []
     for index, vocab in enumerate(retained):
         name = vocab.name or "vocabulary"
         classes = unique_classes(vocab.classnames, forget_names)
@@ -212,77 +314,30 @@ def build_edit_problem(
         if vocab is not vocabularies[0]:
             other_domain_keys.add((index, vocab.templates[0]))
     generic = _generic_names(settings)
-    generic_rows: list[tuple[str, str, tuple[int, str]]] = []
+    generic_rows: list[_Row] = []
     if generic:
         pool = spread(bank, GENERIC_TEMPLATE_POOL)
         for j, cls in enumerate(unique_classes(generic, forget_names, exclude_words=True)):
             generic_rows += [("generic", fill(t, cls), (-1, t))
                              for t in rotating_templates(pool, settings.generic_templates_per_class, j)]
+    return _RetainRows(evaluation_rows, other_rows, generic_rows, other_domain_keys, retained, generic)
 
-    def fitting(rows: list[tuple[str, str, tuple[int, str]]]) -> list[tuple[str, str, tuple[int, str]]]:
-        ok = fits_context(tokenizer, [r[1] for r in rows])
-        return [r for r, keep in zip(rows, ok) if keep]
 
-    evaluation_rows, other_rows, generic_rows = fitting(evaluation_rows), fitting(other_rows), fitting(generic_rows)
-    if not evaluation_rows and not other_rows and not generic_rows:
-        raise ConfigError(
-            f"the retain set is empty: every class of {[v.name for v in vocabularies]} is forgotten and there is no "
-            "generic vocabulary; the edit needs prompts of classes to keep (set generic_vocabulary: imagenet)"
-        )
-    shares = {"evaluation": settings.evaluation_prompt_weight, "generic": settings.generic_weight if generic_rows else 0.0}
-    shares["templates"] = 1.0 - shares["evaluation"] - shares["generic"]
-    weights: list[float] = []
-    texts: list[str] = []
-    group_ids: dict[tuple[int, str], int] = {}
-    groups_of_rows: list[int] = []
-    other_domain: list[int] = []
-    for share_name, rows in (("evaluation", evaluation_rows), ("templates", other_rows), ("generic", generic_rows)):
-        per_vocab: dict[str, int] = {}
-        for vocab_name, _, _ in rows:
-            per_vocab[vocab_name] = per_vocab.get(vocab_name, 0) + 1
-        for vocab_name, text, key in rows:
-            weights.append(shares[share_name] / (len(per_vocab) * per_vocab[vocab_name]))
-            if share_name == "evaluation" and key in other_domain_keys:
-                other_domain.append(len(texts))
-            texts.append(text)
-            groups_of_rows.append(group_ids.setdefault(key, len(group_ids)))
-
-    retain_feats, cached = cached_pooled_features(model, tokenizer, texts, batch_size=batch_size,
-                                                  cache_dir=cache_dir, use_cache=use_cache)
-    small = pooled_text_features(model, tokenizer(forget_text + neutral_text + [settings.neutral_prompt]),
-                                 batch_size=batch_size)
-    n_f = len(forget_text)
-    check_finite("the retain features", retain_feats)  # before any SVD, which would fail less clearly
-    check_finite("the forget and neutral features", small)
-    P = projection.matrix()
-    forget = projection.augment(small[:n_f])
-    neutrals = projection.augment(small[n_f : 2 * n_f])
-    retain = projection.augment(retain_feats)
+def _edit_targets(settings: EditSettings, P: Tensor, forget: Tensor, neutrals: Tensor, neutral_prompt: Tensor,
+                  groups: Sequence[Sequence[int]], retain_evaluation: Tensor) -> Tensor:
+    """Where each forget row's embedding should go (``settings.target``): the neutral prompt's
+    embedding (``fixed``), its template-matched neutral prompt's (``neutral``), or its own with the
+    class content projected out (``class_free``: the retained classes' evaluation-prompt embeddings
+    and each forgotten class's mean embedding over the bank)."""
     originals = forget @ P
     if settings.target == "fixed":
-        targets = (projection.augment(small[-1:]) @ P).expand(n_f, -1).clone()
-    elif settings.target == "neutral":
-        targets = neutrals @ P
-    else:
-        # class content: the retained classes' evaluation-prompt embeddings and each forgotten
-        # class's mean embedding over the bank
-        unit = torch.nn.functional.normalize(originals, dim=-1)
-        forgotten = torch.stack([unit[g].mean(0) for g in groups])
-        classes = torch.cat([retain[: len(evaluation_rows)] @ P, forgotten])
-        targets = class_free_targets(originals, neutrals @ P, class_basis(classes))
-    weight_tensor = torch.tensor(weights, dtype=torch.float64)
-    return EditProblem(
-        projection=projection, P=P, forget=forget, forget_groups=groups, targets=targets, retain=retain,
-        retain_weights=weight_tensor / weight_tensor.sum(),
-        retain_template_groups=torch.tensor(groups_of_rows, dtype=torch.long),
-        other_domain_rows=torch.tensor(other_domain, dtype=torch.long),
-        retain_groups={"evaluation_prompts": len(evaluation_rows), "other_templates": len(other_rows),
-                       "generic": len(generic_rows)},
-        templates=bank, vocabularies=[v.name or "vocabulary" for v in retained],
-        generic=(f"imagenet ({len(generic)} classes)" if settings.generic_vocabulary == "imagenet"
-                 else f"{len(generic)} classes") if generic else None,
-        encode_seconds=time.perf_counter() - start, cached=cached,
-    )
+        return (neutral_prompt @ P).expand(len(forget), -1).clone()
+    if settings.target == "neutral":
+        return neutrals @ P
+    unit = torch.nn.functional.normalize(originals, dim=-1)
+    forgotten = torch.stack([unit[list(g)].mean(0) for g in groups])
+    classes = torch.cat([retain_evaluation @ P, forgotten])
+    return class_free_targets(originals, neutrals @ P, class_basis(classes))
 
 
 @dataclass(frozen=True)
