@@ -151,7 +151,7 @@ class DemoWorldDataModule(L.LightningDataModule):
             class carry its real features (docs/demo_world.md).
         caption_templates: ``own+openai`` (default): each class is captioned with its domain's
             templates, then open_clip's 80 OpenAI ImageNet templates; ``own``: its domain's
-            templates only (the demo CLIP before session 6).
+            templates only (the demo CLIP before commit b6322f8, 2026-11-30).
         model_name: open_clip model whose tokenizer encodes the captions.
         val_batch_size: batch size of the validation loaders.
     """
