@@ -168,3 +168,29 @@ def test_the_floor_check_catches_an_upward_import(tmp_path, monkeypatch, bad: st
     imported = [t for t, _ in _imported(name, fake / "zeroshot.py", False)]
     assert imported == ["lightning_unlearn.lightning.module"]
     assert _place(imported[0])[0] > _place(name)[0]
+
+
+#: The one place that reads the Trainer's callback list: the module's ``configure_callbacks``
+#: (Lightning glue: a YAML callback list cannot hand one callback to another; see lightning/wiring.py).
+CALLBACK_GLUE = {("lightning_unlearn.lightning.module", "configure_callbacks")}
+
+
+def test_pieces_do_not_search_for_each_other() -> None:
+    """No code reads ``<...>trainer.callbacks`` (but the glue above) or a private ``._trainer``:
+    callbacks, the report and the methods connect through attributes, arguments and the method
+    contract."""
+    found = []
+    for name, (path, _) in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))] + [tree]:
+            where = getattr(function, "name", "<module>")
+            body = function.body if not isinstance(function, ast.Module) else [
+                n for n in function.body if not isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+            for node in (n for stmt in body for n in ast.walk(stmt)):
+                if not isinstance(node, ast.Attribute):
+                    continue
+                owner = node.value.attr if isinstance(node.value, ast.Attribute) else getattr(node.value, "id", "")
+                searching = node.attr == "callbacks" and owner.endswith("trainer")
+                if node.attr == "_trainer" or (searching and (name, where) not in CALLBACK_GLUE):
+                    found.append(f"{name}.{where} line {node.lineno}: .{owner}.{node.attr}")
+    assert not found, "pieces that search for each other:\n" + "\n".join(sorted(set(found)))
