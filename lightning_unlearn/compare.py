@@ -21,7 +21,7 @@ to ``DIR/<method>/<class>/seed<k>/``. After every run the comparison is rewritte
 
 Everything that can be checked before a run is checked before the first one (unknown method or
 class, a method that needs a split the dataset lacks, an output folder that is not writable, an
-override that names nothing): such input raises a :class:`~lightning_unlearn.errors.UnlearnError`
+override that names nothing): such input raises a :class:`~lightning_unlearn.core.errors.UnlearnError`
 and nothing is written. An interrupted comparison run again with the same settings skips the runs
 it has finished (same run config, ``status`` ok).
 """

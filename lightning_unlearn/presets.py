@@ -47,7 +47,7 @@ class MethodPreset:
 
     Attributes:
         name: the short name (``--methods``).
-        method: class path of the :class:`~lightning_unlearn.methods.UnlearningMethod`.
+        method: class path of the :class:`~lightning_unlearn.lightning.methods.UnlearningMethod`.
         zero_shot: what real data it uses (``ZS``, ``semi ZS``, ``not ZS``).
         description: one line for the docs and ``--help``.
         forget_images: ``synthetic`` (SyntheticForgetDataModule), ``real``

@@ -1,6 +1,6 @@
 """Argument checks shared by the project's classes (one message per kind of mistake).
 
-Each ``_..._validation`` function raises :class:`~lightning_unlearn.errors.ConfigError` naming the
+Each ``_..._validation`` function raises :class:`~lightning_unlearn.core.errors.ConfigError` naming the
 argument, the value given and what would be valid, and returns nothing.
 """
 

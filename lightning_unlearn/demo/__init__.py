@@ -2,7 +2,7 @@
 
 Nothing outside this package imports it: the ``demo_objects``/``demo_textures`` datasets and the
 ``demo-world`` weights are registered lazily by name (``lightning_unlearn.datasets``,
-``lightning_unlearn.models``). Importing it registers the project's open_clip model configs, so
+``lightning_unlearn.clip.loading``). Importing it registers the project's open_clip model configs, so
 that plain ``open_clip.create_model_and_transforms("demo-clip-rn")`` works after it.
 Lightning-dependent pieces (:mod:`~lightning_unlearn.demo.pretrain`, :func:`ensure_demo_clip`)
 load on first use.

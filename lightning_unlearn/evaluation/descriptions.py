@@ -85,7 +85,7 @@ def load_descriptions(value: Union[str, Mapping[str, Sequence[str]]]) -> Descrip
 
 
 def descriptions_for(descriptions: Mapping[str, list[str]], classes: Sequence[str], where: str) -> dict[str, list[str]]:
-    """The descriptions of each class in ``classes`` (matched by :func:`~lightning_unlearn.names.class_key`).
+    """The descriptions of each class in ``classes`` (matched by :func:`~lightning_unlearn.core.names.class_key`).
 
     Raises:
         ConfigError: a class has no entry (close matches among the file's classes in the message).

@@ -2,7 +2,7 @@
 
 The database is every test image of every evaluation dataset. An image is relevant to a query
 when it shows the query's class; classes are identified by name across datasets
-(:func:`~lightning_unlearn.names.class_key`), so a class that two datasets share is one class.
+(:func:`~lightning_unlearn.core.names.class_key`), so a class that two datasets share is one class.
 
 - image from text: each class prompt of each dataset (its evaluation template) is a query;
 - image from image: each test image of the forgotten classes is a query, and so is a seeded

@@ -112,7 +112,7 @@ class EvaluationSuite:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        """Check every field (:class:`~lightning_unlearn.errors.ConfigError` naming it and the value)."""
+        """Check every field (:class:`~lightning_unlearn.core.errors.ConfigError` naming it and the value)."""
         if self.templates is not None:
             _templates_validation("evaluation.templates", self.templates)
             self.templates = list(self.templates)

@@ -1,7 +1,7 @@
 """Template robustness: zero-shot accuracy of every dataset under each evaluation template.
 
 Pure functions of image features and class embeddings. Accuracies are counted exactly as
-:class:`~lightning_unlearn.metrics.ZeroShotAccuracy` counts them (a confusion matrix split into the
+:class:`~lightning_unlearn.maths.metrics.ZeroShotAccuracy` counts them (a confusion matrix split into the
 forgotten classes and the others), in chunks of the evaluation batch size.
 """
 

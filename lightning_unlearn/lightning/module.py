@@ -47,7 +47,7 @@ class UnlearningModule(pl.LightningModule):
     (the stopping and escalation signal). A training-free method edits the weights once at fit start
     and no optimiser step runs. ``validate``/``test`` on evaluation datasets log
     ``eval/<dataset>/{accuracy,target,other_classes}`` and run the evaluation suite on the given
-    weights (:attr:`evaluation_results`, which :class:`~lightning_unlearn.callbacks.UnlearningReport`
+    weights (:attr:`evaluation_results`, which :class:`~lightning_unlearn.lightning.callbacks.UnlearningReport`
     writes); in ``fit`` the report runs it before and after unlearning.
 
     Args:

@@ -56,7 +56,7 @@ def draw_noise(shape: torch.Size, generator: NoiseGenerator, device, dtype) -> t
 
 
 def _check_perturbations(sigma: float, num_perturbations: int, max_batch: Optional[int], noise_norm: str) -> None:
-    """The perturbation arguments (:class:`~lightning_unlearn.errors.ConfigError` naming the value)."""
+    """The perturbation arguments (:class:`~lightning_unlearn.core.errors.ConfigError` naming the value)."""
     _positive_number_validation("sigma", sigma)
     _positive_int_validation("num_perturbations", num_perturbations)
     _positive_int_validation("max_batch", max_batch, allow_none=True)

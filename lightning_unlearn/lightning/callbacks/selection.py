@@ -71,7 +71,7 @@ class GradientLayerSelection(Callback):
         last_selected: group name -> names selected at the last step, best score first.
 
     Raises:
-        ~lightning_unlearn.errors.ConfigError: (a ``ValueError``) if an argument is invalid; the message quotes it.
+        ~lightning_unlearn.core.errors.ConfigError: (a ``ValueError``) if an argument is invalid; the message quotes it.
         MisconfigurationException: at fit start, if groups cannot be determined or do not match ``k``.
 
     Example::
@@ -141,7 +141,7 @@ class GradientLayerSelection(Callback):
             value: a positive int.
 
         Raises:
-            ~lightning_unlearn.errors.ConfigError: if ``value`` is not a positive int, or ``group`` is not a known
+            ~lightning_unlearn.core.errors.ConfigError: if ``value`` is not a positive int, or ``group`` is not a known
                 group (groups that come from ``parameter_groups()`` are checked at fit start).
 
         """

@@ -8,7 +8,7 @@ stopping, escalation), evaluation, the report and the open_clip export. In a con
       class_path: lightning_unlearn.UnlearningModule
       init_args:
         method:
-          class_path: lightning_unlearn.methods.MultimodalLipschitz
+          class_path: lightning_unlearn.lightning.methods.MultimodalLipschitz
           init_args: {num_perturbations: 25}
 
 A method that trains implements :meth:`UnlearningMethod.training_step` (the loss of one batch of
@@ -87,7 +87,7 @@ class UnlearningMethod(ABC):
     Calls made by :class:`~lightning_unlearn.UnlearningModule`, in order:
 
     1. ``setup(module)``: once per ``fit``/``validate``/``test``, after the weights are loaded and
-       ``module.spec`` (the resolved :class:`~lightning_unlearn.spec.ForgetSpec`) exists.
+       ``module.spec`` (the resolved :class:`~lightning_unlearn.maths.forget_spec.ForgetSpec`) exists.
     2. ``training_step(module, batch) -> loss`` for every training batch (methods that train).
        ``batch`` is a dict with ``image`` (forget images in the model's normalised space),
        ``label`` (their class index in ``module.spec.vocabulary``) and ``index`` (the image's

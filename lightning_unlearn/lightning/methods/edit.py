@@ -130,7 +130,7 @@ class EditProblem:
 def template_bank(vocabulary_templates: Sequence[str], settings: EditSettings) -> list[str]:
     """The templates the forgotten classes are edited under: ``settings.templates`` (default: the
     forget vocabulary's own templates, then open_clip's 80 OpenAI templates), plus
-    ``settings.composed_templates`` composed ones (see :func:`~lightning_unlearn.promptbank.composed_templates`)."""
+    ``settings.composed_templates`` composed ones (see :func:`~lightning_unlearn.maths.promptbank.composed_templates`)."""
     base = list(settings.templates) if settings.templates else list(vocabulary_templates) + openai_templates()
     base = list(dict.fromkeys(base))
     return base + composed_templates(base, settings.composed_templates, seed=settings.seed)
@@ -160,7 +160,7 @@ def build_edit_problem(
 
     Forget rows: each forgotten class under every template of :func:`template_bank`, plus its
     unlearning prompt. Retain rows: every other class of every vocabulary under the same
-    ``retain_templates_per_class`` templates (:func:`~lightning_unlearn.promptbank.shared_templates`:
+    ``retain_templates_per_class`` templates (:func:`~lightning_unlearn.maths.promptbank.shared_templates`:
     the vocabulary's evaluation template, which is its first, then more of its own and of the
     bank), and each class of the generic vocabulary under ``generic_templates_per_class`` templates
     rotating through :data:`GENERIC_TEMPLATE_POOL` templates spread over the bank. Each retain row

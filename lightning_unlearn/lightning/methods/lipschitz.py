@@ -2,7 +2,7 @@
 
 All three perturb each forget image with ``N`` Gaussian draws of the module's current noise
 level ``sigma`` (raised by ``NoiseLayerEscalation``), from per-image generators, and differ only in
-the loss (:mod:`lightning_unlearn.objectives`).
+the loss (:mod:`lightning_unlearn.maths.objectives`).
 """
 
 from __future__ import annotations
