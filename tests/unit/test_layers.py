@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from lightning_unlearn._moved import MOVED_MODULES
+
 PACKAGE = Path(__file__).resolve().parents[2] / "lightning_unlearn"
 
 #: Floor of each folder of the package; modules at the top level are the application (floor 5).
@@ -61,7 +63,7 @@ def _imported(name: str, path: Path, is_package: bool) -> list[tuple[str, int]]:
                 module = node.module or ""
             for alias in node.names:  # `from pkg import mod` imports the module pkg.mod
                 full = f"{module}.{alias.name}"
-                out.append((full if full in MODULES else module, node.lineno))
+                out.append((full if full in MODULES or full in MOVED_MODULES else module, node.lineno))
     return out
 
 
@@ -194,3 +196,14 @@ def test_pieces_do_not_search_for_each_other() -> None:
                 if node.attr == "_trainer" or (searching and (name, where) not in CALLBACK_GLUE):
                     found.append(f"{name}.{where} line {node.lineno}: .{owner}.{node.attr}")
     assert not found, "pieces that search for each other:\n" + "\n".join(sorted(set(found)))
+
+
+def test_the_package_imports_no_old_path() -> None:
+    """Old module paths (lightning_unlearn/_moved.py) are for users: inside the package they would
+    hide an import from the checks above."""
+    old = []
+    for name, (path, is_package) in MODULES.items():
+        for target, line in _imported(name, path, is_package):
+            if target in MOVED_MODULES:
+                old.append(f"{name} line {line} imports {target} (now {MOVED_MODULES[target]})")
+    assert not old, "imports of old module paths:\n" + "\n".join(old)
