@@ -60,7 +60,6 @@ MOVED_MODULES: dict[str, str] = {
 }
 
 
-
 def _renamed_leaves(moved: dict[str, str]) -> dict[str, str]:
     """``from lightning_unlearn.callbacks import report`` looks for ``report`` below the package's
     *new* name: alias the old leaf names of renamed files there too."""
@@ -98,8 +97,11 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return module
 
     def exec_module(self, module: ModuleType) -> None:
-        # importlib stamped the old path's spec on the (shared) module: give it back its own
+        # importlib stamped the old path's spec (and, for a plain module, an empty __path__) on the
+        # shared module: give it back its own
         module.__spec__ = self._specs.pop(module.__spec__.name, module.__spec__)
+        if module.__spec__.submodule_search_locations is None and "__path__" in vars(module):
+            del module.__path__
 
 
 def install() -> None:
