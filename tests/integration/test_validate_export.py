@@ -30,7 +30,7 @@ def test_validate_evaluates_the_given_weights_file(tmp_path: Path) -> None:
         "data": {"class_path": "lightning_unlearn.lightning.datamodules.EvaluationDataModule", "init_args": {
             "datasets": {"demo_objects": None}, "batch_size": 32,
             "dataset_kwargs": {"demo_objects": {"num_per_class": 1}}}},
-        "trainer": {"accelerator": "cpu", "logger": False,
+        "trainer": {"accelerator": "cpu", "logger": False, "default_root_dir": str(tmp_path),
                     "callbacks": [{"class_path": "lightning_unlearn.lightning.callbacks.UnlearningReport",
                                    "init_args": {"output_dir": str(tmp_path / "out"), "print_table": False}}]},
     }
