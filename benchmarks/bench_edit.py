@@ -33,11 +33,11 @@ import time
 
 import torch
 
-from lightning_unlearn.methods.edit import EditSettings, build_edit_problem, solve_edit
-from lightning_unlearn.models import load_clip
-from lightning_unlearn.promptbank import imagenet_classnames
-from lightning_unlearn.spec import Vocabulary
-from lightning_unlearn.textedit import pooled_text_features
+from lightning_unlearn.lightning.methods.edit import EditSettings, build_edit_problem, solve_edit
+from lightning_unlearn.clip.loading import load_clip
+from lightning_unlearn.maths.promptbank import imagenet_classnames
+from lightning_unlearn.maths.forget_spec import Vocabulary
+from lightning_unlearn.clip.text_projection import pooled_text_features
 
 
 def peak_rss_mib() -> float:

@@ -41,14 +41,14 @@ from typing import Any, Sequence
 import torch
 
 from lightning_unlearn.demo import world
-from lightning_unlearn.demo.datasets import DemoWorldDataset
+from lightning_unlearn.demo.world_datasets import DemoWorldDataset
 from lightning_unlearn.demo.pretrain import to_model_input
-from lightning_unlearn.methods.edit import DEFAULT_RELATIVE_WEIGHT, EditSettings, build_edit_problem, solve_edit
-from lightning_unlearn.models import load_clip
-from lightning_unlearn.names import prompt_name
-from lightning_unlearn.spec import Vocabulary
-from lightning_unlearn.textedit import locate_text_projection, pooled_text_features
-from lightning_unlearn.zeroshot import zero_shot_logits
+from lightning_unlearn.lightning.methods.edit import DEFAULT_RELATIVE_WEIGHT, EditSettings, build_edit_problem, solve_edit
+from lightning_unlearn.clip.loading import load_clip
+from lightning_unlearn.core.names import prompt_name
+from lightning_unlearn.maths.forget_spec import Vocabulary
+from lightning_unlearn.clip.text_projection import locate_text_projection, pooled_text_features
+from lightning_unlearn.maths.zeroshot import zero_shot_logits
 
 TEMPLATE_SETS = {
     "test": ["We can see a {} in this image", "This is a representation of {}",

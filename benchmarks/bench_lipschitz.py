@@ -46,9 +46,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from lightning_unlearn.models import load_clip
-from lightning_unlearn.objectives import multimodal_lipschitz_loss
-from lightning_unlearn.synthesis import pixel_bounds
+from lightning_unlearn.clip.loading import load_clip
+from lightning_unlearn.maths.objectives import multimodal_lipschitz_loss
+from lightning_unlearn.maths.synthesis import pixel_bounds
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 64

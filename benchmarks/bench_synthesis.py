@@ -38,9 +38,9 @@ from pathlib import Path
 import open_clip
 import torch
 
-from lightning_unlearn.models import load_clip
-from lightning_unlearn.synthesis import SynthesisConfig, SynthesisError, SyntheticSet, synthesize
-from lightning_unlearn.zeroshot import encode_classes
+from lightning_unlearn.clip.loading import load_clip
+from lightning_unlearn.maths.synthesis import SynthesisConfig, SynthesisError, SyntheticSet, synthesize
+from lightning_unlearn.maths.zeroshot import encode_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSNAMES = ["cat", "dog", "car", "tree"]

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 
 from lightning_unlearn.demo import DEMO_MODEL_NAME, world
 from lightning_unlearn.demo.cache import ensure_demo_clip
-from lightning_unlearn.demo.datasets import DemoWorldDataset
+from lightning_unlearn.demo.world_datasets import DemoWorldDataset
 from lightning_unlearn.demo.pretrain import to_model_input
-from lightning_unlearn.models import eligible_groups, freeze_ineligible, load_clip, set_batchnorm_eval
-from lightning_unlearn.zeroshot import encode_classes, zero_shot_logits
+from lightning_unlearn.clip.loading import eligible_groups, freeze_ineligible, load_clip, set_batchnorm_eval
+from lightning_unlearn.maths.zeroshot import encode_classes, zero_shot_logits
 
 
 def split_tensors(split: str, per_class: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

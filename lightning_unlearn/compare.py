@@ -21,7 +21,7 @@ to ``DIR/<method>/<class>/seed<k>/``. After every run the comparison is rewritte
 
 Everything that can be checked before a run is checked before the first one (unknown method or
 class, a method that needs a split the dataset lacks, an output folder that is not writable, an
-override that names nothing): such input raises a :class:`~lightning_unlearn.errors.UnlearnError`
+override that names nothing): such input raises a :class:`~lightning_unlearn.core.errors.UnlearnError`
 and nothing is written. An interrupted comparison run again with the same settings skips the runs
 it has finished (same run config, ``status`` ok).
 """
@@ -45,9 +45,9 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import yaml
 
-from lightning_unlearn.errors import ConfigError, UnknownNameError, UnlearnError
-from lightning_unlearn.io import atomic_write_json, atomic_write_text, check_output_dir
-from lightning_unlearn.names import class_key, matches_clause
+from lightning_unlearn.core.errors import ConfigError, UnknownNameError, UnlearnError
+from lightning_unlearn.core.io import atomic_write_json, atomic_write_text, check_output_dir
+from lightning_unlearn.core.names import class_key, matches_clause
 from lightning_unlearn.presets import (
     PRESETS,
     MethodPreset,
@@ -58,7 +58,7 @@ from lightning_unlearn.presets import (
     init_parameters,
     set_dotted,
 )
-from lightning_unlearn.spec import ForgetSpec, Vocabulary, resolve_forget_spec
+from lightning_unlearn.maths.forget_spec import ForgetSpec, Vocabulary, resolve_forget_spec
 
 RUN_FILE = "run.json"  # a finished run's row (written last, atomically)
 RUN_CONFIG = "run_config.yaml"  # the fit config the run was given
@@ -171,7 +171,7 @@ def _unique(values: Sequence[Any], what: str) -> list[Any]:
 
 def load_fit_config(name: str) -> dict[str, Any]:
     """A fit config file or packaged name as a dict (``resolve_config`` finds it)."""
-    from lightning_unlearn.cli import resolve_config
+    from lightning_unlearn.trainer_cli import resolve_config
 
     path = resolve_config(name)
     try:
@@ -330,7 +330,7 @@ def plan_comparison(settings: CompareSettings) -> Plan:
 
 
 def _unknown_method(name: str) -> str:
-    from lightning_unlearn.names import unknown_name_message
+    from lightning_unlearn.core.names import unknown_name_message
 
     return unknown_name_message("method", name, list(PRESETS), show_all=20)
 
@@ -369,7 +369,7 @@ def _check_runs(settings: CompareSettings, runs: Sequence[Run], presets: Sequenc
 
 # --------------------------------------------------------------------------------- running
 def _one_line(err: BaseException) -> str:
-    from lightning_unlearn.cli import project_error
+    from lightning_unlearn.trainer_cli import project_error
 
     cause = project_error(err) or err
     text = str(cause).strip().splitlines()
@@ -454,7 +454,7 @@ def _quiet_runs(quiet: bool = True) -> Iterator[None]:
 
 def execute_run(plan: Plan, run: Run, config: Mapping[str, Any]) -> dict[str, Any]:
     """Run one fit (in this process) and return its row; a failure becomes a ``failed`` row."""
-    from lightning_unlearn.cli import main
+    from lightning_unlearn.trainer_cli import main
 
     if run.directory.exists():
         shutil.rmtree(run.directory)  # an unfinished earlier attempt: start clean
@@ -682,7 +682,7 @@ def build_parser() -> Any:
 
 def compare_main(args: Sequence[str]) -> Path:
     """``lightning-unlearn compare ARGS`` (packaged config names are resolved)."""
-    from lightning_unlearn.cli import resolve_config_args
+    from lightning_unlearn.trainer_cli import resolve_config_args
 
     parser = build_parser()
     parsed = parser.parse_args(resolve_config_args(list(args))).as_dict()

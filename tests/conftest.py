@@ -30,8 +30,8 @@ import open_clip
 import pytest
 import torch
 
-from lightning_unlearn.io import CACHE_ENV
-from lightning_unlearn.models import LoadedClip, load_clip
+from lightning_unlearn.core.io import CACHE_ENV
+from lightning_unlearn.clip.loading import LoadedClip, load_clip
 
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 TINY_MODELS = tuple(sorted(p.stem for p in MODEL_CONFIGS.glob("*.json")))  # ("tiny-rn", "tiny-vit")

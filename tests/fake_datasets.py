@@ -207,3 +207,31 @@ def make_image_folder(root: Path, classes: list[str], per_class: int = 2,
         for i in range(per_class):
             Image.new("RGB", (size, size), colour(c, i)).save(root / name / f"{i}.png")
     return root
+
+def fit_config(root: Path) -> dict:
+    """A fit config in the shape of configs/demo.yaml on the fake Stanford Dogs and Caltech101 under
+    ``root`` (:func:`make_dogs`, :func:`make_caltech`), reduced to seconds."""
+    return {
+        "seed_everything": 0,
+        "model": {"class_path": "lightning_unlearn.UnlearningModule", "init_args": {
+            "model_name": "tiny-vit", "pretrained": None, "forget_classes": ["Pekinese"],
+            "forget_dataset": "stanford_dogs", "sigma": 0.5, "lr": 0.005,
+            "method": {"class_path": "lightning_unlearn.methods.MultimodalLipschitz",
+                       "init_args": {"num_perturbations": 3}},
+        }},
+        "data": {"class_path": "lightning_unlearn.datamodules.SyntheticForgetDataModule", "init_args": {
+            "datasets": {"stanford_dogs": str(root), "caltech101": str(root)}, "images_per_class": 8,
+            "steps_per_epoch": 2, "real_valid_images": 2, "synthesis": {
+                "target_probability": 0.33, "min_probability": 0.3, "jitter": 2, "step_size": 3.0,
+                "max_iterations": 300}},
+        },
+        "trainer": {"accelerator": "cpu", "max_epochs": 3, "val_check_interval": 1, "num_sanity_val_steps": 0,
+                    "callbacks": [
+                        {"class_path": "lightning_unlearn.callbacks.GradientLayerSelection", "init_args": {"k": 4}},
+                        {"class_path": "lightning_unlearn.callbacks.SyntheticAccuracyStopping",
+                         "init_args": {"goal": 0.1}},
+                        {"class_path": "lightning_unlearn.callbacks.NoiseLayerEscalation",
+                         "init_args": {"sigma_schedule": [0.5, 1.0, 2.0]}},
+                        {"class_path": "lightning_unlearn.callbacks.UnlearningReport"},
+                    ]},
+    }

@@ -21,5 +21,5 @@ from lightning_unlearn.datasets.stanford_dogs import dog_class_folders, dog_clas
 
 # Lazy: importing the demo package imports open_clip and registers its model configs, which
 # listing or building the other datasets does not need.
-register_lazy_dataset("demo_objects", "lightning_unlearn.demo.datasets:demo_objects", needs_root=False)
-register_lazy_dataset("demo_textures", "lightning_unlearn.demo.datasets:demo_textures", needs_root=False)
+register_lazy_dataset("demo_objects", "lightning_unlearn.demo.world_datasets:demo_objects", needs_root=False)
+register_lazy_dataset("demo_textures", "lightning_unlearn.demo.world_datasets:demo_textures", needs_root=False)

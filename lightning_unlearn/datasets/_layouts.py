@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from lightning_unlearn.datasets.base import DatasetLayoutError
-from lightning_unlearn.errors import ConfigError
-from lightning_unlearn.names import prompt_name  # re-exported: other modules still import it from here
+from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.core.names import prompt_name  # re-exported: other modules still import it from here
 
 __all__ = [
     "LAYOUT_CHOICES",

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lightning_unlearn.datasets._layouts import Layout, check_listed_files
-from lightning_unlearn.names import prompt_name
+from lightning_unlearn.core.errors import DataFileError
+from lightning_unlearn.core.names import prompt_name
 
 Samples = list[tuple[str, int]]
 
@@ -22,16 +23,16 @@ def load_split_json(path: Path) -> dict[str, list[Any]]:
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read split file {str(path)!r}: {err}") from err
+        raise DataFileError(f"cannot read split file {str(path)!r}: {err}") from err
     if not isinstance(data, dict) or any(not isinstance(data.get(key), list) for key in ("train", "val", "test")):
-        raise ValueError(f"split file {str(path)!r} must be a JSON object with lists 'train', 'val' and 'test'.")
+        raise DataFileError(f"split file {str(path)!r} must be a JSON object with lists 'train', 'val' and 'test'.")
     return data
 
 
 def _entry(entry: Any, path: Path) -> tuple[str, int, str]:
     """One ``[relative_path, label, classname]`` entry, checked."""
     if not (isinstance(entry, (list, tuple)) and len(entry) == 3):
-        raise ValueError(f"split file {str(path)!r}: expected [path, label, classname], got {entry!r}.")
+        raise DataFileError(f"split file {str(path)!r}: expected [path, label, classname], got {entry!r}.")
     rel, label, name = entry
     return str(rel), int(label), str(name)
 
@@ -42,12 +43,12 @@ def classnames_from_train(entries: Sequence[Any], path: Path) -> list[str]:
     for entry in entries:
         _, label, name = _entry(entry, path)
         if names.setdefault(label, name) != name:
-            raise ValueError(f"split file {str(path)!r}: label {label} is named both {names[label]!r} and {name!r}.")
+            raise DataFileError(f"split file {str(path)!r}: label {label} is named both {names[label]!r} and {name!r}.")
     if not names:
-        raise ValueError(f"split file {str(path)!r}: the train list is empty.")
+        raise DataFileError(f"split file {str(path)!r}: the train list is empty.")
     missing = sorted(set(range(max(names) + 1)) - set(names))
     if missing or min(names) < 0:
-        raise ValueError(f"split file {str(path)!r}: labels {missing or [min(names)]} do not appear in train.")
+        raise DataFileError(f"split file {str(path)!r}: labels {missing or [min(names)]} do not appear in train.")
     return [prompt_name(names[label]) for label in range(len(names))]
 
 
@@ -66,7 +67,7 @@ def read_split_json(
     for entry in data[split]:
         rel, label, _ = _entry(entry, json_path)
         if not 0 <= label < len(classnames):
-            raise ValueError(f"split file {str(json_path)!r}: {split} label {label} of {rel!r} is not a train class.")
+            raise DataFileError(f"split file {str(json_path)!r}: {split} label {label} of {rel!r} is not a train class.")
         samples.append((str(image_dir / rel), label))
     check_listed_files(title, samples, layouts)
     return samples, classnames

@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkabl
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
-from lightning_unlearn.names import close_matches, unknown_name_message
+from lightning_unlearn.core.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.core.names import close_matches, unknown_name_message
 
 __all__ = [
     "CorruptImageError",
@@ -33,6 +33,7 @@ __all__ = [
     "ZeroShotDataset",
     "available_datasets",
     "close_matches",
+    "dataset_labels",
     "get_dataset_factory",
     "load_rgb",
     "needs_root",
@@ -63,6 +64,13 @@ class DatasetLayoutError(MissingFileError):
 
 class CorruptImageError(UnlearnError, OSError):
     """An image file exists but cannot be decoded."""
+
+
+def dataset_labels(dataset: Any) -> list[int]:
+    """Every image's label, without decoding images where the dataset lists them (``targets``)."""
+    if hasattr(dataset, "targets"):
+        return list(dataset.targets)
+    return [int(dataset[i][1]) for i in range(len(dataset))]
 
 
 def load_rgb(path: str | Path) -> Image.Image:

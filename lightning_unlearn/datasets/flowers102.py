@@ -20,7 +20,7 @@ from torchvision.datasets import flowers102 as tv_flowers
 from lightning_unlearn.datasets._layouts import SPLITS, Layout, paper_layout
 from lightning_unlearn.datasets._spec import DatasetSpec, define_dataset
 from lightning_unlearn.datasets._splits import Samples
-from lightning_unlearn.names import prompt_name
+from lightning_unlearn.core.names import prompt_name
 
 SPLIT_FILE = "split_zhou_OxfordFlowers.json"
 MAT_FILES = ("imagelabels.mat", "setid.mat")

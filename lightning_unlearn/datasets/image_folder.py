@@ -19,11 +19,11 @@ from typing import Optional
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from lightning_unlearn._validation import _template_validation
+from lightning_unlearn.core._validation import _template_validation
 from lightning_unlearn.datasets._layouts import SPLITS, check_split
 from lightning_unlearn.datasets.base import DatasetLayoutError, ImageListDataset, Transform, register_dataset
-from lightning_unlearn.errors import ConfigError
-from lightning_unlearn.names import prompt_name
+from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.core.names import prompt_name
 
 NAME = "image_folder"
 TITLE = "image_folder"

@@ -17,7 +17,7 @@ import torchvision
 from lightning_unlearn.datasets._layouts import Layout, paper_layout, require
 from lightning_unlearn.datasets._spec import DatasetSpec, define_dataset
 from lightning_unlearn.datasets._splits import Samples
-from lightning_unlearn.names import prompt_name
+from lightning_unlearn.core.names import prompt_name
 
 SPLIT_FILE = "split_zhou_StanfordCars.json"
 # What torchvision's StanfordCars opens for each split (it says only "Dataset not found." otherwise).

@@ -23,7 +23,8 @@ from lightning_unlearn.datasets._layouts import Layout, missing_file_error, pape
 from lightning_unlearn.datasets._spec import DatasetSpec, define_dataset
 from lightning_unlearn.datasets._splits import Samples
 from lightning_unlearn.datasets.base import DatasetLayoutError
-from lightning_unlearn.names import prompt_name
+from lightning_unlearn.core.errors import DataFileError
+from lightning_unlearn.core.names import prompt_name
 
 SPLIT_FILE = "split_alexey_stanford_dogs.json"
 IMAGES = "Images"
@@ -70,7 +71,7 @@ def _load_list(path: Path) -> tuple[list[str], list[int]]:
     files = [str(name) for name in np.atleast_1d(mat["file_list"])]
     labels = [int(label) - 1 for label in np.atleast_1d(mat["labels"])]
     if len(files) != len(labels):
-        raise ValueError(f"{SPEC.title}: {str(path)!r} has {len(files)} files but {len(labels)} labels.")
+        raise DataFileError(f"{SPEC.title}: {str(path)!r} has {len(files)} files but {len(labels)} labels.")
     return files, labels
 
 

@@ -2,7 +2,7 @@
 
 Nothing outside this package imports it: the ``demo_objects``/``demo_textures`` datasets and the
 ``demo-world`` weights are registered lazily by name (``lightning_unlearn.datasets``,
-``lightning_unlearn.models``). Importing it registers the project's open_clip model configs, so
+``lightning_unlearn.clip.loading``). Importing it registers the project's open_clip model configs, so
 that plain ``open_clip.create_model_and_transforms("demo-clip-rn")`` works after it.
 Lightning-dependent pieces (:mod:`~lightning_unlearn.demo.pretrain`, :func:`ensure_demo_clip`)
 load on first use.
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning_unlearn.models import PROJECT_MODEL_CONFIGS as MODEL_CONFIG_DIR
-from lightning_unlearn.models import register_project_model_configs as register_model_configs
+from lightning_unlearn.clip.loading import PROJECT_MODEL_CONFIGS as MODEL_CONFIG_DIR
+from lightning_unlearn.clip.loading import register_project_model_configs as register_model_configs
 
 #: open_clip name of the demo CLIP (the stem of ``model_configs/demo-clip-rn.json``).
 DEMO_MODEL_NAME = "demo-clip-rn"
@@ -21,7 +21,7 @@ DEMO_MODEL_NAME = "demo-clip-rn"
 register_model_configs()
 
 from lightning_unlearn.demo import world  # noqa: E402
-from lightning_unlearn.demo.datasets import DATASET_NAMES, DemoWorldDataset  # noqa: E402
+from lightning_unlearn.demo.world_datasets import DATASET_NAMES, DemoWorldDataset  # noqa: E402
 from lightning_unlearn.demo.world import save_sample_grid  # noqa: E402
 
 __all__ = [

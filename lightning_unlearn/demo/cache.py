@@ -27,7 +27,7 @@ from typing import Any, Iterator, Optional
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_unlearn import io
+from lightning_unlearn.core import io
 from lightning_unlearn.demo import DEMO_MODEL_NAME, MODEL_CONFIG_DIR, world
 
 log = logging.getLogger(__name__)

@@ -26,11 +26,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from lightning_unlearn.demo import DEMO_MODEL_NAME, world
-from lightning_unlearn.demo.datasets import DemoWorldDataset
-from lightning_unlearn.io import save_open_clip_weights
-from lightning_unlearn.metrics import ZeroShotAccuracy
-from lightning_unlearn.models import eval_mode, quiet_random_init
-from lightning_unlearn.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
+from lightning_unlearn.demo.world_datasets import DemoWorldDataset
+from lightning_unlearn.core.io import save_open_clip_weights
+from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.maths.metrics import ZeroShotAccuracy
+from lightning_unlearn.clip.loading import eval_mode, quiet_random_init
+from lightning_unlearn.maths.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
 
 #: Caption template sets: ``own`` = each domain's templates only (10 objects, 8 textures); ``own+openai``
 #: adds open_clip's 80 OpenAI ImageNet templates, so that the text tower meets varied sentences
@@ -114,7 +115,7 @@ def pretraining_caption_templates(own: list[str] | tuple[str, ...], domain: str,
     """
     templates = list(own)
     if which == "own+openai":
-        from lightning_unlearn.promptbank import openai_templates
+        from lightning_unlearn.maths.promptbank import openai_templates
 
         suffix = _OPENAI_CLASS_SUFFIX.get(domain, "")
         templates += [t.replace("{}", "{}" + suffix) for t in openai_templates()]
@@ -150,7 +151,7 @@ class DemoWorldDataModule(L.LightningDataModule):
             class carry its real features (docs/demo_world.md).
         caption_templates: ``own+openai`` (default): each class is captioned with its domain's
             templates, then open_clip's 80 OpenAI ImageNet templates; ``own``: its domain's
-            templates only (the demo CLIP before session 6).
+            templates only (the demo CLIP before commit b6322f8, 2026-11-30).
         model_name: open_clip model whose tokenizer encodes the captions.
         val_batch_size: batch size of the validation loaders.
     """
@@ -169,9 +170,9 @@ class DemoWorldDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_repeats < 1:
-            raise ValueError(f"batch_repeats must be >= 1, got {batch_repeats}")
+            raise ConfigError(f"batch_repeats must be >= 1, got {batch_repeats}")
         if caption_templates not in ("own", "own+openai"):
-            raise ValueError(f"caption_templates must be 'own' or 'own+openai', got {caption_templates!r}")
+            raise ConfigError(f"caption_templates must be 'own' or 'own+openai', got {caption_templates!r}")
         self.seed = seed
         self.train_per_class = train_per_class
         self.val_per_class = val_per_class

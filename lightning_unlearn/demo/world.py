@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from lightning_unlearn.core.errors import ConfigError, UnknownNameError
+
 #: Bump when any drawing changes: it is part of the demo CLIP's cache key.
 WORLD_VERSION = 2
 #: Side of every generated image, in pixels.
@@ -606,7 +608,7 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 def _check_domain(domain: str) -> None:
     if domain not in CLASSES:
-        raise ValueError(f"unknown demo domain {domain!r}; expected one of {list(DOMAINS)}")
+        raise UnknownNameError(f"unknown demo domain {domain!r}; expected one of {list(DOMAINS)}")
 
 
 def render(domain: str, class_index: int, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
@@ -616,7 +618,7 @@ def render(domain: str, class_index: int, rng: np.random.Generator, size: int = 
     """
     _check_domain(domain)
     if not 0 <= class_index < len(CLASSES[domain]):
-        raise ValueError(f"class_index {class_index} out of range for {domain!r} "
+        raise ConfigError(f"class_index {class_index} out of range for {domain!r} "
                          f"({len(CLASSES[domain])} classes)")
     return _RENDERERS[domain](class_index, rng, size)
 
@@ -624,7 +626,7 @@ def render(domain: str, class_index: int, rng: np.random.Generator, size: int = 
 def check_split(split: str) -> None:
     """Reject a split name the world has no stream for (a ``ValueError``)."""
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
+        raise UnknownNameError(f"unknown split {split!r}; expected one of {list(SPLITS)}")
 
 
 def image_rng(seed: int, split: str, domain: str, class_index: int, index: int) -> np.random.Generator:
@@ -675,7 +677,7 @@ def sample_grid(per_class: int = 6, seed: int = 0, split: str = "test", scale: i
 
 def save_sample_grid(path: str, per_class: int = 6, seed: int = 0) -> None:
     """Write :func:`sample_grid` as a PNG (atomically) to ``path``."""
-    from lightning_unlearn.io import atomic_path
+    from lightning_unlearn.core.io import atomic_path
 
     with atomic_path(path) as tmp:
         sample_grid(per_class=per_class, seed=seed).save(tmp, format="PNG", optimize=True)

@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
-from lightning_unlearn.errors import ConfigError, MissingFileError
-from lightning_unlearn.names import class_key, matches_clause
+from lightning_unlearn.core.errors import ConfigError, MissingFileError
+from lightning_unlearn.core.names import class_key, matches_clause
 
 #: Description files shipped with the package, by name.
 PACKAGED_DESCRIPTIONS: dict[str, Path] = {
@@ -85,7 +85,7 @@ def load_descriptions(value: Union[str, Mapping[str, Sequence[str]]]) -> Descrip
 
 
 def descriptions_for(descriptions: Mapping[str, list[str]], classes: Sequence[str], where: str) -> dict[str, list[str]]:
-    """The descriptions of each class in ``classes`` (matched by :func:`~lightning_unlearn.names.class_key`).
+    """The descriptions of each class in ``classes`` (matched by :func:`~lightning_unlearn.core.names.class_key`).
 
     Raises:
         ConfigError: a class has no entry (close matches among the file's classes in the message).

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from lightning_unlearn.models import eval_mode
+from lightning_unlearn.clip.loading import eval_mode
 
 
 class StateEncodings:

@@ -1,7 +1,7 @@
 """Image features of every evaluation dataset, computed once per model state and shared.
 
 Each rank encodes its shard of every dataset (every ``world_size``-th image, no padding, as
-:meth:`~lightning_unlearn.datamodules.EvaluationDataModule.evaluation_loaders` yields them); the
+:meth:`~lightning_unlearn.lightning.datamodules.EvaluationDataModule.evaluation_loaders` yields them); the
 shards are gathered to every rank and put back in dataset order, so every section sees the whole
 dataset and every rank computes the same numbers. Features stay raw (unnormalised) so the
 zero-shot accuracies computed from them are exactly those of
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 import torch
+
+from lightning_unlearn.core.errors import ConfigError
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -36,7 +38,7 @@ class DatasetFeatures:
 
     def __post_init__(self) -> None:
         if self.features.ndim != 2 or self.labels.ndim != 1 or len(self.features) != len(self.labels):
-            raise ValueError(f"features [N, D] and labels [N] must agree, got {tuple(self.features.shape)} "
+            raise ConfigError(f"features [N, D] and labels [N] must agree, got {tuple(self.features.shape)} "
                              f"and {tuple(self.labels.shape)}")
 
     @property

@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from lightning_unlearn.io import atomic_path
+from lightning_unlearn.core.io import atomic_path
+from lightning_unlearn.core.errors import ConfigError
 
 #: Folder of the plots, relative to the report.
 PLOTS_DIR = "plots"
@@ -49,7 +50,7 @@ def plot_samples(path: Path, rows: Mapping[str, torch.Tensor], per_row: int = 8)
     """A grid of images: one row per label (e.g. ``synthetic anchor``, ``real anchor``), pixels in [0, 1]."""
     rows = {label: images[:per_row] for label, images in rows.items() if len(images)}
     if not rows:
-        raise ValueError("no images to show")
+        raise ConfigError("no images to show")
     columns = max(len(images) for images in rows.values())
     fig = new_figure(1.1 * columns + 1.2, 1.15 * len(rows) + 0.3)
     axes = fig.subplots(len(rows), columns, squeeze=False)
@@ -113,7 +114,7 @@ def plot_trace(path: Path, trace: Mapping[str, Any]) -> None:
     """The escalation trace: synthetic (and real validation) accuracy, sigma and k per step."""
     synthetic = list(trace.get("synthetic_acc") or [])
     if not synthetic:
-        raise ValueError("no validation step was recorded")
+        raise ConfigError("no validation step was recorded")
     steps = list(range(1, len(synthetic) + 1))
     fig = new_figure(7.0, 5.0)
     top, bottom = fig.subplots(2, 1, sharex=True)

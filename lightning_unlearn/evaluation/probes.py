@@ -22,7 +22,7 @@ from torchmetrics.functional.classification import binary_auroc
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
 from lightning_unlearn.evaluation.templates import split_from_features
-from lightning_unlearn.zeroshot import class_embeddings, zero_shot_logits
+from lightning_unlearn.maths.zeroshot import class_embeddings, zero_shot_logits
 
 
 # ------------------------------------------------------------------------------ linear probe

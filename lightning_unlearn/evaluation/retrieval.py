@@ -2,7 +2,7 @@
 
 The database is every test image of every evaluation dataset. An image is relevant to a query
 when it shows the query's class; classes are identified by name across datasets
-(:func:`~lightning_unlearn.names.class_key`), so a class that two datasets share is one class.
+(:func:`~lightning_unlearn.core.names.class_key`), so a class that two datasets share is one class.
 
 - image from text: each class prompt of each dataset (its evaluation template) is a query;
 - image from image: each test image of the forgotten classes is a query, and so is a seeded
@@ -21,7 +21,8 @@ import torch
 from torchmetrics.retrieval import RetrievalPrecision
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
-from lightning_unlearn.names import class_key
+from lightning_unlearn.core.names import class_key
+from lightning_unlearn.core.errors import ConfigError
 
 
 def precision_at_k(
@@ -34,7 +35,7 @@ def precision_at_k(
     Queries without any relevant item are skipped; no query at all gives None.
     """
     if similarity.shape != relevant.shape:
-        raise ValueError(f"similarity {tuple(similarity.shape)} and relevant {tuple(relevant.shape)} differ")
+        raise ConfigError(f"similarity {tuple(similarity.shape)} and relevant {tuple(relevant.shape)} differ")
     num_queries, size = similarity.shape
     if num_queries == 0 or size == 0:
         return {f"p@{k}": None for k in ks}

@@ -18,8 +18,8 @@ from typing import Any, Literal, Mapping, Optional, Sequence, Union
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_unlearn._distributed import on_rank_zero
-from lightning_unlearn._validation import (
+from lightning_unlearn.core._distributed import on_rank_zero
+from lightning_unlearn.core._validation import (
     _choice_validation,
     _number_list_validation,
     _positive_int_validation,
@@ -27,14 +27,14 @@ from lightning_unlearn._validation import (
     _templates_validation,
     _unit_interval_validation,
 )
-from lightning_unlearn.errors import ConfigError, UnlearnError
-from lightning_unlearn.datamodules.evaluation import dataset_labels
+from lightning_unlearn.core.errors import ConfigError, UnlearnError
+from lightning_unlearn.datasets.base import dataset_labels
 from lightning_unlearn.evaluation import probes, retrieval, templates as tpl
 from lightning_unlearn.evaluation.descriptions import descriptions_for, load_descriptions
 from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.features import DatasetFeatures, compute_features, encode_images, gather_features
 from lightning_unlearn.evaluation.verification import image_set_result
-from lightning_unlearn.names import class_key
+from lightning_unlearn.core.names import class_key
 
 #: Key of the exported weights' metadata that holds the target accuracy before unlearning (the
 #: relearning probe's reference when ``validate`` runs on those weights).
@@ -112,7 +112,7 @@ class EvaluationSuite:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        """Check every field (:class:`~lightning_unlearn.errors.ConfigError` naming it and the value)."""
+        """Check every field (:class:`~lightning_unlearn.core.errors.ConfigError` naming it and the value)."""
         if self.templates is not None:
             _templates_validation("evaluation.templates", self.templates)
             self.templates = list(self.templates)
@@ -308,7 +308,7 @@ class EvaluationRunner:
                 embeddings, the synthetic images' features: each encoded once per state); else
                 encoded here.
         """
-        from lightning_unlearn.models import eval_mode
+        from lightning_unlearn.clip.loading import eval_mode
 
         module, suite, dm = self.module, self.suite, trainer.datamodule
         encodings = encodings if encodings is not None else StateEncodings(module)
@@ -421,7 +421,7 @@ class EvaluationRunner:
             return {}
         self.prepare(datamodule)
         from lightning_unlearn.evaluation.verification import class_probability
-        from lightning_unlearn.models import eval_mode
+        from lightning_unlearn.clip.loading import eval_mode
 
         module = self.module
         images, labels = self._first_per_class(self.suite.verification_images)
@@ -441,7 +441,7 @@ class EvaluationRunner:
         return self._eval_images
 
     def _relearn(self, result: dict[str, Any], dataset: str, dm: Any, reference: Optional[float], timer: _Timer) -> None:
-        from lightning_unlearn.zeroshot import tokenize_classes
+        from lightning_unlearn.maths.zeroshot import tokenize_classes
 
         module, suite = self.module, self.suite
         data = dm.eval_datasets[dataset]

@@ -1,7 +1,7 @@
 """Template robustness: zero-shot accuracy of every dataset under each evaluation template.
 
 Pure functions of image features and class embeddings. Accuracies are counted exactly as
-:class:`~lightning_unlearn.metrics.ZeroShotAccuracy` counts them (a confusion matrix split into the
+:class:`~lightning_unlearn.maths.metrics.ZeroShotAccuracy` counts them (a confusion matrix split into the
 forgotten classes and the others), in chunks of the evaluation batch size.
 """
 
@@ -12,8 +12,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
-from lightning_unlearn.metrics import ZeroShotAccuracy
-from lightning_unlearn.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
+from lightning_unlearn.maths.metrics import ZeroShotAccuracy
+from lightning_unlearn.maths.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
 
 #: The paper's Table 9 evaluation templates.
 PAPER_TEMPLATES: tuple[str, ...] = (

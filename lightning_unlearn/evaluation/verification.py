@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import torch
 
-from lightning_unlearn.zeroshot import zero_shot_logits
+from lightning_unlearn.maths.zeroshot import zero_shot_logits
 
 #: Highest synthesis target taken from real images (the published datagen.sh's highest is 0.99;
 #: a target of 1 could never be exceeded).

@@ -21,23 +21,20 @@ import pytest
 import torch
 
 from lightning_unlearn import UnlearningModule
-from lightning_unlearn.callbacks import (
+from lightning_unlearn.lightning.callbacks import (
     GradientLayerSelection,
     NoiseLayerEscalation,
     SyntheticAccuracyStopping,
     UnlearningReport,
 )
-from lightning_unlearn.datamodules import SyntheticForgetDataModule
+from lightning_unlearn.lightning.datamodules import SyntheticForgetDataModule
 from lightning_unlearn.datasets.base import CorruptImageError, DatasetLayoutError
-from lightning_unlearn.errors import CheckpointError, ConfigError, MissingFileError, OutputError, UnknownNameError
-from lightning_unlearn.methods import MultimodalLipschitz
-from lightning_unlearn.models import load_clip
-from lightning_unlearn.synthesis import SynthesisConfig, SynthesisError
+from lightning_unlearn.core.errors import CheckpointError, ConfigError, MissingFileError, OutputError, UnknownNameError
+from lightning_unlearn.lightning.methods import MultimodalLipschitz
+from lightning_unlearn.clip.loading import load_clip
+from lightning_unlearn.maths.synthesis import SynthesisConfig, SynthesisError
 
-try:
-    from tests.fake_datasets import make_caltech, make_dogs
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_caltech, make_dogs  # type: ignore[no-redef]
+from fake_datasets import make_caltech, make_dogs
 
 VOCAB = ["cat", "dog", "car", "tree"]
 # Today's per-image generator in the model's pixel space: quick on a 32 px random-init model.
@@ -200,8 +197,9 @@ def test_checkpoint_with_mismatched_keys(inputs, tmp_path):
     wrong = tmp_path / "rn.pt"
     torch.save(load_clip("tiny-rn").model.state_dict(), wrong)
     digest = sha(wrong)
+    model = module(inputs, pretrained=str(wrong))  # construction reads no weights
     with pytest.raises(CheckpointError, match=rf"checkpoint '{wrong}' does not fit this model"):
-        module(inputs, pretrained=str(wrong))
+        model.prepare_data()
     assert sha(wrong) == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rn.pt"]
 
@@ -256,7 +254,8 @@ def test_default_output_dir_that_cannot_be_created(inputs, tmp_path):
                          enable_progress_bar=False, enable_model_summary=False,
                          callbacks=[GradientLayerSelection(k=2), UnlearningReport(print_table=False)])
     model = module(inputs)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    # the weights the fit starts from (construction reads none; prepare_data loads these)
+    before = {f"model.{n}": t for n, t in torch.load(inputs["checkpoint"]).items()}
     with pytest.raises(OutputError, match=rf"output folder '{blocker / 'runs'}' is not writable; choose another"):
         trainer.fit(model, data)
     assert trainer.global_step == 0 and all(torch.equal(p, before[n]) for n, p in model.named_parameters())

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from lightning_unlearn import UnlearningModule
-from lightning_unlearn.callbacks import GradientLayerSelection, SyntheticAccuracyStopping, UnlearningReport
-from lightning_unlearn.datamodules import SyntheticForgetDataModule
-from lightning_unlearn.errors import ConfigError
-from lightning_unlearn.methods import AmnesiacRelabelling, ErrorMinMaxNoise
-from lightning_unlearn.models import load_clip
-from lightning_unlearn.synthesis import SynthesisConfig
+from lightning_unlearn.lightning.callbacks import GradientLayerSelection, SyntheticAccuracyStopping, UnlearningReport
+from lightning_unlearn.lightning.datamodules import SyntheticForgetDataModule
+from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.lightning.methods import AmnesiacRelabelling, ErrorMinMaxNoise
+from lightning_unlearn.clip.loading import load_clip
+from lightning_unlearn.maths.synthesis import SynthesisConfig
 
 VOCAB = ["cat", "dog", "car", "tree"]
 EASY = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100,

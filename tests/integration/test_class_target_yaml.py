@@ -10,12 +10,7 @@ import yaml
 
 from lightning_unlearn.cli import main
 
-try:
-    from tests.fake_datasets import make_dogs
-    from tests.integration.test_compare import fit_config
-except ImportError:  # tests/ is not a package: pytest put the test folders on sys.path
-    from fake_datasets import make_dogs  # type: ignore[no-redef]
-    from test_compare import fit_config  # type: ignore[no-redef]
+from fake_datasets import fit_config, make_dogs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,10 +19,7 @@ from lightning_unlearn.cli import main, packaged_configs, resolve_config
 from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError
 from lightning_unlearn.models import load_clip
 
-try:
-    from tests.fake_datasets import make_image_folder
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_image_folder  # type: ignore[no-redef]
+from fake_datasets import make_image_folder
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = {

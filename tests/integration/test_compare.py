@@ -14,40 +14,10 @@ import yaml
 from lightning_unlearn import compare
 from lightning_unlearn.cli import console_main
 
-try:
-    from tests.fake_datasets import make_caltech, make_dogs
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_caltech, make_dogs  # type: ignore[no-redef]
+from fake_datasets import fit_config, make_caltech, make_dogs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def fit_config(root: Path) -> dict:
-    """A fit config in the shape of configs/demo.yaml, reduced to seconds."""
-    return {
-        "seed_everything": 0,
-        "model": {"class_path": "lightning_unlearn.UnlearningModule", "init_args": {
-            "model_name": "tiny-vit", "pretrained": None, "forget_classes": ["Pekinese"],
-            "forget_dataset": "stanford_dogs", "sigma": 0.5, "lr": 0.005,
-            "method": {"class_path": "lightning_unlearn.methods.MultimodalLipschitz",
-                       "init_args": {"num_perturbations": 3}},
-        }},
-        "data": {"class_path": "lightning_unlearn.datamodules.SyntheticForgetDataModule", "init_args": {
-            "datasets": {"stanford_dogs": str(root), "caltech101": str(root)}, "images_per_class": 8,
-            "steps_per_epoch": 2, "real_valid_images": 2, "synthesis": {
-                "target_probability": 0.33, "min_probability": 0.3, "jitter": 2, "step_size": 3.0,
-                "max_iterations": 300}},
-        },
-        "trainer": {"accelerator": "cpu", "max_epochs": 3, "val_check_interval": 1, "num_sanity_val_steps": 0,
-                    "callbacks": [
-                        {"class_path": "lightning_unlearn.callbacks.GradientLayerSelection", "init_args": {"k": 4}},
-                        {"class_path": "lightning_unlearn.callbacks.SyntheticAccuracyStopping",
-                         "init_args": {"goal": 0.1}},
-                        {"class_path": "lightning_unlearn.callbacks.NoiseLayerEscalation",
-                         "init_args": {"sigma_schedule": [0.5, 1.0, 2.0]}},
-                        {"class_path": "lightning_unlearn.callbacks.UnlearningReport"},
-                    ]},
-    }
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 
 def test_pretraining_config_runs_from_the_cli_and_exports_open_clip_weights(tmp_path: Path) -> None:
     from lightning_unlearn.cli import main
-    from lightning_unlearn.models import load_clip
+    from lightning_unlearn.clip.loading import load_clip
 
     export = tmp_path / "out" / "demo.safetensors"
     config = Path(__file__).resolve().parents[2] / "configs" / "demo_pretrain.yaml"

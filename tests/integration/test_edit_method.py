@@ -17,15 +17,13 @@ from torch import nn
 
 from lightning_unlearn import UnlearningModule
 from lightning_unlearn.cli import main
-from lightning_unlearn.errors import ConfigError, IllConditionedError, UnsupportedModelError
-from lightning_unlearn.methods import NullSpaceProjection, TextProjectionEdit
-from lightning_unlearn.methods.edit import build_edit_problem, solve_edit
-from lightning_unlearn.textedit import cosine_rows, locate_text_projection, pooled_text_features
+from lightning_unlearn.core.errors import ConfigError, IllConditionedError, UnsupportedModelError
+from lightning_unlearn.lightning.methods import NullSpaceProjection, TextProjectionEdit
+from lightning_unlearn.lightning.methods.edit import build_edit_problem, solve_edit
+from lightning_unlearn.clip.text_projection import locate_text_projection, pooled_text_features
+from lightning_unlearn.maths.textedit import cosine_rows
 
-try:
-    from tests.fake_datasets import make_image_folder
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_image_folder  # type: ignore[no-redef]
+from fake_datasets import make_image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = ["cat", "dog", "car", "tree", "boat", "house", "bird", "chair"]
@@ -127,7 +125,7 @@ def test_every_retained_class_is_encoded_under_the_same_templates():
 
 
 def test_other_domains_evaluation_prompts_are_kept_exactly():
-    from lightning_unlearn.spec import Vocabulary
+    from lightning_unlearn.maths.forget_spec import Vocabulary
 
     module = edit_module()
     other = Vocabulary(("red", "green", "blue"), ("a {} colour.", "the colour {}."), "colours")
@@ -154,7 +152,7 @@ def test_other_domains_evaluation_prompts_are_kept_exactly():
 
 
 def test_exact_other_domains_is_skipped_when_it_would_leave_too_little_room():
-    from lightning_unlearn.spec import Vocabulary
+    from lightning_unlearn.maths.forget_spec import Vocabulary
 
     module = edit_module()
     width = locate_text_projection(module.model).in_features
@@ -209,7 +207,7 @@ def test_unsupported_text_tower_fails_before_any_change():
      (VOCAB, "ConfigError", r"would forget every class of the vocabulary")],
 )
 def test_bad_classes_fail_in_the_spec_before_the_edit(forget, error, message):
-    from lightning_unlearn import errors
+    from lightning_unlearn.core import errors
 
     with pytest.raises(getattr(errors, error), match=message):
         edit_module(forget=forget)

@@ -26,10 +26,7 @@ from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod
 from lightning_unlearn.models import load_clip, model_fingerprint
 from lightning_unlearn.synthesis import SynthesisConfig
 
-try:
-    from tests.fake_datasets import make_image_folder
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_image_folder  # type: ignore[no-redef]
+from fake_datasets import make_image_folder
 
 VOCAB = ["cat", "dog", "car", "tree"]
 # A random-init tiny model separates classes only slightly: modest synthesis targets (today's
@@ -90,7 +87,7 @@ def test_sigma_is_one_value_that_checkpoints_keep():
     assert fresh.sigma == 2.0
     with pytest.raises(ConfigError, match="sigma must be a finite number > 0, got -1"):
         module.sigma = -1
-    assert module.hparams["method"]["class_path"] == "lightning_unlearn.methods.lipschitz.MultimodalLipschitz"
+    assert module.hparams["method"]["class_path"] == "lightning_unlearn.lightning.methods.lipschitz.MultimodalLipschitz"
     assert module.hparams["method"]["init_args"]["num_perturbations"] == 3
 
 
@@ -118,7 +115,8 @@ def test_fit_end_to_end_writes_outputs(tmp_path, global_seed, classes_noise_lean
     digest = sha(source)
     forget = classes_noise_leans_to(clip.model, VOCAB)[0]
     module = tiny_module(pretrained=str(source), lr=5e-3, forget_classes=[forget])
-    frozen_before = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
+    weights = torch.load(source)  # construction reads no weights: prepare_data loads these
+    frozen_before = {n: weights[n.removeprefix("model.")] for n, p in module.named_parameters() if not p.requires_grad}
     data = SyntheticForgetDataModule(images_per_class=8, steps_per_epoch=3, synthesis=EASY_SYNTHESIS, progress=False)
     out = tmp_path / "out"
     trainer = pl.Trainer(

@@ -19,13 +19,13 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_unlearn.callbacks import (
+from lightning_unlearn.lightning.callbacks import (
     EscalationStopReason,
     GradientLayerSelection,
     NoiseLayerEscalation,
     SyntheticAccuracyStopping,
 )
-from lightning_unlearn.errors import CheckpointError, ConfigError
+from lightning_unlearn.core.errors import CheckpointError, ConfigError
 
 MONITOR = "forget/synthetic_acc"
 STEPS_PER_EPOCH = 2
@@ -341,6 +341,7 @@ def test_escalation_restores_model_and_optimizer_bit_exactly_and_escalates() -> 
     model = Toy(acc_by_epoch=[0.5, 0.6, 0.4])
     selection = GradientLayerSelection(k=1)
     escalation = NoiseLayerEscalation(sigma_schedule=[0.1, 0.3, 0.5], k_schedules={"vision": [1, 2, 3], "text": [1]})
+    escalation.selection = selection  # a plain LightningModule: connected by hand
     probe = EpochProbe()
     make_trainer([selection, escalation, probe], max_epochs=3).fit(model)
 
@@ -402,6 +403,7 @@ def test_escalation_stops_when_schedules_are_exhausted(
         sigma_schedule=[0.1, 0.2], k_schedules={"vision": [1], "text": [1, 2, 3]}, positions=positions
     )
     assert escalation.num_positions == epochs - 1
+    escalation.selection = selection
     probe = EpochProbe()
     trainer = make_trainer([selection, escalation, probe], max_epochs=8)
     trainer.fit(model)
@@ -587,6 +589,7 @@ def resume_callbacks(
     escalation = NoiseLayerEscalation(
         sigma_schedule=[0.1, 0.3, 0.5, 0.7], k_schedules={"vision": [1, 2, 3], "text": [1, 2, 2, 3, 4]}, **options
     )
+    escalation.selection = selection
     return selection, escalation, SyntheticAccuracyStopping(goal=0.0)  # never reached, but saved and restored
 
 

@@ -23,12 +23,9 @@ from lightning_unlearn.compare import (
     run_config,
     slug,
 )
-from lightning_unlearn.errors import ConfigError, OutputError, UnknownNameError
+from lightning_unlearn.core.errors import ConfigError, OutputError, UnknownNameError
 
-try:
-    from tests.fake_datasets import make_caltech, make_dogs
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_caltech, make_dogs  # type: ignore[no-redef]
+from fake_datasets import make_caltech, make_dogs
 
 
 def fit(root: Path, **model) -> dict:
@@ -193,7 +190,7 @@ def test_real_methods_need_a_dataset_vocabulary(world, tmp_path):
 
 
 def test_the_plan_reads_class_names_without_building_datasets(world, monkeypatch):
-    from lightning_unlearn.datamodules import EvaluationDataModule
+    from lightning_unlearn.lightning.datamodules import EvaluationDataModule
 
     monkeypatch.setattr(EvaluationDataModule, "build_dataset", lambda *a, **k: pytest.fail("built a dataset"))
     plan = plan_comparison(settings(world, methods=["lip"]))  # real-image methods build their split

@@ -19,12 +19,9 @@ import torch
 import torchvision
 from torchvision import transforms
 
-try:
-    from tests import fake_datasets as fake
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    import fake_datasets as fake  # type: ignore[no-redef]
+import fake_datasets as fake
 
-from lightning_unlearn.datamodules.evaluation import EvaluationDataModule
+from lightning_unlearn.lightning.datamodules.evaluation_data import EvaluationDataModule
 from lightning_unlearn.datasets import (
     CorruptImageError,
     DatasetLayoutError,
@@ -43,8 +40,8 @@ from lightning_unlearn.datasets import (
     register_lazy_dataset,
 )
 from lightning_unlearn.datasets import base as registry
-from lightning_unlearn.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
-from lightning_unlearn.spec import resolve_forget_spec
+from lightning_unlearn.core.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.maths.forget_spec import resolve_forget_spec
 
 REPO = Path(__file__).resolve().parents[2]
 TRANSFORM = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
@@ -649,7 +646,7 @@ def test_datamodule_without_transform(paper_root):
 
 
 def test_shard_sampler_splits_without_padding():
-    from lightning_unlearn.datamodules.evaluation import ShardSampler
+    from lightning_unlearn.lightning.datamodules.evaluation_data import ShardSampler
 
     data = list(range(7))
     shards = [list(ShardSampler(data, num_replicas=3, rank=r)) for r in range(3)]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory
 from lightning_unlearn.demo import DEMO_MODEL_NAME, DemoWorldDataset, world
-from lightning_unlearn.io import CACHE_ENV
+from lightning_unlearn.core.io import CACHE_ENV
 
 
 # ----------------------------------------------------------------------------- the world
@@ -135,7 +135,7 @@ def test_model_config_registered_and_preprocess_matches_the_world() -> None:
 def test_pretraining_captions_add_the_openai_templates() -> None:
     from lightning_unlearn.demo.cache import demo_settings
     from lightning_unlearn.demo.pretrain import DemoWorldDataModule, pretraining_caption_templates
-    from lightning_unlearn.promptbank import openai_templates
+    from lightning_unlearn.maths.promptbank import openai_templates
 
     own = ["a {} pattern.", "a {} fabric."]
     assert pretraining_caption_templates(own, "textures", "own") == own

@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_unlearn.errors import ConfigError
-from lightning_unlearn.synthesis import SynthesisConfig, SynthesisError, synthesize
-from lightning_unlearn.zeroshot import encode_classes
+from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.maths.synthesis import SynthesisConfig, SynthesisError, synthesize
+from lightning_unlearn.maths.zeroshot import encode_classes
 
 CLASSNAMES = ["cat", "dog", "car", "tree"]
 DOG, CAR = 1, 2

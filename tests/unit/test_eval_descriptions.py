@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lightning_unlearn.demo import world
-from lightning_unlearn.errors import ConfigError, MissingFileError
+from lightning_unlearn.core.errors import ConfigError, MissingFileError
 from lightning_unlearn.evaluation.descriptions import PACKAGED_DESCRIPTIONS, descriptions_for, load_descriptions
 
 

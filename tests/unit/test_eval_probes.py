@@ -8,7 +8,7 @@ import torch
 from lightning_unlearn.evaluation.features import DatasetFeatures
 from lightning_unlearn.evaluation.probes import linear_probe, paraphrase_result, relearn, stratified_folds
 from lightning_unlearn.evaluation.templates import split_from_features
-from lightning_unlearn.zeroshot import tokenize_classes
+from lightning_unlearn.maths.zeroshot import tokenize_classes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

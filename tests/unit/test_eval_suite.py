@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from lightning_unlearn.errors import ConfigError, MissingFileError
+from lightning_unlearn.core.errors import ConfigError, MissingFileError
 from lightning_unlearn.evaluation import PAPER_TEMPLATES, EvaluationSuite, assemble
 from lightning_unlearn.evaluation.suite import REFERENCE_METADATA_KEY, as_suite, exported_reference, section_seconds
-from lightning_unlearn.io import save_open_clip_weights
+from lightning_unlearn.core.io import save_open_clip_weights
 
 
 @pytest.mark.parametrize("kwargs, message", [

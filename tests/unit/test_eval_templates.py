@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from lightning_unlearn.evaluation.features import DatasetFeatures, interleave_shards
 from lightning_unlearn.evaluation.templates import mean_result, split_from_features, template_key, template_result
-from lightning_unlearn.metrics import ZeroShotAccuracy
-from lightning_unlearn.zeroshot import zero_shot_logits
+from lightning_unlearn.maths.metrics import ZeroShotAccuracy
+from lightning_unlearn.maths.zeroshot import zero_shot_logits
 
 
 def _data(num_classes: int = 5, per_class: int = 7, dim: int = 16, seed: int = 0) -> tuple[DatasetFeatures, torch.Tensor]:

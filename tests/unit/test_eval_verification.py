@@ -13,7 +13,7 @@ from lightning_unlearn.evaluation.verification import (
     probability_summary,
     target_from_median,
 )
-from lightning_unlearn.zeroshot import LOGIT_SCALE
+from lightning_unlearn.maths.zeroshot import LOGIT_SCALE
 
 
 def test_class_probability_is_the_softmax_of_the_own_class():

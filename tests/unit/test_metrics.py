@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lightning_unlearn.errors import ConfigError
-from lightning_unlearn.metrics import ZeroShotAccuracy, split_accuracy
+from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.maths.metrics import ZeroShotAccuracy, split_accuracy
 
 
 def one_hot_logits(predictions: list[int], num_classes: int) -> torch.Tensor:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import open_clip
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from lightning_unlearn.errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
-from lightning_unlearn.models import (
+from lightning_unlearn.core.errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
+from lightning_unlearn.clip.loading import (
     PretrainedProvider,
     build_pretrained,
     eligible_groups,
@@ -146,3 +147,36 @@ def test_towers_of_custom_text_clip():
     assert all(n.startswith("visual.") for n, _ in groups["vision"])
     names = {n for params in eligible_groups(model, "all").values() for n, _ in params}
     assert "text.token_embedding.weight" in names and "logit_scale" not in names
+
+
+def test_construction_reads_no_weights_for_any_source(tmp_path, monkeypatch):
+    """An open_clip tag, a local checkpoint and a project tag are all only named at construction:
+    ``prepare_data`` obtains and loads them (one download/build per node), ``setup`` loads them."""
+    from lightning_unlearn import UnlearningModule
+
+    reference = load_clip("tiny-vit").model
+    path = tmp_path / "weights.pt"
+    torch.save(reference.state_dict(), path)
+    reads, downloads = [], []
+    real_load = open_clip.load_checkpoint
+    monkeypatch.setattr(open_clip, "load_checkpoint", lambda *a, **k: (reads.append(a[1]), real_load(*a, **k))[1])
+    # a pretend open_clip tag of the tiny model, "downloaded" to the file above
+    real_tags, real_cfg = open_clip.list_pretrained_tags_by_model, open_clip.get_pretrained_cfg
+    monkeypatch.setattr(open_clip, "list_pretrained_tags_by_model",
+                        lambda name: ["unit-tag"] if name == "tiny-vit" else real_tags(name))
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg",
+                        lambda name, tag: {"url": "unused", "quick_gelu": False} if tag == "unit-tag" else real_cfg(name, tag))
+    monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg, cache_dir=None: (downloads.append(1), str(path))[1])
+    register_pretrained("tiny-vit", "unit-project", PretrainedProvider(find=lambda: str(path), build=lambda: str(path)))
+
+    for source in ("unit-tag", str(path), "unit-project"):
+        reads.clear(), downloads.clear()
+        module = UnlearningModule(model_name="tiny-vit", pretrained=source, forget_classes=["dog"], vocabulary=["dog", "cat"])
+        assert not reads and not downloads, source  # nothing read, downloaded or built
+        assert module.clip.weights_pending is not None
+        module.prepare_data()
+        assert reads == [str(path)] and module.clip.weights_pending is None
+        assert torch.equal(module.model.state_dict()["text_projection"], reference.state_dict()["text_projection"])
+        other = UnlearningModule(model_name="tiny-vit", pretrained=source, forget_classes=["dog"], vocabulary=["dog", "cat"])
+        load_pending_weights(other.clip)  # another process, after prepare_data: finds the weights
+        assert torch.equal(other.model.state_dict()["text_projection"], reference.state_dict()["text_projection"])

@@ -21,8 +21,8 @@ import math
 import pytest
 import torch
 
-from lightning_unlearn.errors import ConfigError
-from lightning_unlearn.objectives import (
+from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.maths.objectives import (
     draw_noise,
     embedding_loss,
     image_lipschitz_loss,

@@ -6,15 +6,12 @@ import pytest
 import torch
 
 from lightning_unlearn import UnlearningModule
-from lightning_unlearn.datamodules import ForgetImages, ForgetSet, RealForgetDataModule, SyntheticForgetDataModule
-from lightning_unlearn.datamodules.forget import _ContinuingSampler
-from lightning_unlearn.demo.datasets import DemoWorldDataset
-from lightning_unlearn.errors import ConfigError
+from lightning_unlearn.lightning.datamodules import ForgetImages, ForgetSet, RealForgetDataModule, SyntheticForgetDataModule
+from lightning_unlearn.lightning.datamodules.forget import _ContinuingSampler
+from lightning_unlearn.demo.world_datasets import DemoWorldDataset
+from lightning_unlearn.core.errors import ConfigError
 
-try:
-    from tests.fake_datasets import make_caltech
-except ImportError:  # tests/ is not a package: pytest put this folder on sys.path
-    from fake_datasets import make_caltech  # type: ignore[no-redef]
+from fake_datasets import make_caltech
 
 PER_CLASS = 3  # demo images per class and split: small sets render in milliseconds
 

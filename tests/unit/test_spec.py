@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lightning_unlearn.errors import ConfigError, UnknownNameError
-from lightning_unlearn.spec import ForgetSpec, Vocabulary, resolve_forget_spec
+from lightning_unlearn.core.errors import ConfigError, UnknownNameError
+from lightning_unlearn.maths.forget_spec import ForgetSpec, Vocabulary, resolve_forget_spec
 
 DOGS = Vocabulary(("Chihuahua", "Pekinese", "toy poodle", "Scotch terrier"), ("a photo of a {}.",), "stanford_dogs")
 CALTECH = Vocabulary(("face", "euphonium", "minaret", "toy poodle"), ("a photo of a {}.",), "caltech101")

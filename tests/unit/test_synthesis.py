@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from torchvision.transforms.functional import gaussian_blur
 
-from lightning_unlearn.errors import ConfigError, UnknownNameError, UnlearnError
-from lightning_unlearn.synthesis import (
+from lightning_unlearn.core.errors import ConfigError, UnknownNameError, UnlearnError
+from lightning_unlearn.maths.synthesis import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     SynthesisConfig,
@@ -38,7 +38,7 @@ from lightning_unlearn.synthesis import (
     resolve_class_targets,
     synthesize,
 )
-from lightning_unlearn.zeroshot import LOGIT_SCALE, encode_classes
+from lightning_unlearn.maths.zeroshot import LOGIT_SCALE, encode_classes
 
 CLASSNAMES = ["cat", "dog", "car", "tree"]
 DOG, CAR, TREE = 1, 2, 3

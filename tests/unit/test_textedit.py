@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_unlearn.errors import ConfigError, IllConditionedError, UnsupportedModelError
-from lightning_unlearn.promptbank import (
+from lightning_unlearn.core.errors import ConfigError, IllConditionedError, UnsupportedModelError
+from lightning_unlearn.maths.promptbank import (
     composed_templates,
     fits_context,
     openai_templates,
@@ -15,21 +15,25 @@ from lightning_unlearn.promptbank import (
     spread,
     unique_classes,
 )
-from lightning_unlearn.textedit import (
+from lightning_unlearn.clip.feature_cache import (
     cached_pooled_features,
-    class_basis,
-    class_free_targets,
     feature_cache_path,
-    forget_directions,
+    text_tower_fingerprint,
+)
+from lightning_unlearn.clip.text_projection import (
     locate_text_projection,
-    null_space_basis,
     nullspace_project_image,
     nullspace_project_text,
-    orthonormal_directions,
     pooled_text_features,
+)
+from lightning_unlearn.maths.textedit import (
+    class_basis,
+    class_free_targets,
+    forget_directions,
+    null_space_basis,
+    orthonormal_directions,
     retain_gram,
     solve_ridge_edit,
-    text_tower_fingerprint,
     weighted_gram,
 )
 

@@ -1,0 +1,48 @@
+"""Nothing a user types breaks: every class path of the packaged configs and presets imports, and
+every module path of the old flat layout still imports (the same module, with a DeprecationWarning
+naming the new path)."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_unlearn._moved import MOVED_MODULES
+
+PACKAGE = Path(__file__).resolve().parents[2] / "lightning_unlearn"
+
+
+def _class_paths() -> list[str]:
+    paths = set()
+    for config in [*sorted((PACKAGE / "configs").glob("*.yaml")), PACKAGE / "presets.yaml"]:
+        paths |= set(re.findall(r"(?:class_path|method):\s*(lightning_unlearn[\w.]+)", config.read_text(encoding="utf-8")))
+    return sorted(paths)
+
+
+@pytest.mark.parametrize("class_path", _class_paths())
+def test_every_class_path_of_the_packaged_configs_imports(class_path: str) -> None:
+    module, _, name = class_path.rpartition(".")
+    assert isinstance(getattr(importlib.import_module(module), name), type), class_path
+
+
+@pytest.mark.parametrize("old, new", sorted(MOVED_MODULES.items()))
+def test_old_module_paths_import_the_moved_module_with_a_deprecation_warning(old: str, new: str, monkeypatch) -> None:
+    monkeypatch.delitem(sys.modules, old, raising=False)  # import it afresh, as a new process would
+    with pytest.warns(DeprecationWarning, match=re.escape(f"`{old}` moved to `{new}`")):
+        module = importlib.import_module(old)
+    assert module is importlib.import_module(new)
+    assert module.__spec__.name == new  # the moved module keeps its own identity
+
+
+def test_old_class_paths_name_the_same_classes(monkeypatch) -> None:
+    monkeypatch.delitem(sys.modules, "lightning_unlearn.callbacks", raising=False)
+    with pytest.warns(DeprecationWarning):
+        from lightning_unlearn.callbacks import NoiseLayerEscalation as old
+    from lightning_unlearn.lightning.callbacks import NoiseLayerEscalation
+
+    assert old is NoiseLayerEscalation
