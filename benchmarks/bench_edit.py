@@ -33,7 +33,7 @@ import time
 
 import torch
 
-from lightning_unlearn.lightning.methods.edit import EditSettings, build_edit_problem, solve_edit
+from lightning_unlearn.methods.edit import EditSettings, build_edit_problem, solve_edit
 from lightning_unlearn.clip.loading import load_clip
 from lightning_unlearn.maths.promptbank import imagenet_classnames
 from lightning_unlearn.maths.forget_spec import Vocabulary

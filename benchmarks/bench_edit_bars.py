@@ -43,7 +43,7 @@ import torch
 from lightning_unlearn.demo import world
 from lightning_unlearn.demo.world_datasets import DemoWorldDataset
 from lightning_unlearn.demo.pretrain import to_model_input
-from lightning_unlearn.lightning.methods.edit import DEFAULT_RELATIVE_WEIGHT, EditSettings, build_edit_problem, solve_edit
+from lightning_unlearn.methods.edit import DEFAULT_RELATIVE_WEIGHT, EditSettings, build_edit_problem, solve_edit
 from lightning_unlearn.clip.loading import load_clip
 from lightning_unlearn.core.names import prompt_name
 from lightning_unlearn.maths.forget_spec import Vocabulary

@@ -59,15 +59,15 @@ import open_clip  # noqa: E402
 import torch  # noqa: E402
 
 from lightning_unlearn import UnlearningModule  # noqa: E402
-from lightning_unlearn.lightning.callbacks import (  # noqa: E402
+from lightning_unlearn.callbacks import (  # noqa: E402
     GradientLayerSelection,
     NoiseLayerEscalation,
     SyntheticAccuracyStopping,
     UnlearningReport,
 )
-from lightning_unlearn.lightning.datamodules import ForgetSet, SyntheticForgetDataModule  # noqa: E402
-from lightning_unlearn.lightning.methods import MultimodalLipschitz  # noqa: E402
-from lightning_unlearn.lightning.datamodules.synthetic import _to_payload  # noqa: E402
+from lightning_unlearn.datamodules import ForgetSet, SyntheticForgetDataModule  # noqa: E402
+from lightning_unlearn.methods import MultimodalLipschitz  # noqa: E402
+from lightning_unlearn.datamodules.synthetic import _to_payload  # noqa: E402
 from lightning_unlearn.core.io import atomic_path  # noqa: E402
 from lightning_unlearn.maths.synthesis import SynthesisConfig, SynthesisError  # noqa: E402
 

@@ -18,7 +18,7 @@ _moved.install()
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so that `import lightning_unlearn.lightning.callbacks` does not pull in open_clip and the datasets.
+    # Lazy, so that `import lightning_unlearn.callbacks` does not pull in open_clip and the datasets.
     if name == "UnlearningModule":
         from lightning_unlearn.lightning.module import UnlearningModule
 

@@ -1,7 +1,8 @@
 """Old module paths of the package, kept importable after the layout of 2026-12-07.
 
 The package is laid out in floors (``core`` < ``maths`` < ``clip``/``datasets`` < ``evaluation``
-< ``lightning``/``demo`` < the application at the top level). Modules that lived elsewhere before
+< ``methods``/``datamodules``/``demo`` < ``callbacks`` < ``lightning`` (the LightningModule) < the
+application at the top level). Modules that lived elsewhere before
 keep working under their old names, so that configs, checkpoints and user code written against
 them still load: importing an old path gives the module at its new home (the same module object,
 so classes compare equal) and a :class:`DeprecationWarning` that names the new path.
@@ -38,24 +39,10 @@ MOVED_MODULES: dict[str, str] = {
     "lightning_unlearn.promptbank": "lightning_unlearn.maths.promptbank",
     "lightning_unlearn.models": "lightning_unlearn.clip.loading",
     "lightning_unlearn.module": "lightning_unlearn.lightning.module",
-    "lightning_unlearn.report": "lightning_unlearn.lightning.run_report",
-    "lightning_unlearn.callbacks": "lightning_unlearn.lightning.callbacks",
-    "lightning_unlearn.callbacks.escalation": "lightning_unlearn.lightning.callbacks.escalation",
-    "lightning_unlearn.callbacks.selection": "lightning_unlearn.lightning.callbacks.selection",
-    "lightning_unlearn.callbacks.stopping": "lightning_unlearn.lightning.callbacks.stopping",
-    "lightning_unlearn.callbacks.report": "lightning_unlearn.lightning.callbacks.unlearning_report",
-    "lightning_unlearn.datamodules": "lightning_unlearn.lightning.datamodules",
-    "lightning_unlearn.datamodules.evaluation": "lightning_unlearn.lightning.datamodules.evaluation_data",
-    "lightning_unlearn.datamodules.forget": "lightning_unlearn.lightning.datamodules.forget",
-    "lightning_unlearn.datamodules.real": "lightning_unlearn.lightning.datamodules.real",
-    "lightning_unlearn.datamodules.synthetic": "lightning_unlearn.lightning.datamodules.synthetic",
-    "lightning_unlearn.methods": "lightning_unlearn.lightning.methods",
-    "lightning_unlearn.methods.base": "lightning_unlearn.lightning.methods.contract",
-    "lightning_unlearn.methods.amnesiac": "lightning_unlearn.lightning.methods.amnesiac",
-    "lightning_unlearn.methods.edit": "lightning_unlearn.lightning.methods.edit",
-    "lightning_unlearn.methods.emmn": "lightning_unlearn.lightning.methods.emmn",
-    "lightning_unlearn.methods.lipschitz": "lightning_unlearn.lightning.methods.lipschitz",
-    "lightning_unlearn.methods.nullspace": "lightning_unlearn.lightning.methods.nullspace",
+    "lightning_unlearn.report": "lightning_unlearn.callbacks.run_report",
+    "lightning_unlearn.callbacks.report": "lightning_unlearn.callbacks.unlearning_report",
+    "lightning_unlearn.datamodules.evaluation": "lightning_unlearn.datamodules.evaluation_data",
+    "lightning_unlearn.methods.base": "lightning_unlearn.methods.contract",
     "lightning_unlearn.demo.datasets": "lightning_unlearn.demo.world_datasets",
 }
 

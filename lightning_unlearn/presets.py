@@ -24,7 +24,7 @@ import yaml
 
 from lightning_unlearn.core._introspection import init_parameters
 from lightning_unlearn.core.errors import ConfigError, UnknownNameError
-from lightning_unlearn.lightning.methods.contract import ZeroShotType
+from lightning_unlearn.methods.contract import ZeroShotType
 from lightning_unlearn.core.names import unknown_name_message
 
 ForgetImages = Literal["synthetic", "real", "none"]
@@ -47,7 +47,7 @@ class MethodPreset:
 
     Attributes:
         name: the short name (``--methods``).
-        method: class path of the :class:`~lightning_unlearn.lightning.methods.UnlearningMethod`.
+        method: class path of the :class:`~lightning_unlearn.methods.UnlearningMethod`.
         zero_shot: what real data it uses (``ZS``, ``semi ZS``, ``not ZS``).
         description: one line for the docs and ``--help``.
         forget_images: ``synthetic`` (SyntheticForgetDataModule), ``real``

@@ -1,7 +1,7 @@
 """Image features of every evaluation dataset, computed once per model state and shared.
 
 Each rank encodes its shard of every dataset (every ``world_size``-th image, no padding, as
-:meth:`~lightning_unlearn.lightning.datamodules.EvaluationDataModule.evaluation_loaders` yields them); the
+:meth:`~lightning_unlearn.datamodules.EvaluationDataModule.evaluation_loaders` yields them); the
 shards are gathered to every rank and put back in dataset order, so every section sees the whole
 dataset and every rank computes the same numbers. Features stay raw (unnormalised) so the
 zero-shot accuracies computed from them are exactly those of

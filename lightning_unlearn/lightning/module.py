@@ -18,7 +18,7 @@ from lightning_unlearn.core._validation import _positive_number_validation, _tem
 from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.suite import EvaluationRunner, EvaluationSuite, as_suite, exported_reference
-from lightning_unlearn.lightning.methods import MultimodalLipschitz, UnlearningMethod, as_method
+from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod, as_method
 from lightning_unlearn.lightning.wiring import connect_callbacks
 from lightning_unlearn.maths.metrics import ZeroShotAccuracy
 from lightning_unlearn.clip.loading import (
@@ -47,7 +47,7 @@ class UnlearningModule(pl.LightningModule):
     (the stopping and escalation signal). A training-free method edits the weights once at fit start
     and no optimiser step runs. ``validate``/``test`` on evaluation datasets log
     ``eval/<dataset>/{accuracy,target,other_classes}`` and run the evaluation suite on the given
-    weights (:attr:`evaluation_results`, which :class:`~lightning_unlearn.lightning.callbacks.UnlearningReport`
+    weights (:attr:`evaluation_results`, which :class:`~lightning_unlearn.callbacks.UnlearningReport`
     writes); in ``fit`` the report runs it before and after unlearning.
 
     Args:

@@ -15,11 +15,11 @@ from typing import Optional, Sequence, TypeVar
 from lightning.pytorch.callbacks import Callback
 
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.callbacks.escalation import NoiseLayerEscalation
-from lightning_unlearn.lightning.callbacks.selection import GradientLayerSelection
-from lightning_unlearn.lightning.callbacks.stopping import SyntheticAccuracyStopping
-from lightning_unlearn.lightning.callbacks.unlearning_report import UnlearningReport
-from lightning_unlearn.lightning.methods.contract import UnlearningMethod
+from lightning_unlearn.callbacks.escalation import NoiseLayerEscalation
+from lightning_unlearn.callbacks.selection import GradientLayerSelection
+from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
+from lightning_unlearn.callbacks.unlearning_report import UnlearningReport
+from lightning_unlearn.methods.contract import UnlearningMethod
 
 _C = TypeVar("_C", bound=Callback)
 

@@ -21,16 +21,16 @@ import pytest
 import torch
 
 from lightning_unlearn import UnlearningModule
-from lightning_unlearn.lightning.callbacks import (
+from lightning_unlearn.callbacks import (
     GradientLayerSelection,
     NoiseLayerEscalation,
     SyntheticAccuracyStopping,
     UnlearningReport,
 )
-from lightning_unlearn.lightning.datamodules import SyntheticForgetDataModule
+from lightning_unlearn.datamodules import SyntheticForgetDataModule
 from lightning_unlearn.datasets.base import CorruptImageError, DatasetLayoutError
 from lightning_unlearn.core.errors import CheckpointError, ConfigError, MissingFileError, OutputError, UnknownNameError
-from lightning_unlearn.lightning.methods import MultimodalLipschitz
+from lightning_unlearn.methods import MultimodalLipschitz
 from lightning_unlearn.clip.loading import load_clip
 from lightning_unlearn.maths.synthesis import SynthesisConfig, SynthesisError
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from lightning_unlearn import UnlearningModule
-from lightning_unlearn.lightning.callbacks import GradientLayerSelection, SyntheticAccuracyStopping, UnlearningReport
-from lightning_unlearn.lightning.datamodules import SyntheticForgetDataModule
+from lightning_unlearn.callbacks import GradientLayerSelection, SyntheticAccuracyStopping, UnlearningReport
+from lightning_unlearn.datamodules import SyntheticForgetDataModule
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.methods import AmnesiacRelabelling, ErrorMinMaxNoise
+from lightning_unlearn.methods import AmnesiacRelabelling, ErrorMinMaxNoise
 from lightning_unlearn.clip.loading import load_clip
 from lightning_unlearn.maths.synthesis import SynthesisConfig
 

@@ -18,8 +18,8 @@ from torch import nn
 from lightning_unlearn import UnlearningModule
 from lightning_unlearn.cli import main
 from lightning_unlearn.core.errors import ConfigError, IllConditionedError, UnsupportedModelError
-from lightning_unlearn.lightning.methods import NullSpaceProjection, TextProjectionEdit
-from lightning_unlearn.lightning.methods.edit import build_edit_problem, solve_edit
+from lightning_unlearn.methods import NullSpaceProjection, TextProjectionEdit
+from lightning_unlearn.methods.edit import build_edit_problem, solve_edit
 from lightning_unlearn.clip.text_projection import locate_text_projection, pooled_text_features
 from lightning_unlearn.maths.textedit import cosine_rows
 

@@ -21,10 +21,10 @@ import torch
 from PIL import Image
 
 from lightning_unlearn import UnlearningModule
-from lightning_unlearn.lightning.callbacks import UnlearningReport
-from lightning_unlearn.lightning.datamodules.forget import ForgetDataModule, ForgetSet
+from lightning_unlearn.callbacks import UnlearningReport
+from lightning_unlearn.datamodules.forget import ForgetDataModule, ForgetSet
 from lightning_unlearn.evaluation import EvaluationSuite
-from lightning_unlearn.lightning.methods import UnlearningMethod
+from lightning_unlearn.methods import UnlearningMethod
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -214,7 +214,7 @@ def test_verification_without_a_non_test_split_fails_before_synthesis(tmp_path):
 
 def test_description_prompts_are_drawn_per_image_and_key_the_cache(tmp_path):
     from lightning_unlearn import UnlearningModule
-    from lightning_unlearn.lightning.datamodules import SyntheticForgetDataModule
+    from lightning_unlearn.datamodules import SyntheticForgetDataModule
     from lightning_unlearn.evaluation.descriptions import load_descriptions
 
     module = UnlearningModule(model_name="tiny-vit", pretrained=None, forget_classes=["anchor", "kite"],

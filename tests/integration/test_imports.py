@@ -17,7 +17,7 @@ def test_imports_have_no_side_effects_and_the_demo_loads_on_first_use():
         """
         import os, sys
         os.umask(0o027)
-        import lightning_unlearn.lightning.callbacks, lightning_unlearn.maths.objectives, lightning_unlearn
+        import lightning_unlearn.callbacks, lightning_unlearn.maths.objectives, lightning_unlearn
         from lightning_unlearn import UnlearningModule
         import lightning_unlearn.datasets, lightning_unlearn.cli
         assert "lightning_unlearn.demo" not in sys.modules, "imported by the package"

@@ -87,7 +87,7 @@ def test_sigma_is_one_value_that_checkpoints_keep():
     assert fresh.sigma == 2.0
     with pytest.raises(ConfigError, match="sigma must be a finite number > 0, got -1"):
         module.sigma = -1
-    assert module.hparams["method"]["class_path"] == "lightning_unlearn.lightning.methods.lipschitz.MultimodalLipschitz"
+    assert module.hparams["method"]["class_path"] == "lightning_unlearn.methods.lipschitz.MultimodalLipschitz"
     assert module.hparams["method"]["init_args"]["num_perturbations"] == 3
 
 

@@ -27,11 +27,11 @@ def test_validate_evaluates_the_given_weights_file(tmp_path: Path) -> None:
         "model": {"class_path": "lightning_unlearn.UnlearningModule", "init_args": {
             "model_name": "tiny-vit", "pretrained": None, "forget_classes": ["anchor"],
             "forget_dataset": "demo_objects"}},
-        "data": {"class_path": "lightning_unlearn.lightning.datamodules.EvaluationDataModule", "init_args": {
+        "data": {"class_path": "lightning_unlearn.datamodules.EvaluationDataModule", "init_args": {
             "datasets": {"demo_objects": None}, "batch_size": 32,
             "dataset_kwargs": {"demo_objects": {"num_per_class": 1}}}},
         "trainer": {"accelerator": "cpu", "logger": False, "default_root_dir": str(tmp_path),
-                    "callbacks": [{"class_path": "lightning_unlearn.lightning.callbacks.UnlearningReport",
+                    "callbacks": [{"class_path": "lightning_unlearn.callbacks.UnlearningReport",
                                    "init_args": {"output_dir": str(tmp_path / "out"), "print_table": False}}]},
     }
     path = tmp_path / "validate.yaml"

@@ -42,7 +42,7 @@ def test_template_sets_by_name_or_file(bench, tmp_path):
 def test_held_out_sets_are_unseen_by_the_edit_and_by_pretraining(bench):
     from lightning_unlearn.demo import world
     from lightning_unlearn.demo.pretrain import pretraining_caption_templates
-    from lightning_unlearn.lightning.methods.edit import EditSettings, template_bank
+    from lightning_unlearn.methods.edit import EditSettings, template_bank
 
     held_out = {t for templates in bench.TEMPLATE_SETS.values() for t in templates}
     assert not held_out & set(template_bank(world.OBJECT_TEMPLATES, EditSettings()))

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_unlearn.lightning.callbacks import (
+from lightning_unlearn.callbacks import (
     EscalationStopReason,
     GradientLayerSelection,
     NoiseLayerEscalation,

@@ -190,7 +190,7 @@ def test_real_methods_need_a_dataset_vocabulary(world, tmp_path):
 
 
 def test_the_plan_reads_class_names_without_building_datasets(world, monkeypatch):
-    from lightning_unlearn.lightning.datamodules import EvaluationDataModule
+    from lightning_unlearn.datamodules import EvaluationDataModule
 
     monkeypatch.setattr(EvaluationDataModule, "build_dataset", lambda *a, **k: pytest.fail("built a dataset"))
     plan = plan_comparison(settings(world, methods=["lip"]))  # real-image methods build their split

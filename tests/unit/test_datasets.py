@@ -21,7 +21,7 @@ from torchvision import transforms
 
 import fake_datasets as fake
 
-from lightning_unlearn.lightning.datamodules.evaluation_data import EvaluationDataModule
+from lightning_unlearn.datamodules.evaluation_data import EvaluationDataModule
 from lightning_unlearn.datasets import (
     CorruptImageError,
     DatasetLayoutError,
@@ -646,7 +646,7 @@ def test_datamodule_without_transform(paper_root):
 
 
 def test_shard_sampler_splits_without_padding():
-    from lightning_unlearn.lightning.datamodules.evaluation_data import ShardSampler
+    from lightning_unlearn.datamodules.evaluation_data import ShardSampler
 
     data = list(range(7))
     shards = [list(ShardSampler(data, num_replicas=3, rank=r)) for r in range(3)]

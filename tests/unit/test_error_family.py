@@ -46,25 +46,25 @@ def _cases() -> list[tuple[str, Callable[[Any], Any]]]:
         ("module: negative sigma", module(sigma=-1.0)),
         ("module: empty forget list", module(forget_classes=[])),
         ("module: bad prompt", module(forget_prompt="no placeholder")),
-        ("selection: k = 0", lambda _: __import__("lightning_unlearn.lightning.callbacks", fromlist=["x"])
+        ("selection: k = 0", lambda _: __import__("lightning_unlearn.callbacks", fromlist=["x"])
          .GradientLayerSelection(k=0)),
-        ("selection: get_k of an unknown group", lambda _: __import__("lightning_unlearn.lightning.callbacks",
+        ("selection: get_k of an unknown group", lambda _: __import__("lightning_unlearn.callbacks",
          fromlist=["x"]).GradientLayerSelection(k={"vision": 1}).get_k("text")),
-        ("stopping: goal 2", lambda _: __import__("lightning_unlearn.lightning.callbacks", fromlist=["x"])
+        ("stopping: goal 2", lambda _: __import__("lightning_unlearn.callbacks", fromlist=["x"])
          .SyntheticAccuracyStopping(goal=2.0)),
-        ("escalation: empty schedule", lambda _: __import__("lightning_unlearn.lightning.callbacks", fromlist=["x"])
+        ("escalation: empty schedule", lambda _: __import__("lightning_unlearn.callbacks", fromlist=["x"])
          .NoiseLayerEscalation(sigma_schedule=[])),
-        ("report: export name", lambda _: __import__("lightning_unlearn.lightning.callbacks", fromlist=["x"])
+        ("report: export name", lambda _: __import__("lightning_unlearn.callbacks", fromlist=["x"])
          .UnlearningReport(export_name="weights.pt")),
-        ("method: lipschitz perturbations", lambda _: __import__("lightning_unlearn.lightning.methods", fromlist=["x"])
+        ("method: lipschitz perturbations", lambda _: __import__("lightning_unlearn.methods", fromlist=["x"])
          .MultimodalLipschitz(num_perturbations=0)),
-        ("method: EMMN steps", lambda _: __import__("lightning_unlearn.lightning.methods", fromlist=["x"])
+        ("method: EMMN steps", lambda _: __import__("lightning_unlearn.methods", fromlist=["x"])
          .ErrorMinMaxNoise(noise_steps=0)),
-        ("method: class path", lambda _: __import__("lightning_unlearn.lightning.methods", fromlist=["x"])
-         .as_method({"class_path": "lightning_unlearn.lightning.methods.Nope"})),
-        ("datamodule: unknown dataset", lambda _: __import__("lightning_unlearn.lightning.datamodules", fromlist=["x"])
+        ("method: class path", lambda _: __import__("lightning_unlearn.methods", fromlist=["x"])
+         .as_method({"class_path": "lightning_unlearn.methods.Nope"})),
+        ("datamodule: unknown dataset", lambda _: __import__("lightning_unlearn.datamodules", fromlist=["x"])
          .EvaluationDataModule(datasets=["stanford_dgos"])),
-        ("datamodule: images per class", lambda _: __import__("lightning_unlearn.lightning.datamodules",
+        ("datamodule: images per class", lambda _: __import__("lightning_unlearn.datamodules",
          fromlist=["x"]).SyntheticForgetDataModule(images_per_class=0, datasets=["demo_objects"])),
         ("datasets: unknown factory", lambda _: __import__("lightning_unlearn.datasets", fromlist=["x"])
          .get_dataset_factory("caltech")),

@@ -3,8 +3,9 @@
 - no import circle between the package's modules;
 - no import runs up the floors: a module imports only modules of lower floors, or of its own
   folder (``core`` 0 < ``maths`` 1 < ``clip``, ``datasets`` 2 < ``evaluation`` 3 <
-  ``lightning``, ``demo`` 4 < the top-level modules 5); folders on one floor do not import
-  each other;
+  ``methods``, ``datamodules``, ``demo`` 4 < ``callbacks`` 5 < ``lightning`` 6 (the
+  LightningModule and its callback wiring) < the top-level modules 7); folders on one floor do
+  not import each other;
 - the maths is pure: ``maths/`` touches no file, no Trainer and no model loading;
 - no two modules share a name (nor a module and a folder).
 
@@ -24,8 +25,9 @@ from lightning_unlearn._moved import MOVED_MODULES
 PACKAGE = Path(__file__).resolve().parents[2] / "lightning_unlearn"
 
 #: Floor of each folder of the package; modules at the top level are the application (floor 5).
-FLOORS = {"core": 0, "maths": 1, "clip": 2, "datasets": 2, "evaluation": 3, "lightning": 4, "demo": 4}
-TOP = 5
+FLOORS = {"core": 0, "maths": 1, "clip": 2, "datasets": 2, "evaluation": 3, "methods": 4, "datamodules": 4,
+          "demo": 4, "callbacks": 5, "lightning": 6}
+TOP = 7
 #: What pure maths must not import: files and folders, serialisation, Lightning, model loading.
 IMPURE = ("os", "pathlib", "shutil", "tempfile", "json", "pickle", "safetensors", "lightning", "open_clip",
           "lightning_unlearn.core.io", "lightning_unlearn.core._distributed")

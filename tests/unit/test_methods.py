@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.methods import (
+from lightning_unlearn.methods import (
     EmbeddingLoss,
     ImageLipschitz,
     MultimodalLipschitz,
@@ -21,7 +21,7 @@ def test_hparams_read_back_every_init_argument_including_the_base_classes():
     assert method.hparams == {"alpha": 2.0, "num_perturbations": 3, "max_batch": 256, "detach_perturbed": True,
                               "reduction": "mean", "noise_norm": "applied", "clamp": True}
     described = method.describe()
-    assert described["class_path"] == "lightning_unlearn.lightning.methods.lipschitz.EmbeddingLoss"
+    assert described["class_path"] == "lightning_unlearn.methods.lipschitz.EmbeddingLoss"
     assert described["init_args"] == method.hparams
     rebuilt = EmbeddingLoss(**described["init_args"])
     assert rebuilt.hparams == method.hparams
@@ -61,7 +61,7 @@ def test_a_method_that_forgets_to_implement_its_step_says_so():
 
 
 def test_a_described_method_is_rebuilt_from_its_dict():
-    from lightning_unlearn.lightning.methods import as_method
+    from lightning_unlearn.methods import as_method
 
     original = EmbeddingLoss(alpha=0.5, num_perturbations=4)
     rebuilt = as_method(original.describe())
@@ -78,7 +78,7 @@ def test_edit_settings_defaults_are_the_methods():
     import inspect
     from dataclasses import fields
 
-    from lightning_unlearn.lightning.methods.edit import EditSettings
+    from lightning_unlearn.methods.edit import EditSettings
 
     signature = inspect.signature(TextProjectionEdit.__init__).parameters
     assert {f.name: f.default for f in fields(EditSettings)} == {f.name: signature[f.name].default

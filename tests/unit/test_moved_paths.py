@@ -40,9 +40,20 @@ def test_old_module_paths_import_the_moved_module_with_a_deprecation_warning(old
 
 
 def test_old_class_paths_name_the_same_classes(monkeypatch) -> None:
-    monkeypatch.delitem(sys.modules, "lightning_unlearn.callbacks", raising=False)
+    monkeypatch.delitem(sys.modules, "lightning_unlearn.models", raising=False)
     with pytest.warns(DeprecationWarning):
-        from lightning_unlearn.callbacks import NoiseLayerEscalation as old
-    from lightning_unlearn.lightning.callbacks import NoiseLayerEscalation
+        from lightning_unlearn.models import load_clip as old
+    from lightning_unlearn.clip.loading import load_clip
 
-    assert old is NoiseLayerEscalation
+    assert old is load_clip
+
+
+@pytest.mark.parametrize("package", ["lightning_unlearn.callbacks", "lightning_unlearn.datamodules",
+                                     "lightning_unlearn.methods"])
+def test_the_public_subpackages_are_real_and_import_without_a_warning(package: str, recwarn) -> None:
+    """``callbacks``, ``datamodules`` and ``methods`` are the package's public namespaces (the configs'
+    class paths): real folders, not moved paths."""
+    assert package not in MOVED_MODULES
+    module = importlib.import_module(package)
+    assert Path(module.__file__).parent == PACKAGE / package.rsplit(".", 1)[1]
+    assert not [w for w in recwarn if issubclass(w.category, DeprecationWarning) and "moved to" in str(w.message)]

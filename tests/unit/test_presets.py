@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from lightning_unlearn.core.errors import ConfigError, UnknownNameError
-from lightning_unlearn.lightning.methods import UnlearningMethod, zero_shot_type
+from lightning_unlearn.methods import UnlearningMethod, zero_shot_type
 from lightning_unlearn.presets import PRESETS, apply_preset, get_preset, import_class, set_dotted
 
 FIT = {

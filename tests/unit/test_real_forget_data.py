@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lightning_unlearn import UnlearningModule
-from lightning_unlearn.lightning.datamodules import ForgetImages, ForgetSet, RealForgetDataModule, SyntheticForgetDataModule
-from lightning_unlearn.lightning.datamodules.forget import _ContinuingSampler
+from lightning_unlearn.datamodules import ForgetImages, ForgetSet, RealForgetDataModule, SyntheticForgetDataModule
+from lightning_unlearn.datamodules.forget import _ContinuingSampler
 from lightning_unlearn.demo.world_datasets import DemoWorldDataset
 from lightning_unlearn.core.errors import ConfigError
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import pytest
 
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.callbacks import (
+from lightning_unlearn.callbacks import (
     GradientLayerSelection,
     NoiseLayerEscalation,
     SyntheticAccuracyStopping,
     UnlearningReport,
 )
-from lightning_unlearn.lightning.methods import ErrorMinMaxNoise, MultimodalLipschitz
+from lightning_unlearn.methods import ErrorMinMaxNoise, MultimodalLipschitz
 from lightning_unlearn.lightning.wiring import connect_callbacks
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from lightning_unlearn.core._distributed import on_rank_zero
 from lightning_unlearn.core._validation import _positive_int_validation, _positive_number_validation
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.methods.contract import MethodHost, UnlearningMethod
+from lightning_unlearn.methods.contract import MethodHost, UnlearningMethod
 from lightning_unlearn.clip.loading import eval_mode
 from lightning_unlearn.maths.synthesis import pixel_bounds
 from lightning_unlearn.maths.zeroshot import class_embeddings, zero_shot_logits

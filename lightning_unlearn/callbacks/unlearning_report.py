@@ -12,16 +12,16 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
-from lightning_unlearn.lightning.callbacks.escalation import NoiseLayerEscalation
-from lightning_unlearn.lightning.callbacks.selection import GradientLayerSelection
-from lightning_unlearn.lightning.callbacks.stopping import SyntheticAccuracyStopping
-from lightning_unlearn.lightning.datamodules.evaluation_data import EvaluationDataModule
-from lightning_unlearn.lightning.datamodules.forget import ForgetDataModule
+from lightning_unlearn.callbacks.escalation import NoiseLayerEscalation
+from lightning_unlearn.callbacks.selection import GradientLayerSelection
+from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
+from lightning_unlearn.datamodules.evaluation_data import EvaluationDataModule
+from lightning_unlearn.datamodules.forget import ForgetDataModule
 from lightning_unlearn.core.errors import ConfigError, OutputError
 from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.suite import REFERENCE_METADATA_KEY, assemble, section_seconds
 from lightning_unlearn.core.io import atomic_write_json, atomic_write_text, check_output_dir, save_open_clip_weights
-from lightning_unlearn.lightning.run_report import build_evaluation_report, build_report, print_report, render_markdown
+from lightning_unlearn.callbacks.run_report import build_evaluation_report, build_report, print_report, render_markdown
 
 
 class UnlearningReport(Callback):

@@ -26,7 +26,7 @@ from open_clip.loss import ClipLoss
 
 from lightning_unlearn.core._validation import _template_validation
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.methods.contract import MethodHost, UnlearningMethod
+from lightning_unlearn.methods.contract import MethodHost, UnlearningMethod
 from lightning_unlearn.core.names import prompt_name
 
 

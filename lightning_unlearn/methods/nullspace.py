@@ -19,7 +19,7 @@ from lightning_unlearn.core._validation import (
     _templates_validation,
     _unit_interval_validation,
 )
-from lightning_unlearn.lightning.methods.contract import MethodHost, UnlearningMethod
+from lightning_unlearn.methods.contract import MethodHost, UnlearningMethod
 from lightning_unlearn.clip.loading import eval_mode
 from lightning_unlearn.core.names import prompt_name
 from lightning_unlearn.clip.text_projection import (

@@ -7,12 +7,12 @@ from typing import Any, Optional
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 
-from lightning_unlearn.lightning.callbacks.escalation import EscalationStopReason, NoiseLayerEscalation
-from lightning_unlearn.lightning.callbacks.selection import GradientLayerSelection
-from lightning_unlearn.lightning.callbacks.stopping import SyntheticAccuracyStopping
-from lightning_unlearn.lightning.datamodules.forget import ForgetDataModule
+from lightning_unlearn.callbacks.escalation import EscalationStopReason, NoiseLayerEscalation
+from lightning_unlearn.callbacks.selection import GradientLayerSelection
+from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
+from lightning_unlearn.datamodules.forget import ForgetDataModule
 from lightning_unlearn.evaluation.render import print_evaluation, render_markdown_section
-from lightning_unlearn.lightning.methods import zero_shot_type
+from lightning_unlearn.methods import zero_shot_type
 
 
 def _headline(measure: dict[str, Any], dataset: Optional[str]) -> dict[str, Any]:

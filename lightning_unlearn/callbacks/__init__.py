@@ -6,9 +6,9 @@ CLIP; ``UnlearningReport`` (this project's report and export) loads on first acc
 
 from typing import Any
 
-from lightning_unlearn.lightning.callbacks.escalation import EscalationStopReason, NoiseLayerEscalation
-from lightning_unlearn.lightning.callbacks.selection import GradientLayerSelection
-from lightning_unlearn.lightning.callbacks.stopping import SyntheticAccuracyStopping
+from lightning_unlearn.callbacks.escalation import EscalationStopReason, NoiseLayerEscalation
+from lightning_unlearn.callbacks.selection import GradientLayerSelection
+from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
 
 __all__ = [
     "EscalationStopReason",
@@ -21,7 +21,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "UnlearningReport":
-        from lightning_unlearn.lightning.callbacks.unlearning_report import UnlearningReport
+        from lightning_unlearn.callbacks.unlearning_report import UnlearningReport
 
         return UnlearningReport
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

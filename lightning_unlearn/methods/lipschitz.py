@@ -12,7 +12,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from lightning_unlearn.core._validation import _choice_validation, _positive_int_validation
-from lightning_unlearn.lightning.methods.contract import MethodHost, UnlearningMethod
+from lightning_unlearn.methods.contract import MethodHost, UnlearningMethod
 from lightning_unlearn.maths.objectives import embedding_loss, image_lipschitz_loss, multimodal_lipschitz_loss
 
 Reduction = Literal["published", "mean"]

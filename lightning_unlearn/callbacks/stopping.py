@@ -37,7 +37,7 @@ class SyntheticAccuracyStopping(EarlyStopping):
     The check runs after every validation (``on_validation_end``); configure the Trainer to validate after every
     optimizer step (``val_check_interval=1``) to stop at the first step that reaches the goal. It is Lightning's
     :class:`~lightning.pytorch.callbacks.EarlyStopping` with an inclusive ``stopping_threshold`` and no patience
-    (plateaus are handled by :class:`~lightning_unlearn.lightning.callbacks.NoiseLayerEscalation`); ``stopping_reason`` and
+    (plateaus are handled by :class:`~lightning_unlearn.callbacks.NoiseLayerEscalation`); ``stopping_reason`` and
     ``stopped_epoch`` are set as there, and the decision is shared by all DDP ranks.
 
     Args:

@@ -5,8 +5,8 @@ and offers their vocabularies) plus a forget set: images of the classes to forge
 normalised pixel space, with their class index in the forget spec's vocabulary. The forget set
 depends on the model and the resolved spec, so it is made on first use, after the
 LightningModule's ``setup``: on global rank zero, then broadcast, so every rank trains on the same
-images. Subclasses say how it is made (:class:`~lightning_unlearn.lightning.datamodules.SyntheticForgetDataModule`
-synthesises it; :class:`~lightning_unlearn.lightning.datamodules.RealForgetDataModule` reads it from a dataset split).
+images. Subclasses say how it is made (:class:`~lightning_unlearn.datamodules.SyntheticForgetDataModule`
+synthesises it; :class:`~lightning_unlearn.datamodules.RealForgetDataModule` reads it from a dataset split).
 
 Two optional extras, made the same way (rank zero, then broadcast):
 
@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_unlearn.core._distributed import on_rank_zero
 from lightning_unlearn.core._validation import _positive_int_validation
-from lightning_unlearn.lightning.datamodules.evaluation_data import EvaluationDataModule
+from lightning_unlearn.datamodules.evaluation_data import EvaluationDataModule
 from lightning_unlearn.core.errors import ConfigError
 
 #: The split real validation images come from.

@@ -27,7 +27,7 @@ from lightning_unlearn.core._validation import (
     _number_list_validation,
     _str_keyed_dict_validation,
 )
-from lightning_unlearn.lightning.callbacks.selection import CallbackConfigError, GradientLayerSelection
+from lightning_unlearn.callbacks.selection import CallbackConfigError, GradientLayerSelection
 from lightning_unlearn.core.errors import CheckpointError, RunError
 
 #: The noise schedule of Kravets & Namboodiri (WACV 2025).

@@ -30,7 +30,7 @@ from lightning_unlearn.core._validation import (
     _unit_interval_validation,
 )
 from lightning_unlearn.core.errors import ConfigError
-from lightning_unlearn.lightning.methods.contract import MethodHost, UnlearningMethod
+from lightning_unlearn.methods.contract import MethodHost, UnlearningMethod
 from lightning_unlearn.maths.promptbank import (
     composed_templates,
     fill,

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_unlearn.core._validation import _positive_int_validation
-from lightning_unlearn.lightning.datamodules.forget import ForgetDataModule, ForgetSet
+from lightning_unlearn.datamodules.forget import ForgetDataModule, ForgetSet
 from lightning_unlearn.evaluation.descriptions import descriptions_for, load_descriptions
 from lightning_unlearn.evaluation.verification import target_from_median
 from lightning_unlearn.core.io import atomic_path, cache_dir as default_cache_dir
@@ -29,7 +29,7 @@ class SyntheticForgetDataModule(ForgetDataModule):
     On first use (after the LightningModule's ``setup``) global rank zero synthesises
     ``images_per_class`` images per forgotten class (Rich progress bar) or loads them from a cache
     keyed by the model's weights, the vocabulary, the classes and every setting; the set is then
-    broadcast to every rank. See :class:`~lightning_unlearn.lightning.datamodules.ForgetDataModule` for
+    broadcast to every rank. See :class:`~lightning_unlearn.datamodules.ForgetDataModule` for
     the batches.
 
     Args:
@@ -46,7 +46,7 @@ class SyntheticForgetDataModule(ForgetDataModule):
             class prompts. A file that is not valid JSON fails at once; one that lacks a
             forgotten class fails when the classes are resolved, before synthesis.
         **kwargs: the evaluation datasets and batching of
-            :class:`~lightning_unlearn.lightning.datamodules.ForgetDataModule` (``datasets``, ``data_root``,
+            :class:`~lightning_unlearn.datamodules.ForgetDataModule` (``datasets``, ``data_root``,
             ``split``, ``batch_size``, ``num_workers``, ``dataset_kwargs``, ``steps_per_epoch``,
             ``train_batch_size``, ``real_valid_images``).
     """

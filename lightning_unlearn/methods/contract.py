@@ -8,7 +8,7 @@ stopping, escalation), evaluation, the report and the open_clip export. In a con
       class_path: lightning_unlearn.UnlearningModule
       init_args:
         method:
-          class_path: lightning_unlearn.lightning.methods.MultimodalLipschitz
+          class_path: lightning_unlearn.methods.MultimodalLipschitz
           init_args: {num_perturbations: 25}
 
 A method that trains implements :meth:`UnlearningMethod.training_step` (the loss of one batch of

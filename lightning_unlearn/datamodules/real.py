@@ -21,8 +21,8 @@ from typing import Any, Literal, Optional
 import torch
 
 from lightning_unlearn.core._validation import _choice_validation, _positive_int_validation
-from lightning_unlearn.lightning.datamodules.evaluation_data import dataset_labels
-from lightning_unlearn.lightning.datamodules.forget import ForgetDataModule, ForgetSet
+from lightning_unlearn.datamodules.evaluation_data import dataset_labels
+from lightning_unlearn.datamodules.forget import ForgetDataModule, ForgetSet
 from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory
 from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.clip.loading import eval_mode
