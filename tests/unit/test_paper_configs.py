@@ -57,3 +57,12 @@ def test_published_generator_and_escalation(model: str, dataset: str) -> None:
     assert escalation["no_improvement_weights"] == "last_failed"
     assert escalation["initial_best"] == 1.0 and escalation["positions"] == "sigma"
     assert config["data"]["init_args"]["real_valid_images"] == "all"
+
+
+def test_the_paper_comparison_forgets_real_images_as_published() -> None:
+    from lightning_unlearn.datamodules import RealForgetDataModule
+
+    real = yaml.safe_load((CONFIGS / "rn50_compare.yaml").read_text(encoding="utf-8"))["real_data"]
+    assert real == {"images_per_class": "all", "augment": True, "shuffle": True, "train_batch_size": 64,
+                    "accumulate_batches": 5}
+    RealForgetDataModule(datasets=["demo_objects"], **real)  # valid as shipped
