@@ -153,14 +153,15 @@ def test_the_last_failed_state_survives_a_resume(tmp_path: Any) -> None:
                 raise RuntimeError("simulated interruption")
 
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_epochs=1, save_on_train_epoch_end=True)
-    model, escalation, _, trainer = fit(NEVER, "last_failed", enable_checkpointing=True)
+    model, escalation, _, trainer = fit(NEVER, "last_failed", enable_checkpointing=True, default_root_dir=tmp_path)
     trainer.callbacks.extend([checkpoint, Interrupt()])
     with pytest.raises(RuntimeError, match="simulated interruption"):
         trainer.fit(model)
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"][escalation.state_key]
     assert saved["last_failed_state"] is not None and saved["restored_epochs"] == [0, 1]
 
-    model, escalation, probe, trainer = fit(NEVER, "last_failed", enable_checkpointing=False)
+    model, escalation, probe, trainer = fit(NEVER, "last_failed", enable_checkpointing=False,
+                                            default_root_dir=tmp_path)
     trainer.fit(model, ckpt_path=tmp_path / "last.ckpt")
     assert same(weights(model), expected) and escalation.restored_epochs == [0, 1, 2]
 
