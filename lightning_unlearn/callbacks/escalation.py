@@ -98,8 +98,10 @@ class NoiseLayerEscalation(Callback):
       there is none yet) is restored, the optimizers go back to the epoch-start snapshot, training stops with
       ``stopping_reason = EscalationStopReason.NON_FINITE_LOSS`` and a warning says so.
     * At the end of training the best state is loaded into the module, so the final weights are the best ones. If no
-      epoch ever improved there is no best state and the weights stay as they are (after a stop: the last restored
-      epoch start).
+      epoch ever improved there is no best state, and ``no_improvement_weights`` chooses: ``"restored"`` leaves the
+      weights as they are (after a stop: the last restored epoch start, i.e. the starting weights);
+      ``"last_failed"`` (the published code) loads the weights the last undone epoch had reached, copied just before
+      it was undone. :attr:`final_weights` says which rule gave the final weights.
 
     The "best so far" before the first epoch is ``initial_best``: with ``None`` the first finite value always counts
     as an improvement; with a number (the published code uses 1.0 for an accuracy) an epoch must beat it, and a first
@@ -143,6 +145,9 @@ class NoiseLayerEscalation(Callback):
             (or a later best). ``None``: the first finite value is an improvement. The published code: ``1.0``.
         positions: number of schedule positions: ``"longest"``: the longest schedule's length (finished schedules
             keep their last value); ``"sigma"``: ``len(sigma_schedule)``, as the published code.
+        no_improvement_weights: the final weights when no epoch improved: ``"restored"``: the last restored state
+            (the weights the run started from); ``"last_failed"``: the weights the last undone epoch reached (the
+            published code; one more CPU copy of the trainable parameters until an epoch improves).
 
     Attributes:
         sigma_history: sigma used in each completed epoch.
@@ -155,9 +160,11 @@ class NoiseLayerEscalation(Callback):
         position: current position in the schedules.
         selection: the :class:`GradientLayerSelection` whose ``k`` the schedules set (``escalation.selection =
             selection``; ``UnlearningModule`` connects the one of its run when this is ``None``).
+        final_weights: ``None`` if the final weights are the best state (or training has not ended); else the
+            ``no_improvement_weights`` rule that gave them (``"restored"`` or ``"last_failed"``).
 
     Raises:
-        ~lightning_unlearn.errors.ConfigError: (a ``ValueError``) if a schedule or argument is invalid; the message
+        ~lightning_unlearn.core.errors.ConfigError: (a ``ValueError``) if a schedule or argument is invalid; the message
             quotes it.
         MisconfigurationException: at setup, if ``k_schedules`` is given without a connected ``selection``,
             or the module lacks ``sigma_attribute``.
@@ -187,9 +194,11 @@ class NoiseLayerEscalation(Callback):
         verbose: bool = False,
         initial_best: Optional[float] = None,
         positions: Literal["longest", "sigma"] = "longest",
+        no_improvement_weights: Literal["restored", "last_failed"] = "restored",
     ) -> None:
         super().__init__()
         self._check_arguments(sigma_schedule, k_schedules, mode, sigma_attribute, initial_best, positions)
+        _choice_validation("`no_improvement_weights`", no_improvement_weights, ("restored", "last_failed"))
 
         self.sigma_schedule: list[float] = [float(s) for s in sigma_schedule]
         self.k_schedules: Optional[dict[str, list[int]]] = (
@@ -202,6 +211,9 @@ class NoiseLayerEscalation(Callback):
         self.verbose = verbose
         self.initial_best: Optional[float] = None if initial_best is None else float(initial_best)
         self.positions: Literal["longest", "sigma"] = positions
+        self.no_improvement_weights: Literal["restored", "last_failed"] = no_improvement_weights
+        self.final_weights: Optional[str] = None
+        self._last_failed_state: Optional[dict[str, Tensor]] = None  # weights of the last undone epoch, until one improves
 
         self.position = 0
         self.sigma_history: list[float] = []
@@ -296,6 +308,7 @@ class NoiseLayerEscalation(Callback):
         # runs after callbacks' `load_state_dict`, so a resumed run gets back its sigma and k here
         self.stopping_reason = EscalationStopReason.NOT_STOPPED  # why *this* fit stopped
         self.stopping_reason_message = None
+        self.final_weights = None
         self._apply(pl_module)
 
     @override
@@ -394,8 +407,14 @@ class NoiseLayerEscalation(Callback):
         if decision.action is _Action.IMPROVE:
             self.best_value, self.best_epoch = value, epoch
             self._best_state = _trainable_state(pl_module)
+            self._last_failed_state = None
+        elif decision.action is _Action.KEEP:
+            self._last_failed_state = None  # the run ends on this epoch's weights
         elif decision.action in (_Action.ESCALATE, _Action.STOP):
             assert self._snapshot_state is not None
+            if self._best_state is None and self.no_improvement_weights == "last_failed":
+                # published: the weights are copied just before the epoch start is restored
+                self._last_failed_state = _trainable_state(pl_module)
             _load_trainable_state(pl_module, self._snapshot_state)
             self._restore_optimizers(trainer)
             self.restored_epochs.append(epoch)
@@ -416,6 +435,8 @@ class NoiseLayerEscalation(Callback):
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self._best_state is not None:
             _load_trainable_state(pl_module, self._best_state)
+            return
+        self.final_weights = _final_weights_without_improvement(self, pl_module)
 
     # ------------------------------------------------------------------ helpers
     @override
@@ -478,6 +499,7 @@ class NoiseLayerEscalation(Callback):
             "snapshot_epoch": self._snapshot_epoch,
             "epoch_open": self._epoch_open,
             "last_monitor": self._last_monitor,
+            "last_failed_state": self._last_failed_state,
         }
 
     @override
@@ -507,6 +529,7 @@ class NoiseLayerEscalation(Callback):
         self._just_loaded = True
         last = state_dict.get("last_monitor")
         self._last_monitor = None if last is None else float(last)
+        self._last_failed_state = state_dict.get("last_failed_state")
 
     @staticmethod
     def _stopping_reason_from(state_dict: Mapping[str, Any]) -> EscalationStopReason:
@@ -522,3 +545,14 @@ class NoiseLayerEscalation(Callback):
             raise CheckpointError(
                 f"`NoiseLayerEscalation` state has an unknown stopping reason {value!r}; known: {known}"
             ) from err
+
+
+def _final_weights_without_improvement(escalation: NoiseLayerEscalation, pl_module: "pl.LightningModule") -> str:
+    """Apply ``escalation.no_improvement_weights`` at train end when no epoch improved; returns the rule used.
+
+    The decisions that set ``_last_failed_state`` are rank 0's (broadcast), so every rank loads its own identical copy.
+    """
+    if escalation.no_improvement_weights == "last_failed" and escalation._last_failed_state is not None:
+        _load_trainable_state(pl_module, escalation._last_failed_state)
+        return "last_failed"
+    return "restored"

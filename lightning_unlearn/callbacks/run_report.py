@@ -44,6 +44,12 @@ def stop_reason(
     return "max_epochs_or_steps"
 
 
+def _with_final_weights(reason: str, escalation: Optional[NoiseLayerEscalation]) -> str:
+    """``reason``, naming the ``no_improvement_weights`` rule that gave the final weights when no epoch improved."""
+    rule = getattr(escalation, "final_weights", None)
+    return reason if rule is None else f"{reason} (no epoch improved, no_improvement_weights={rule})"
+
+
 def build_report(
     trainer: pl.Trainer,
     module: Any,
@@ -86,7 +92,7 @@ def build_report(
         "selected_parameters": dict(sorted(
             getattr(selection, "selection_counts", {}).items(), key=lambda kv: (-kv[1], kv[0])
         )),
-        "stop_reason": stop_reason(module, escalation, stopping),
+        "stop_reason": _with_final_weights(stop_reason(module, escalation, stopping), escalation),
         "optimizer_steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "timings": {k: round(float(v), 6 if k in method.timings else 3)

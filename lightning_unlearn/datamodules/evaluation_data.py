@@ -182,6 +182,14 @@ class EvaluationDataModule(LightningDataModule):
             ConfigError: the dataset's layout has no such split, or a class has no image in it.
         """
         dataset = self.split_dataset(name, split)
+        chosen = self.class_indices(name, labels, split, per_class, seed)
+        self._require_transform()
+        images = torch.stack([dataset[i][0] for i in chosen])
+        return images, torch.as_tensor(dataset_labels(dataset))[chosen].clone()
+
+    def class_indices(self, name: str, labels: Sequence[int], split: str, per_class: int, seed: int = 0) -> list[int]:
+        """The dataset indices :meth:`class_images` takes (the same seeded draw), no image decoded."""
+        dataset = self.split_dataset(name, split)
         targets = torch.as_tensor(dataset_labels(dataset))
         generator = torch.Generator().manual_seed(seed)
         chosen: list[int] = []
@@ -193,9 +201,7 @@ class EvaluationDataModule(LightningDataModule):
                 )
             order = members[torch.randperm(len(members), generator=generator)]
             chosen += order[:per_class].tolist()
-        self._require_transform()
-        images = torch.stack([dataset[i][0] for i in chosen])
-        return images, targets[chosen].clone()
+        return chosen
 
     def _require_transform(self) -> None:
         if self._transform() is None:

@@ -34,6 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning_unlearn.core._distributed import on_rank_zero
 from lightning_unlearn.core._validation import _positive_int_validation
 from lightning_unlearn.datamodules.evaluation_data import EvaluationDataModule
+from lightning_unlearn.datamodules.real_training import PerClass, check_per_class, count_per_class
 from lightning_unlearn.core.errors import ConfigError
 
 #: The split real validation images come from.
@@ -143,7 +144,8 @@ class ForgetDataModule(EvaluationDataModule):
             split evenly across devices).
         real_valid_images: up to this many real images per forgotten class from the forget
             dataset's ``val`` split, on which the target's accuracy is measured at every epoch end
-            (0: none; skipped, with a note, where the dataset has no such split).
+            (0: none; ``"all"``: every one, as published; skipped, with a note, where the dataset
+            has no such split).
         **kwargs: the other :class:`EvaluationDataModule` arguments (``data_root``, ``split``,
             ``batch_size``, ``num_workers``, ``dataset_kwargs``).
 
@@ -159,13 +161,13 @@ class ForgetDataModule(EvaluationDataModule):
         datasets: Optional[Union[dict[str, Optional[str]], list[str]]] = None,
         steps_per_epoch: int = 1,
         train_batch_size: Optional[int] = None,
-        real_valid_images: int = 0,
+        real_valid_images: PerClass = 0,
         **kwargs: Any,
     ) -> None:
         super().__init__(datasets=datasets, **kwargs)
         _positive_int_validation("steps_per_epoch", steps_per_epoch)
         _positive_int_validation("train_batch_size", train_batch_size, allow_none=True)
-        _positive_int_validation("real_valid_images", real_valid_images, allow_zero=True)
+        check_per_class("real_valid_images", real_valid_images, allow_zero=True)
         self.steps_per_epoch = steps_per_epoch
         self.train_batch_size = train_batch_size
         self.real_valid_images = real_valid_images
@@ -194,7 +196,7 @@ class ForgetDataModule(EvaluationDataModule):
             return None
         try:
             images, labels = self.class_images(spec.dataset, spec.forget_indices, VALIDATION_SPLIT,
-                                               self.real_valid_images, seed=0)
+                                               count_per_class(self.real_valid_images), seed=0)
         except ConfigError as err:  # no such split in this layout, or a class without val images
             rank_zero_info(f"Real validation images: none ({err})")
             return None

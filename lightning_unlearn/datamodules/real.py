@@ -12,6 +12,10 @@ the forget dataset from the same split; every training batch then carries
 ``retain_image``/``retain_label`` (as many as forget images), walking through the retain set step
 by step. Methods with ``needs_retain_images`` (e.g. ``AmnesiacRetain``) need this: such a run is
 "not ZS".
+
+The published real-data path (:mod:`lightning_unlearn.datamodules.real_training`):
+``images_per_class: all``, ``augment: true``, ``shuffle: true``, ``train_batch_size: 64``,
+``accumulate_batches: 5``, with ``val_check_interval: 1`` (configs/rn50_compare.yaml's ``real_data``).
 """
 
 from __future__ import annotations
@@ -19,10 +23,19 @@ from __future__ import annotations
 from typing import Any, Literal, Optional
 
 import torch
+from torch.utils.data import DataLoader
 
 from lightning_unlearn.core._validation import _choice_validation, _positive_int_validation
 from lightning_unlearn.datamodules.evaluation_data import dataset_labels
 from lightning_unlearn.datamodules.forget import ForgetDataModule, ForgetSet
+from lightning_unlearn.datamodules.real_training import (
+    AugmentedImages,
+    PerClass,
+    accumulation,
+    check_per_class,
+    count_per_class,
+    train_transform,
+)
 from lightning_unlearn.datasets.base import ZeroShotDataset, get_dataset_factory
 from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.clip.loading import eval_mode
@@ -36,7 +49,7 @@ class RealForgetDataModule(ForgetDataModule):
 
     Args:
         images_per_class: real images per forgotten class (fewer if the split holds fewer; the
-            report's ``forget_set.images`` says how many were used).
+            report's ``forget_set.images`` says how many were used); ``"all"``: every one (published).
         seed: seed of the draw (same seed, same images).
         forget_split: the split the forget (and retain) images come from; it must differ from
             ``split``, so that no evaluation image is trained on.
@@ -45,6 +58,13 @@ class RealForgetDataModule(ForgetDataModule):
             renders 50 images per class and split by default).
         retain_images_per_class: real images of every retained class of the forget dataset served
             next to the forget images (0: none).
+        augment: train on the forget images under a random resized crop and flip, drawn anew each
+            time an image is used (published); the forget-set accuracy, the report and the
+            probabilities use them without it. False: the fixed, preprocessed images.
+        shuffle: shuffle the training batches every epoch (published).
+        accumulate_batches: one optimiser step sums the gradients of min(batches per epoch,
+            ``accumulate_batches``) batches (published: 5); it sets the Trainer's
+            ``accumulate_grad_batches`` when the training batches are made. 1: a step per batch.
         **kwargs: the evaluation datasets and batching of
             :class:`~lightning_unlearn.datamodules.ForgetDataModule` (``datasets``, ``data_root``,
             ``split``, ``batch_size``, ``num_workers``, ``dataset_kwargs``, ``steps_per_epoch``,
@@ -61,15 +81,23 @@ class RealForgetDataModule(ForgetDataModule):
 
     def __init__(
         self,
-        images_per_class: int = 64,
+        images_per_class: PerClass = 64,
         seed: int = 0,
         forget_split: Split = "train",
         forget_split_kwargs: Optional[dict[str, dict]] = None,
         retain_images_per_class: int = 0,
+        augment: bool = False,
+        shuffle: bool = False,
+        accumulate_batches: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _positive_int_validation("images_per_class", images_per_class)
+        check_per_class("images_per_class", images_per_class)
+        for name, flag in (("augment", augment), ("shuffle", shuffle)):
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{name} must be True or False, got {flag!r}")
+        _positive_int_validation("accumulate_batches", accumulate_batches)
+        self.augment, self.shuffle, self.accumulate_batches = augment, shuffle, accumulate_batches
         _positive_int_validation("retain_images_per_class", retain_images_per_class, allow_zero=True)
         _choice_validation("forget_split", forget_split, ("train", "val", "test"))
         if forget_split == self.split:
@@ -134,7 +162,7 @@ class RealForgetDataModule(ForgetDataModule):
         """``images_per_class`` real images of each forgotten class, with the probability the
         model gives each its class (what synthesis would aim at; paper section 5.6)."""
         spec = module.spec
-        images, labels = self._draw(module, list(spec.forget_indices), self.images_per_class)
+        images, labels = self._draw(module, list(spec.forget_indices), count_per_class(self.images_per_class))
         with torch.no_grad(), eval_mode(module.model):
             embeddings = module.vocabulary_embeddings()
             probs = torch.cat([
@@ -154,3 +182,43 @@ class RealForgetDataModule(ForgetDataModule):
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
         return ForgetSet(images=images[order], labels=labels[order], kind="real",
                          info={"dataset": module.spec.dataset, "split": self.forget_split})
+
+    def train_dataloader(self) -> DataLoader:
+        """The fixed forget images (as :class:`ForgetDataModule`), or with ``augment``/``shuffle``
+        the published batches; sets the Trainer's gradient accumulation (``accumulate_batches``)."""
+        if not (self.augment or self.shuffle):
+            loader = super().train_dataloader()
+        else:
+            loader = self._published_loader()
+        if self.accumulate_batches > 1 and self.trainer is not None:
+            self.trainer.accumulate_grad_batches = accumulation(len(loader), self.accumulate_batches)
+        return loader
+
+    def _published_loader(self) -> DataLoader:
+        """Shuffled (``shuffle``) batches of the forget images, each under a fresh random crop and
+        flip (``augment``); Lightning shards them under DDP."""
+        module = self.trainer.lightning_module
+        spec, forget = module.spec, self.forget_set
+        if self.augment:
+            name = self.source_dataset(spec)
+            dataset = self.build_dataset(name, split=self.forget_split)  # its own copy: its own transform
+            dataset.transform = train_transform(module.image_size, module.image_mean, module.image_std)
+            indices = self.class_indices(name, list(spec.forget_indices), self.forget_split,
+                                         count_per_class(self.images_per_class), seed=self.seed)
+        else:
+            dataset, indices = _Preprocessed(forget.images), list(range(len(forget.labels)))
+        retain = self.retain_set
+        samples = AugmentedImages(dataset, indices, forget.labels, repeats=self.steps_per_epoch,
+                                  retain_images=(retain.images, retain.labels) if retain is not None else None)
+        return DataLoader(samples, batch_size=self._per_device_batch(), shuffle=self.shuffle,
+                          num_workers=self.num_workers)
+
+
+class _Preprocessed:
+    """Already preprocessed images as ``(image, label)`` samples (shuffle without augment)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], -1

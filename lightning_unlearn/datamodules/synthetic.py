@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +18,7 @@ from lightning_unlearn.evaluation.verification import target_from_median
 from lightning_unlearn.core.io import atomic_path, cache_dir as default_cache_dir
 from lightning_unlearn.clip.loading import eval_mode
 from lightning_unlearn.maths.synthesis import SynthesisConfig, resolve_class_targets, synthesize
+from lightning_unlearn.maths.synthesis_schedule import cache_key_fields, resolve_class_decays
 
 CACHE_FORMAT = 4  # bump when synthesis changes what it makes: old caches are then remade
 
@@ -89,7 +89,7 @@ class SyntheticForgetDataModule(ForgetDataModule):
             "format": CACHE_FORMAT, "model": module.hparams.model_name, "weights": module.weights_fingerprint(),
             "vocabulary": list(spec.vocabulary.classnames), "templates": list(spec.vocabulary.templates),
             "forget": list(spec.forget_indices), "images_per_class": self.images_per_class,
-            "synthesis": asdict(self.synthesis), "seed": self.seed, "image_size": module.image_size,
+            "synthesis": cache_key_fields(self.synthesis), "seed": self.seed, "image_size": module.image_size,
             "mean": list(module.image_mean), "std": list(module.image_std),
         }
         # Only when used, so that the sets cached without them keep their keys.
@@ -136,6 +136,7 @@ class SyntheticForgetDataModule(ForgetDataModule):
                 module.encode_image, module.vocabulary_embeddings(), class_index, module.image_size,
                 module.image_mean, module.image_std, self.synthesis, seed=self.seed, progress=update,
                 target_probabilities=targets, image_embeddings=embeddings,
+                probability_decays=resolve_class_decays(self.synthesis, spec.vocabulary.classnames),
             )
         info = dict(made.info)
         if texts:

@@ -13,8 +13,10 @@ the arg-max with a probability above its target, and a pending image takes its p
 the procedure is the same: every image's objective, gradient step, clamp and blur depend on its
 own pixels only (the model runs in eval mode). What batching changes is the random stream: the
 noise and the jitter offsets (one pair per iteration, shared by the active batch) are drawn from
-one generator, so a batched run and a ``batch_size=1`` run give different, equally distributed
-images.
+one generator; and the target's decay: images that time out in the same iteration lower the target
+together, while the images next to them were judged against the higher one, so batched images come
+from another distribution than the published one-at-a-time generator's (``mode: sequential``, see
+:mod:`lightning_unlearn.maths.synthesis_schedule`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lightning_unlearn.core._validation import (
     _unit_interval_validation,
 )
 from lightning_unlearn.core.errors import ConfigError, UnknownNameError, UnlearnError
+from lightning_unlearn.maths.synthesis_schedule import check_schedule, checked_decays
 from lightning_unlearn.maths.zeroshot import LOGIT_SCALE, zero_shot_logits
 
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
@@ -66,6 +69,9 @@ class SynthesisConfig:
         class_target_probability: per-class targets, class NAME -> probability (the published
             datagen.sh sets 0.6-0.99 per class); classes not named use ``target_probability``.
             Names are matched by :func:`resolve_class_targets`.
+        class_probability_decay: per-class decrements, class NAME -> decrement (datagen.sh sets 0,
+            a target that never falls, for two RN50 classes); classes not named use
+            ``probability_decay``. Names are matched as for ``class_target_probability``.
         min_probability: floor of the target when it decays after failed attempts.
         probability_decay: how much the target drops after ``max_iterations`` without success.
         threshold_decay: ``"global"`` (published): one target per class for the whole run; each
@@ -91,7 +97,10 @@ class SynthesisConfig:
         blur_from_first_iteration: count iterations from 0 for the blur, so the first iteration
             is blurred too (published: ``t % blur_every == 0``); False counts from 1.
         batch_size: images optimised at once (None: all). Results per image follow the same
-            procedure at any size (module docstring).
+            procedure at any size (module docstring), but the target's decay does not.
+        mode: ``"batched"``: up to ``batch_size`` images at once; ``"sequential"`` (published):
+            one image at a time, in order, each attempt judged against the target that every
+            earlier failure left (:mod:`lightning_unlearn.maths.synthesis_schedule`).
 
     The results are always in the model's normalised pixel space. All fields set to
     ``threshold_decay="per_image", pixel_space="model", jitter_mode="symmetric",
@@ -101,6 +110,7 @@ class SynthesisConfig:
 
     target_probability: float = 0.8
     class_target_probability: Optional[dict[str, float]] = None
+    class_probability_decay: Optional[dict[str, float]] = None
     min_probability: float = 0.45
     probability_decay: float = 0.025
     threshold_decay: Literal["global", "per_image"] = "global"
@@ -116,12 +126,14 @@ class SynthesisConfig:
     blur_kernel_size: int = 5
     blur_from_first_iteration: bool = True
     batch_size: Optional[int] = None
+    mode: Literal["batched", "sequential"] = "batched"
 
     def __post_init__(self) -> None:
-        """Check every field (:class:`~lightning_unlearn.errors.ConfigError` naming the field and value)."""
+        """Check every field (:class:`~lightning_unlearn.core.errors.ConfigError` naming the field and value)."""
         _check_probabilities(self)
         _check_class_targets(self)
         _check_ascent(self)
+        check_schedule(self)
 
 
 def _target_validation(name: str, value: object, floor: float) -> None:
@@ -183,7 +195,7 @@ def _check_ascent(cfg: SynthesisConfig) -> None:
 def resolve_class_targets(config: SynthesisConfig, classnames: Sequence[str]) -> dict[int, float]:
     """``config.class_target_probability`` by class index into ``classnames`` (for :func:`synthesize`).
 
-    Names are compared with :func:`lightning_unlearn.names.class_key` (case, underscores and
+    Names are compared with :func:`lightning_unlearn.core.names.class_key` (case, underscores and
     spacing ignored); every index whose name matches gets the target. Empty if none are set.
 
     Raises:
@@ -271,16 +283,18 @@ class _PixelSpace:
 class _Targets:
     """The target in force for each image: one level per image (per_image) or per class (global)."""
 
-    def __init__(self, cfg: SynthesisConfig, class_index: torch.Tensor, start: Mapping[int, float]) -> None:
+    def __init__(self, cfg: SynthesisConfig, class_index: torch.Tensor, start: Mapping[int, float],
+                 decays: Optional[Mapping[int, float]] = None) -> None:
         self.cfg = cfg
         classes = class_index.tolist()
         if cfg.threshold_decay == "per_image":
             self.key = torch.arange(len(classes))
-            levels = [start.get(c, cfg.target_probability) for c in classes]
+            owners = classes
         else:
             self.key = class_index.cpu()
-            levels = [start.get(c, cfg.target_probability) for c in range(max(classes) + 1)]
-        self.level = torch.tensor([float(p) for p in levels])
+            owners = list(range(max(classes) + 1))
+        self.level = torch.tensor([float(start.get(c, cfg.target_probability)) for c in owners])
+        self.decay = [float((decays or {}).get(c, cfg.probability_decay)) for c in owners]
 
     def current(self, images: torch.Tensor) -> torch.Tensor:
         """Targets of ``images`` (indices into the run's images) now."""
@@ -289,7 +303,7 @@ class _Targets:
     def lower(self, image: int) -> None:
         """A failed attempt of ``image``: its level drops by the decay, not below the floor."""
         k = int(self.key[image])
-        self.level[k] = max(self.cfg.min_probability, float(self.level[k]) - self.cfg.probability_decay)
+        self.level[k] = max(self.cfg.min_probability, float(self.level[k]) - self.decay[k])
 
 
 @dataclass
@@ -382,7 +396,7 @@ class _Run:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         total = class_index.numel()
         self.record = _Record.empty(total, shape, self.device)
-        self.slots = cfg.batch_size or total
+        self.slots = 1 if cfg.mode == "sequential" else (cfg.batch_size or total)
         self.pending = list(range(total))
         empty = torch.zeros(0, dtype=torch.long)
         self.active = _Active(empty, torch.empty((0, *shape), device=self.device), empty.clone())
@@ -563,6 +577,7 @@ def synthesize(
     progress: Optional[Callable[[int, int], None]] = None,
     target_probabilities: Optional[Mapping[int, float]] = None,
     image_embeddings: Optional[torch.Tensor] = None,
+    probability_decays: Optional[Mapping[int, float]] = None,
 ) -> SyntheticSet:
     """Make one image per entry of ``class_index`` by gradient ascent from standard-normal noise.
 
@@ -580,6 +595,10 @@ def synthesize(
     use it in place of its class's row of ``class_embeddings``; the other classes keep theirs.
     Without it the computation is exactly the class-row one.
 
+    ``probability_decays`` maps class indices to their own decrements (overriding
+    ``probability_decay``; from class names with
+    :func:`~lightning_unlearn.maths.synthesis_schedule.resolve_class_decays`).
+
     Raises:
         ConfigError: bad ``class_index``, ``target_probabilities`` or ``image_embeddings``.
         SynthesisError: if an image still fails after ``max_restarts`` restarts (the partial set
@@ -589,6 +608,7 @@ def synthesize(
     device = class_embeddings.device
     index = _checked_class_index(class_index, class_embeddings.shape[0], device)
     start = _checked_targets(cfg, target_probabilities, class_embeddings.shape[0])
+    decays = checked_decays(cfg, probability_decays, class_embeddings.shape[0])
     space = _PixelSpace(cfg.pixel_space, mean, std, device)
     classes = F.normalize(class_embeddings.detach(), dim=-1)
     own = None
@@ -597,7 +617,7 @@ def synthesize(
             raise ConfigError(f"image_embeddings must be [{index.numel()}, {classes.shape[1]}] (one per image), "
                               f"got {list(image_embeddings.shape)}")
         own = F.normalize(image_embeddings.detach().to(device=device, dtype=classes.dtype), dim=-1)
-    run = _Run(encode_image, classes, index, (3, image_size, image_size), space, _Targets(cfg, index.cpu(), start),
+    run = _Run(encode_image, classes, index, (3, image_size, image_size), space, _Targets(cfg, index.cpu(), start, decays),
                cfg, seed, logit_scale, progress, own)
     result = run.run().to_set(index, seed)
     if not bool(result.reached.all()):

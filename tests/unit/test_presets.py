@@ -88,7 +88,8 @@ def test_ablations():
     assert once["trainer"]["max_epochs"] == 1 and once["data"]["init_args"]["steps_per_epoch"] == 1
     assert "NoiseLayerEscalation" not in _callbacks(once)
     emmn = apply_preset(FIT, get_preset("emmn"))
-    assert _callbacks(emmn) == ["GradientLayerSelection", "UnlearningReport"]
+    assert _callbacks(emmn) == ["UnlearningReport"]  # every parameter eligible, no selection (docs/paper.md)
+    assert emmn["model"]["init_args"]["eligibility"] == "all"
 
 
 @pytest.mark.parametrize("name", ["edit", "nullspace"])
