@@ -105,6 +105,11 @@ def test_assembled_section_has_the_documented_keys():
     assert inversion["after"] == {"target": 0.7, "other_classes": 0.85, "target_no_attack": 0.1, "loss": [3.0, 0.1]}
     assert inversion["before"]["target_no_attack"] == 0.8 and inversion["skipped"] is None
     assert (inversion["words"], inversion["images_per_class"], inversion["steps"]) == (1, 16, 300)
+    from lightning_unlearn.evaluation.render import evaluation_rows
+
+    rows = dict(evaluation_rows(ev))
+    assert rows["target, inversion attack"] == ["70.0", "70.0"]
+    assert rows["nearest class mean (balanced accuracy)"] == ["90.0", "90.0"]
     assert ev["recovery"]["paraphrases"]["mean"]["after"]["target"] == 0.1
     assert section_seconds({"before": _state(0.8)}) == {"evaluation/before/templates": 0.5}
     json.dumps(ev)  # plain data
@@ -127,6 +132,9 @@ def test_a_skipped_attack_keeps_its_reason_and_no_figures():
                           "skipped": "the text tower (HFTextEncoder) has no open_clip token_embedding"}
     inversion = assemble(EvaluationSuite(inversion=True), {"before": state, "after": state})["recovery"]["inversion"]
     assert inversion["before"] is None and inversion["after"] is None and "HFTextEncoder" in inversion["skipped"]
+    from lightning_unlearn.evaluation.render import evaluation_rows
+
+    assert dict(evaluation_rows(assemble(EvaluationSuite(inversion=True), {"after": state})))["inversion attack"] == ["skipped"]
 
 
 def test_exported_weights_carry_the_relearning_reference(tmp_path):
