@@ -397,15 +397,16 @@ class EvaluationRunner:
             if suite.verification_images:
                 self._verification(result, dm, synthetic, encodings, timer)
             dataset = self.target_dataset(dm)
-            # The probes train (a logistic regression; a copy of the model): once, on rank 0, and
-            # every rank gets the figures, so nothing differs between ranks and no work is repeated.
+            # The probes train (a logistic regression, a copy of the model, the attack's words): once,
+            # on rank 0, and every rank gets the figures, so nothing differs between ranks and no
+            # work is repeated.
             if suite.linear_probe and dataset is not None:
                 positive = torch.isin(features[dataset].labels, torch.tensor(module.spec.targets[dataset]))
                 result["linear_probe"] = on_rank_zero(trainer, lambda: probes.linear_probe(
                     features[dataset].features, positive, suite.probe_folds, suite.seed))
                 timer.lap("linear_probe")
             if suite.class_mean_probe and dataset is not None and self.mean_images is not None:
-                result["nearest_class_mean"] = self._class_mean(features[dataset], dataset)
+                result["nearest_class_mean"] = on_rank_zero(trainer, lambda: self._class_mean(features[dataset], dataset))
                 timer.lap("nearest_class_mean")
             if suite.inversion and dataset is not None:
                 result["inversion"] = on_rank_zero(trainer, lambda: self._inversion(
