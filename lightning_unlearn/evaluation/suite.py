@@ -3,7 +3,7 @@
 One :class:`EvaluationRunner` per :class:`~lightning_unlearn.UnlearningModule` measures one model
 state at a time (``before``/``after`` unlearning in ``fit``; the given model in
 ``validate``/``test``): it computes the image features of every evaluation dataset once and hands
-them to every section (templates, retrieval, verification, probes). :func:`assemble` turns the
+them to every section (templates, retrieval, verification, probes, the inversion attack). :func:`assemble` turns the
 states into the report's ``evaluation`` section, whose shape does not depend on the method.
 """
 
