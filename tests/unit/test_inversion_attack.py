@@ -24,17 +24,17 @@ CLASSES = ["anchor", "kite", "rocket", "tree", "boat", "house"]
 TEMPLATE = "a photo of a {}."
 
 
-def hide_class(model: nn.Module, tokenizer, name: str) -> None:
-    """Rank-one edit of the text projection: the pooled feature of ``name``'s prompt maps to the
-    negative of its old output; directions orthogonal to it map as before."""
+def hide_class(model: nn.Module, tokenizer, *names: str) -> None:
+    """Low-rank edit of the text projection: the pooled feature of each class's prompt maps to the
+    negative of its old output; directions orthogonal to them map as before."""
     captured = {}
     handle = model.ln_final.register_forward_hook(lambda m, i, o: captured.__setitem__("x", o))
-    tokens = tokenizer([TEMPLATE.format(name)])
+    tokens = tokenizer([TEMPLATE.format(name) for name in names])
     with torch.no_grad():
         model.encode_text(tokens)
         handle.remove()
-        pooled = captured["x"][0, tokens[0].argmax()]
-        model.text_projection += torch.outer(pooled / pooled.dot(pooled), -2 * (pooled @ model.text_projection))
+        pooled = captured["x"][torch.arange(len(names)), tokens.argmax(dim=-1)]  # [n, width]
+        model.text_projection += torch.linalg.pinv(pooled) @ (-2 * (pooled @ model.text_projection))
 
 
 def features_of(embeddings: torch.Tensor, per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,3 +122,18 @@ def test_the_pure_optimisation_moves_only_the_words():
     assert all(torch.equal(a, b) for a, b in zip(kept, (vocabulary, images, init)))
     with pytest.raises(ConfigError, match="one set of words per replaced row"):
         learn_word_embeddings(encode, vocabulary, [0, 1], images, torch.zeros(5), init, 1, 1e-2)
+
+
+def test_two_hidden_classes_each_get_their_own_words(tiny_clip):
+    clip = tiny_clip("tiny-vit", fresh=True)
+    model, tokenizer = clip.model.eval(), clip.tokenizer
+    original = encode_classes(model, tokenizer, CLASSES, [TEMPLATE])
+    hide_class(model, tokenizer, "anchor", "tree")
+    vocabulary = encode_classes(model, tokenizer, CLASSES, [TEMPLATE])
+    test = DatasetFeatures(*features_of(original, 20, 0))
+    images, labels = features_of(original, 8, 100)
+    keep = (labels == 0) | (labels == 3)
+    out = inversion_attack(model, tokenizer, TEMPLATE, vocabulary, [0, 3], images[keep], labels[keep], test, words=2,
+                           steps=60, lr=1e-2, seed=0, device=torch.device("cpu"))
+    # both hidden by the edit, both back (one learned prompt per class); 0.0 -> 1.0 for seeds 0-4
+    assert out["target_no_attack"] <= 0.2 and out["target"] >= out["target_no_attack"] + 0.6
