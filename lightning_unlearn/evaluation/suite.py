@@ -3,8 +3,9 @@
 One :class:`EvaluationRunner` per :class:`~lightning_unlearn.UnlearningModule` measures one model
 state at a time (``before``/``after`` unlearning in ``fit``; the given model in
 ``validate``/``test``): it computes the image features of every evaluation dataset once and hands
-them to every section (templates, retrieval, verification, probes, the inversion attack). :func:`assemble` turns the
-states into the report's ``evaluation`` section, whose shape does not depend on the method.
+them to every section (templates, retrieval, verification, probes, the inversion attack).
+:func:`assemble` turns the states into the report's ``evaluation`` section, whose shape does not
+depend on the method.
 """
 
 from __future__ import annotations
@@ -548,13 +549,14 @@ class EvaluationRunner:
         images, labels = self._first_per_class(suite.inversion_images)
         features = encode_images(module.encode_image, images, module.device)
         bar = getattr(trainer, "progress_bar_callback", None)
+        template = dm.eval_datasets[dataset].templates[0]
         with _progress_bar(bar is not None and trainer.is_global_zero, suite.inversion_steps,
                            f"Inversion attack ({state})", bar) as update:
-            return inversion_attack(
-                module.model, module.tokenizer, dm.eval_datasets[dataset].templates[0], vocabulary,
-                module.spec.targets[dataset], features, labels, test, suite.inversion_words, suite.inversion_steps,
-                suite.inversion_lr, suite.inversion_seed, module.device, progress=update,
-                chunk=getattr(dm, "batch_size", 128))
+            out = inversion_attack(
+                module.model, module.tokenizer, template, vocabulary, module.spec.targets[dataset], features, labels,
+                test, suite.inversion_words, suite.inversion_steps, suite.inversion_lr, suite.inversion_seed,
+                module.device, progress=update, chunk=getattr(dm, "batch_size", 128))
+        return {**out, "template": template, "split": self.real_split}
 
     def _paraphrases(self, result: dict[str, Any], data: DatasetFeatures, embeddings: torch.Tensor, dataset: str,
                      dm: Any, timer: _Timer) -> None:
@@ -641,6 +643,7 @@ def assemble(suite: EvaluationSuite, states: Mapping[str, Mapping[str, Any]]) ->
         recovery["inversion"] = {
             "words": suite.inversion_words, "images_per_class": suite.inversion_images,
             "steps": suite.inversion_steps, "lr": suite.inversion_lr, "seed": suite.inversion_seed,
+            "template": first["inversion"].get("template"), "split": first["inversion"].get("split"),
             "skipped": first["inversion"]["skipped"],
             **_by_state(states, lambda r: None if r["inversion"]["skipped"] else {k: r["inversion"][k] for k in keys}),
         }

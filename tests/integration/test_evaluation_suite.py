@@ -108,6 +108,7 @@ def test_fit_report_has_every_section_with_numbers(fitted):
     assert all(is_number(ev["recovery"]["nearest_class_mean"][s]) for s in ("before", "after"))
     inversion = ev["recovery"]["inversion"]
     assert inversion["skipped"] is None and (inversion["steps"], inversion["images_per_class"]) == (3, 2)
+    assert (inversion["template"], inversion["split"]) == ("a photo of a {}.", "train")  # never the test split
     for state in ("before", "after"):
         assert all(is_number(inversion[state][key]) for key in ("target", "other_classes", "target_no_attack"))
         # the attack's reference is the section's own: the target at the dataset's template
