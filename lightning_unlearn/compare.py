@@ -13,7 +13,9 @@ to ``DIR/<method>/<class>/seed<k>/``. After every run the comparison is rewritte
 
 - ``DIR/compare.csv``: one row per run (``method, class, seed, zero_shot, target_bf, target_af,
   other_bf, other_af``, then ``<dataset>_bf``/``<dataset>_af`` for every other evaluation
-  dataset, ``synthetic_af, real_valid_af, steps, seconds``, then ``forget_dataset, stop_reason,
+  dataset, ``target_attacked_af`` (the forgotten classes' test accuracy after the textual-inversion
+  attack, ``evaluation.recovery.inversion``; empty when that section is off), ``synthetic_af,
+  real_valid_af, steps, seconds``, then ``forget_dataset, stop_reason,
   status, error``); a run that failed has ``status`` ``failed`` and its error, and the
   comparison goes on;
 - ``DIR/compare.md``: the averages over classes and seeds per forget dataset and method (Table 1);
@@ -65,7 +67,7 @@ RUN_CONFIG = "run_config.yaml"  # the fit config the run was given
 ALL_METHODS = "*"  # the overrides key that applies to every method
 REPORT_CALLBACK = "lightning_unlearn.callbacks.UnlearningReport"
 HEAD = ["method", "class", "seed", "zero_shot", "target_bf", "target_af", "other_bf", "other_af"]
-TAIL = ["synthetic_af", "real_valid_af", "steps", "seconds", "forget_dataset", "stop_reason", "status", "error"]
+TAIL = ["target_attacked_af", "synthetic_af", "real_valid_af", "steps", "seconds", "forget_dataset", "stop_reason", "status", "error"]
 
 
 @dataclass
@@ -394,7 +396,9 @@ def row_from_report(run: Run, report: Mapping[str, Any], other_datasets: Sequenc
             result = (measure.get("datasets") or {}).get(name) or {}
             row[f"{name}_{when}"] = None if own else _number(result.get("accuracy"))
     synthetic = (report.get("forget_set") or {}).get("kind") == "synthetic"
+    inversion = ((report.get("evaluation") or {}).get("recovery") or {}).get("inversion") or {}
     row.update({
+        "target_attacked_af": _number((inversion.get("after") or {}).get("target")),
         "synthetic_af": _number(after.get("synthetic_acc")) if synthetic else None,
         "real_valid_af": _number(after.get("real_valid_acc")),
         "steps": int(report.get("optimizer_steps", 0)),
@@ -505,7 +509,7 @@ def summarise(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, A
         for method in plan.settings.methods:
             runs = [r for r in plan.runs if r.method == method and r.spec.dataset == dataset]
             done = [r for r in ok if r["method"] == method and r.get("forget_dataset") == dataset]
-            keys = ["target_bf", "target_af", "other_bf", "other_af", "synthetic_af", "real_valid_af", "steps",
+            keys = ["target_bf", "target_af", "other_bf", "other_af", "target_attacked_af", "synthetic_af", "real_valid_af", "steps",
                     "seconds"] + [f"{ds}_{w}" for ds in plan.other_datasets for w in ("bf", "af")]
             groups.append({"dataset": dataset, "method": method, "zero_shot": get_preset(method).zero_shot,
                            "runs": len(runs), "done": len(done), **{k: _mean(done, k) for k in keys}})
@@ -516,7 +520,8 @@ def render_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Opti
     """``compare.md``: Table 1's layout (means over classes and seeds), then the failed runs."""
     groups = summarise(plan, rows)
     others = plan.other_datasets
-    header = (["forget dataset", "method", "type", "runs", "target BF", "target AF", "other BF", "other AF"]
+    header = (["forget dataset", "method", "type", "runs", "target BF", "target AF", "target attacked", "other BF",
+               "other AF"]
               + [f"{ds} {w}" for ds in others for w in ("BF", "AF")]
               + ["synthetic AF", "real valid AF", "steps", "seconds"])
     classes = list(dict.fromkeys(r.cls for r in plan.runs))
@@ -525,7 +530,8 @@ def render_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Opti
         "",
         f"Zero-shot accuracy (%), mean over classes {classes} and seeds {plan.settings.seeds} of the finished runs"
         " (BF before, AF after forgetting). `other` = the other classes of the forget dataset; a dataset column is"
-        " that whole dataset. Type: ZS = no real data, semi ZS = real forget images, not ZS = real forget and retain"
+        " that whole dataset. Target attacked: the target after the textual-inversion attack on the unlearned"
+        " model (evaluation.recovery.inversion; empty when that section is off). Type: ZS = no real data, semi ZS = real forget images, not ZS = real forget and retain"
         " images. Synthetic AF: accuracy on the run's synthetic forget set; real valid AF: on real validation images"
         " of the class. Per-run values: compare.csv.",
         "",
@@ -534,7 +540,8 @@ def render_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Opti
     ]
     for g in groups:
         cells = [str(g["dataset"]), g["method"], g["zero_shot"], f"{g['done']}/{g['runs']}",
-                 _pct(g["target_bf"]), _pct(g["target_af"]), _pct(g["other_bf"]), _pct(g["other_af"])]
+                 _pct(g["target_bf"]), _pct(g["target_af"]), _pct(g["target_attacked_af"]), _pct(g["other_bf"]),
+                 _pct(g["other_af"])]
         cells += [_pct(g[f"{ds}_{w}"]) for ds in others for w in ("bf", "af")]
         cells += [_pct(g["synthetic_af"]), _pct(g["real_valid_af"]),
                   "" if g["steps"] is None else f"{g['steps']:.0f}", "" if g["seconds"] is None else f"{g['seconds']:.0f}"]

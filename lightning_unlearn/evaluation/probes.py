@@ -3,6 +3,9 @@
 - :func:`linear_probe`: a logistic-regression probe on frozen image features, the forgotten
   classes against the rest, cross-validated; a balanced accuracy near 1 after unlearning means the
   image tower still separates the class, whatever the zero-shot head says.
+- :func:`nearest_class_mean_probe`: every class's mean image feature from a non-test split, each
+  test image given the class of the nearest mean; the balanced accuracy of "a forgotten class"
+  against the rest says whether the image features still place the class apart, with no training.
 - :func:`relearn`: fine-tune a copy of the model on a few real images of the class and count the
   steps until its accuracy is back to a goal (half of what it was before unlearning). A method
   that only hides the class comes back in a few steps.
@@ -88,6 +91,36 @@ def linear_probe(features: torch.Tensor, positive: torch.Tensor, folds: int = 2,
     tnr = float((~predicted & ~positive).sum()) / n_neg
     result["balanced_accuracy"] = 0.5 * (tpr + tnr)
     result["auroc"] = float(binary_auroc(scores.float(), positive.long()))
+    return result
+
+
+# ------------------------------------------------------------------------------ nearest class mean
+def nearest_class_mean_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                             test_labels: torch.Tensor, targets: Sequence[int]) -> dict[str, Any]:
+    """Balanced accuracy of the forgotten classes against the rest by nearest class mean.
+
+    Each class of ``train_labels`` gets the mean of its L2-normalised ``train_features`` (a
+    non-test split); each test image goes to the class whose mean is nearest in cosine; a
+    prediction is positive when that class is one of ``targets``. Returns ``balanced_accuracy``
+    (mean of the true-positive and true-negative rates: 0.5 is chance; None without positives or
+    negatives among the test images, or without a training image of a target), ``images`` and
+    ``positives`` (test images), ``classes`` (class means).
+    """
+    wanted = torch.tensor(list(targets), dtype=torch.long)
+    positive = torch.isin(test_labels.long(), wanted)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    classes = torch.unique(train_labels.long())
+    result: dict[str, Any] = {"balanced_accuracy": None, "images": len(test_labels), "positives": n_pos,
+                              "classes": len(classes)}
+    if not n_pos or not n_neg or not bool(torch.isin(wanted, classes).any()):
+        return result
+    train = F.normalize(train_features.double(), dim=-1)
+    means = F.normalize(torch.stack([train[train_labels.long() == c].mean(0) for c in classes]), dim=-1)
+    nearest = classes[(F.normalize(test_features.double(), dim=-1) @ means.T).argmax(dim=-1)]
+    predicted = torch.isin(nearest, wanted)
+    tpr = float((predicted & positive).sum()) / n_pos
+    tnr = float((~predicted & ~positive).sum()) / n_neg
+    result["balanced_accuracy"] = 0.5 * (tpr + tnr)
     return result
 
 

@@ -59,6 +59,15 @@ def evaluation_rows(evaluation: Mapping[str, Any]) -> list[Row]:
     probe = recovery.get("linear_probe")
     if probe:
         rows.append(("linear probe (balanced accuracy)", _per_state(states, lambda s: probe[s])))
+    means = recovery.get("nearest_class_mean")
+    if means:
+        rows.append(("nearest class mean (balanced accuracy)", _per_state(states, lambda s: means[s])))
+    inversion = recovery.get("inversion")
+    if inversion and inversion.get("skipped"):
+        rows.append(("inversion attack", ["skipped"] * len(states)))
+    elif inversion:
+        rows.append(("target, inversion attack", _per_state(states, lambda s: inversion[s]["target"])))
+        rows.append(("other classes, inversion attack", _per_state(states, lambda s: inversion[s]["other_classes"])))
     relearn = recovery.get("relearn")
     if relearn:
         value = _num(relearn["steps_to_half"]) if relearn["goal"] is not None else "no goal"

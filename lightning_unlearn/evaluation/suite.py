@@ -3,8 +3,9 @@
 One :class:`EvaluationRunner` per :class:`~lightning_unlearn.UnlearningModule` measures one model
 state at a time (``before``/``after`` unlearning in ``fit``; the given model in
 ``validate``/``test``): it computes the image features of every evaluation dataset once and hands
-them to every section (templates, retrieval, verification, probes). :func:`assemble` turns the
-states into the report's ``evaluation`` section, whose shape does not depend on the method.
+them to every section (templates, retrieval, verification, probes, the inversion attack).
+:func:`assemble` turns the states into the report's ``evaluation`` section, whose shape does not
+depend on the method.
 """
 
 from __future__ import annotations
@@ -84,6 +85,24 @@ class EvaluationSuite:
         relearn_goal: test accuracy of the forgotten classes the relearning must reach. None: half
             of their accuracy before unlearning (in ``validate``/``test``: half of the value
             recorded in the exported weights, when given such weights).
+        class_mean_probe: nearest-class-mean probe on frozen image features: every class's mean
+            from ``class_mean_images`` images per class of ``verification_split``, each test image
+            given the nearest mean's class; balanced accuracy of the forgotten classes against the
+            rest, before and after (``recovery.nearest_class_mean``).
+        class_mean_images: images per class (every class of the forgotten classes' dataset) the
+            class means are taken from.
+        inversion: the textual-inversion attack (``recovery.inversion``), before and after: with
+            the model frozen, learn ``inversion_words`` word embeddings per forgotten class in place
+            of the class word of its dataset's evaluation template, from ``inversion_images`` real
+            images of the class (``verification_split``, never the test split), by Adam on their
+            zero-shot cross-entropy; report the test accuracy of the forgotten classes with the
+            learned words, and of the other classes with them in the vocabulary. open_clip text
+            towers only (others: skipped, with the reason in the report).
+        inversion_words: pseudo-words per forgotten class.
+        inversion_images: real images per forgotten class the attack learns from.
+        inversion_steps: Adam steps of the attack.
+        inversion_lr: Adam learning rate of the attack.
+        inversion_seed: seed of the starting words (rows of the token embedding drawn at random).
         paraphrases: prompts that stand in for each forgotten class at evaluation (synonyms,
             descriptions; each a complete prompt): class name -> list of prompts, or a
             descriptions JSON file (path, or ``demo`` for the shipped one).
@@ -107,6 +126,14 @@ class EvaluationSuite:
     relearn_images: int = 16
     relearn_lr: float = 1e-5
     relearn_goal: Optional[float] = None
+    class_mean_probe: bool = False
+    class_mean_images: int = 16
+    inversion: bool = False
+    inversion_words: int = 1
+    inversion_images: int = 16
+    inversion_steps: int = 300
+    inversion_lr: float = 1e-2
+    inversion_seed: int = 0
     paraphrases: Optional[Union[str, dict[str, list[str]]]] = None
     plots: bool = False
     seed: int = 0
@@ -131,7 +158,15 @@ class EvaluationSuite:
         _positive_number_validation("evaluation.relearn_lr", self.relearn_lr)
         if self.relearn_goal is not None:
             _unit_interval_validation("evaluation.relearn_goal", self.relearn_goal, open_low=True)
-        for flag in ("retrieval", "synthesis_target_from_real", "linear_probe", "plots"):
+        _positive_int_validation("evaluation.class_mean_images", self.class_mean_images)
+        _positive_int_validation("evaluation.inversion_words", self.inversion_words)
+        _positive_int_validation("evaluation.inversion_images", self.inversion_images)
+        _positive_int_validation("evaluation.inversion_steps", self.inversion_steps)
+        _positive_number_validation("evaluation.inversion_lr", self.inversion_lr)
+        if not isinstance(self.inversion_seed, int) or isinstance(self.inversion_seed, bool):
+            raise ConfigError(f"evaluation.inversion_seed must be an int, got {self.inversion_seed!r}")
+        for flag in ("retrieval", "synthesis_target_from_real", "linear_probe", "class_mean_probe", "inversion",
+                     "plots"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"evaluation.{flag} must be true or false, got {getattr(self, flag)!r}")
         # Read (and check) a descriptions file now, so a bad one fails before any run.
@@ -140,7 +175,8 @@ class EvaluationSuite:
     @property
     def real_images_per_class(self) -> int:
         """Real images per forgotten class the suite needs (0: none)."""
-        return max(self.verification_images, self.relearn_images if self.relearn_steps else 0)
+        return max(self.verification_images, self.relearn_images if self.relearn_steps else 0,
+                   self.inversion_images if self.inversion else 0)
 
     def describe(self) -> dict[str, Any]:
         """The settings as a plain dict (hyperparameters, reports)."""
@@ -203,6 +239,7 @@ class EvaluationRunner:
         self.real_split: Optional[str] = None  # the split they come from
         self.paraphrases: dict[str, list[str]] = {}
         self._eval_images: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self.mean_images: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the class-mean probe's (images, labels)
         self._prepared_for: Optional[int] = None
         self._read_seconds: Optional[float] = None  # reading the real images, reported by the next run
 
@@ -227,18 +264,28 @@ class EvaluationRunner:
             self.paraphrases = descriptions_for(self.suite._paraphrases, spec.names, "evaluation.paraphrases")
         if self._prepared_for != id(datamodule):  # images read for another DataModule do not apply
             self._eval_images = None
-            self.real_dataset = self.real_images = self.real_labels = None
+            self.real_dataset = self.real_images = self.real_labels = self.mean_images = None
         self._prepared_for = id(datamodule)
+        start = time.perf_counter()
+        read = self._read_real_images(datamodule)
+        if self.suite.class_mean_probe and self.mean_images is None:
+            self.mean_images, read = self._read_class_means_images(datamodule), True
+        if read:  # reported with the next state
+            self._read_seconds = time.perf_counter() - start
+
+    def _read_real_images(self, datamodule: Any) -> bool:
+        """Read the forgotten classes' real images the suite needs (verification, relearning,
+        inversion); False if there was nothing to read."""
+        spec = self.module.spec
         per_class = self.suite.real_images_per_class
         if not per_class or self.real_images is not None:
-            return
+            return False
         dataset = self.target_dataset(datamodule)
         if dataset is None or not hasattr(datamodule, "class_images"):
             raise ConfigError(
-                f"evaluation.verification_images / relearn_steps need real images of {list(spec.names)}, but no "
-                f"evaluation dataset holds them ({list(getattr(datamodule, 'roots', {}) or [])})"
+                f"evaluation.verification_images / relearn_steps / inversion need real images of {list(spec.names)}, "
+                f"but no evaluation dataset holds them ({list(getattr(datamodule, 'roots', {}) or [])})"
             )
-        start = time.perf_counter()
         split = self.verification_split(datamodule)
         try:
             images, labels = datamodule.class_images(dataset, list(spec.targets[dataset]), split, per_class,
@@ -249,7 +296,28 @@ class EvaluationRunner:
                 f"split of {dataset!r} (a non-test split), which cannot be read: {err}"
             ) from err
         self.real_dataset, self.real_images, self.real_labels, self.real_split = dataset, images, labels, split
-        self._read_seconds = time.perf_counter() - start
+        return True
+
+    def _read_class_means_images(self, datamodule: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """``class_mean_images`` images of every class of the forgotten classes' dataset, from the
+        real-image split (the class-mean probe's means)."""
+        dataset = self.target_dataset(datamodule)
+        if dataset is None or not hasattr(datamodule, "class_images"):
+            raise ConfigError(
+                f"evaluation.class_mean_probe needs real images of every class of the dataset holding "
+                f"{list(self.module.spec.names)}, but no evaluation dataset holds them "
+                f"({list(getattr(datamodule, 'roots', {}) or [])})"
+            )
+        split = self.verification_split(datamodule)
+        labels = range(len(datamodule.eval_datasets[dataset].classnames))
+        try:
+            return datamodule.class_images(dataset, list(labels), split, self.suite.class_mean_images,
+                                           seed=self.suite.seed)
+        except UnlearnError as err:
+            raise ConfigError(
+                f"evaluation.class_mean_probe needs {self.suite.class_mean_images} images per class from the "
+                f"{split!r} split of {dataset!r} (a non-test split), which cannot be read: {err}"
+            ) from err
 
     def verification_split(self, datamodule: Any) -> str:
         """``verification_split``, unless the method trains on real images of that split: then the
@@ -330,13 +398,21 @@ class EvaluationRunner:
             if suite.verification_images:
                 self._verification(result, dm, synthetic, encodings, timer)
             dataset = self.target_dataset(dm)
-            # The probes train (a logistic regression; a copy of the model): once, on rank 0, and
-            # every rank gets the figures, so nothing differs between ranks and no work is repeated.
+            # The probes train (a logistic regression, a copy of the model, the attack's words): once,
+            # on rank 0, and every rank gets the figures, so nothing differs between ranks and no
+            # work is repeated.
             if suite.linear_probe and dataset is not None:
                 positive = torch.isin(features[dataset].labels, torch.tensor(module.spec.targets[dataset]))
                 result["linear_probe"] = on_rank_zero(trainer, lambda: probes.linear_probe(
                     features[dataset].features, positive, suite.probe_folds, suite.seed))
                 timer.lap("linear_probe")
+            if suite.class_mean_probe and dataset is not None and self.mean_images is not None:
+                result["nearest_class_mean"] = on_rank_zero(trainer, lambda: self._class_mean(features[dataset], dataset))
+                timer.lap("nearest_class_mean")
+            if suite.inversion and dataset is not None:
+                result["inversion"] = on_rank_zero(trainer, lambda: self._inversion(
+                    state, trainer, features[dataset], own[dataset], dataset, dm))
+                timer.lap("inversion")
             if suite.relearn_steps and state == "after" and dataset is not None:
                 def relearn() -> dict[str, Any]:
                     section: dict[str, Any] = {}
@@ -456,6 +532,32 @@ class EvaluationRunner:
                              "images": int(len(images)), "lr": suite.relearn_lr}
         timer.lap("relearn")
 
+    def _class_mean(self, test: DatasetFeatures, dataset: str) -> dict[str, Any]:
+        """The nearest-class-mean probe: class means from the real-image split, the test split measured."""
+        assert self.mean_images is not None
+        images, labels = self.mean_images
+        train = encode_images(self.module.encode_image, images, self.module.device)
+        return probes.nearest_class_mean_probe(train, labels, test.features, test.labels, self.module.spec.targets[dataset])
+
+    def _inversion(self, state: str, trainer: Any, test: DatasetFeatures, vocabulary: torch.Tensor, dataset: str,
+                   dm: Any) -> dict[str, Any]:
+        """The textual-inversion attack on the current (frozen) weights, with a progress bar when
+        the Trainer shows one."""
+        from lightning_unlearn.evaluation.inversion import inversion_attack
+
+        module, suite = self.module, self.suite
+        images, labels = self._first_per_class(suite.inversion_images)
+        features = encode_images(module.encode_image, images, module.device)
+        bar = getattr(trainer, "progress_bar_callback", None)
+        template = dm.eval_datasets[dataset].templates[0]
+        with _progress_bar(bar is not None and trainer.is_global_zero, suite.inversion_steps,
+                           f"Inversion attack ({state})", bar) as update:
+            out = inversion_attack(
+                module.model, module.tokenizer, template, vocabulary, module.spec.targets[dataset], features, labels,
+                test, suite.inversion_words, suite.inversion_steps, suite.inversion_lr, suite.inversion_seed,
+                module.device, progress=update, chunk=getattr(dm, "batch_size", 128))
+        return {**out, "template": template, "split": self.real_split}
+
     def _paraphrases(self, result: dict[str, Any], data: DatasetFeatures, embeddings: torch.Tensor, dataset: str,
                      dm: Any, timer: _Timer) -> None:
         module = self.module
@@ -527,6 +629,26 @@ def assemble(suite: EvaluationSuite, states: Mapping[str, Mapping[str, Any]]) ->
         }
     else:
         recovery["linear_probe"] = None
+    if "nearest_class_mean" in first:
+        recovery["nearest_class_mean"] = {
+            "metric": "balanced_accuracy", "images_per_class": suite.class_mean_images,
+            **_by_state(states, lambda r: r["nearest_class_mean"]["balanced_accuracy"]),
+            "images": first["nearest_class_mean"]["images"], "positives": first["nearest_class_mean"]["positives"],
+            "classes": first["nearest_class_mean"]["classes"],
+        }
+    else:
+        recovery["nearest_class_mean"] = None
+    if "inversion" in first:
+        keys = ("target", "other_classes", "target_no_attack", "loss")
+        recovery["inversion"] = {
+            "words": suite.inversion_words, "images_per_class": suite.inversion_images,
+            "steps": suite.inversion_steps, "lr": suite.inversion_lr, "seed": suite.inversion_seed,
+            "template": first["inversion"].get("template"), "split": first["inversion"].get("split"),
+            "skipped": first["inversion"]["skipped"],
+            **_by_state(states, lambda r: None if r["inversion"]["skipped"] else {k: r["inversion"][k] for k in keys}),
+        }
+    else:
+        recovery["inversion"] = None
     relearned = [r["relearn"] for r in states.values() if "relearn" in r]
     recovery["relearn"] = relearned[-1] if relearned else None
     if "paraphrases" in first:
@@ -552,3 +674,39 @@ def section_seconds(states: Mapping[str, Mapping[str, Any]]) -> dict[str, float]
     ``timings`` (durations stay out of ``evaluation``, whose figures are reproducible)."""
     return {f"evaluation/{state}/{name}": float(seconds)
             for state, result in states.items() for name, seconds in result.get("seconds", {}).items()}
+
+
+class _progress_bar:
+    """A Rich progress bar over a section's steps, or a no-op (yields ``update(done)`` or None).
+
+    Inside a live Rich bar (Lightning's ``RichProgressBar`` at the end of ``fit``) the steps are a
+    task of that bar: Rich allows one live display at a time."""
+
+    def __init__(self, enabled: bool, total: int, title: str, bar: Any = None) -> None:
+        self.enabled, self.total, self.title, self.bar = enabled, total, title, bar
+        self._progress: Any = None
+        self._task: Any = None
+        self._own = False
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        live = getattr(self.bar, "progress", None)
+        if live is not None and getattr(getattr(live, "live", None), "is_started", False):
+            self._progress = live
+        else:
+            self._progress, self._own = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(),
+                                                 MofNCompleteColumn(), TimeElapsedColumn(), transient=True), True
+            self._progress.start()
+        self._task = self._progress.add_task(self.title, total=self.total)
+        return lambda done: self._progress.update(self._task, completed=done)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is None:
+            return
+        if self._own:
+            self._progress.stop()
+        else:
+            self._progress.remove_task(self._task)

@@ -42,7 +42,8 @@ CONFIG: dict[str, Any] = {
             "evaluation": {
                 "templates": TEMPLATES, "retrieval_other_queries": 20, "verification_images": 2,
                 "linear_probe": True, "relearn_steps": 3, "relearn_images": 2, "relearn_lr": 1e-3,
-                "paraphrases": "demo", "plots": True,
+                "paraphrases": "demo", "plots": True, "class_mean_probe": True, "class_mean_images": 2,
+                "inversion": True, "inversion_steps": 3, "inversion_images": 2,
             },
         },
     },
@@ -115,6 +116,14 @@ def test_fit_report_has_every_section_with_numbers(fitted):
     assert all(is_number(ev["verification"]["real"]["accuracy"][s]) for s in ("before", "after"))
     assert is_number(ev["recovery"]["linear_probe"]["before"]) and is_number(ev["recovery"]["linear_probe"]["after"])
     assert is_number(ev["recovery"]["relearn"]["steps_to_half"])
+    assert all(is_number(ev["recovery"]["nearest_class_mean"][s]) for s in ("before", "after"))
+    inversion = ev["recovery"]["inversion"]
+    assert inversion["skipped"] is None and (inversion["steps"], inversion["images_per_class"]) == (3, 2)
+    assert (inversion["template"], inversion["split"]) == ("a photo of a {}.", "train")  # never the test split
+    for state in ("before", "after"):
+        assert all(is_number(inversion[state][key]) for key in ("target", "other_classes", "target_no_attack"))
+        # the attack's reference is the section's own: the target at the dataset's template
+        assert inversion[state]["target_no_attack"] == ev["accuracy"][state]["demo_objects"]["target"]
     forget = report["classes"][0]
     assert set(ev["recovery"]["paraphrases"]["classes"][forget]) == set(json.loads(
         (Path(__file__).resolve().parents[2] / "lightning_unlearn" / "demo" / "descriptions.json").read_text())[forget])

@@ -57,13 +57,15 @@ def settings(world: Path, **kwargs) -> CompareSettings:
     return CompareSettings(**args)
 
 
-def report(target: tuple, other: tuple, caltech: tuple, kind: str = "synthetic") -> dict:
+def report(target: tuple, other: tuple, caltech: tuple, kind: str = "synthetic", attacked: float | None = None) -> dict:
     def measure(i):
         return {"synthetic_acc": 0.5 * i, "real_valid_acc": 0.25 * (i + 1), "target": target[i],
                 "other_classes": other[i], "datasets": {"stanford_dogs": {"accuracy": 0.5},
                                                          "caltech101": {"accuracy": caltech[i]}}}
+    inversion = None if attacked is None else {"before": {"target": 1.0}, "after": {"target": attacked}}
     return {"method": {"zero_shot": "ZS"}, "before": measure(0), "after": measure(1), "forget_set": {"kind": kind},
-            "optimizer_steps": 7, "stop_reason": "goal_reached"}
+            "optimizer_steps": 7, "stop_reason": "goal_reached",
+            "evaluation": {"recovery": {"inversion": inversion}}}
 
 
 def test_plan_lists_every_run_with_its_folder_and_columns(world):
@@ -100,20 +102,23 @@ def test_run_config_sets_class_seed_outputs_and_overrides(world):
 def test_rows_csv_and_markdown(world):
     plan = plan_comparison(settings(world, methods=["lip"], seeds=[0]))
     first, second = plan.runs
-    rows = [row_from_report(first, report((0.8, 0.2), (0.6, 0.5), (0.9, 0.8)), plan.other_datasets),
+    rows = [row_from_report(first, report((0.8, 0.2), (0.6, 0.5), (0.9, 0.8), attacked=0.9), plan.other_datasets),
             row_from_report(second, report((0.6, 0.0), (0.6, 0.6), (0.9, 0.9), kind="real"), plan.other_datasets)]
     rows[0]["seconds"], rows[1]["seconds"] = 10.0, 20.0
     assert rows[0]["caltech101_af"] == 0.8 and rows[0]["synthetic_af"] == 0.5 and rows[1]["synthetic_af"] is None
     table = list(csv.DictReader(io.StringIO(render_csv(plan, rows))))
+    # the attack's column: the run that measured it, empty for the one that did not
+    assert table[0]["target_attacked_af"] == "0.9" and table[1]["target_attacked_af"] == ""
     assert table[1]["synthetic_af"] == "" and table[1]["real_valid_af"] == "0.5" and table[0]["steps"] == "7"
     markdown = render_markdown(plan, rows, seconds=90)
-    # means over the two classes: target 70.0 -> 10.0, other 60.0 -> 55.0, caltech 90.0 -> 85.0
-    assert "| stanford_dogs | lip | ZS | 2/2 | 70.0 | 10.0 | 60.0 | 55.0 | 90.0 | 85.0 | 50.0 | 50.0 | 7 | 15 |" \
+    # means over the two classes: target 70.0 -> 10.0 (attacked 90.0, one run), other 60.0 -> 55.0, caltech 90.0 -> 85.0
+    assert "| target BF | target AF | target attacked | other BF |" in markdown
+    assert "| stanford_dogs | lip | ZS | 2/2 | 70.0 | 10.0 | 90.0 | 60.0 | 55.0 | 90.0 | 85.0 | 50.0 | 50.0 | 7 | 15 |" \
         in markdown
     assert "wall time 1.5 min" in markdown
     rows[1] = {**failed_row(second, "ConfigError: boom"), "seconds": 1.0}
     markdown = render_markdown(plan, rows)
-    assert "| 1/2 | 80.0 | 20.0 |" in markdown and "- lip / toy poodle / seed 0: ConfigError: boom" in markdown
+    assert "| 1/2 | 80.0 | 20.0 | 90.0 |" in markdown and "- lip / toy poodle / seed 0: ConfigError: boom" in markdown
     render_plot(plan, rows, world / "plot" / "compare.png")
     assert (world / "plot" / "compare.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from lightning_unlearn.evaluation.features import DatasetFeatures
-from lightning_unlearn.evaluation.probes import linear_probe, paraphrase_result, relearn, stratified_folds
+from lightning_unlearn.evaluation.probes import (
+    linear_probe,
+    nearest_class_mean_probe,
+    paraphrase_result,
+    relearn,
+    stratified_folds,
+)
 from lightning_unlearn.evaluation.templates import split_from_features
 from lightning_unlearn.maths.zeroshot import tokenize_classes
 
@@ -35,6 +41,33 @@ def test_linear_probe_finds_a_separable_class_and_not_a_random_one():
 
 def test_linear_probe_needs_samples_of_both_classes():
     assert linear_probe(torch.randn(5, 3), torch.tensor([True, False, False, False, False]))["balanced_accuracy"] is None
+
+
+def clustered(per_class: int, spread: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four classes in 16 dimensions: class centres on the axes, Gaussian noise of std ``spread``."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(4).repeat_interleave(per_class)
+    return torch.eye(16)[labels] + spread * torch.randn(len(labels), 16, generator=generator), labels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_nearest_class_mean_separates_distinct_classes_and_not_mixed_ones(seed):
+    train, train_labels = clustered(10, 0.1, seed)
+    test, test_labels = clustered(25, 0.1, seed + 100)
+    separable = nearest_class_mean_probe(train, train_labels, test, test_labels, [2])
+    assert separable["balanced_accuracy"] > 0.95
+    assert (separable["images"], separable["positives"], separable["classes"]) == (100, 25, 4)
+    # the same features with labels drawn at random: the class means say nothing about the class
+    generator = torch.Generator().manual_seed(seed)
+    shuffled = nearest_class_mean_probe(train, train_labels[torch.randperm(40, generator=generator)], test,
+                                        test_labels[torch.randperm(100, generator=generator)], [2])
+    assert abs(shuffled["balanced_accuracy"] - 0.5) < 0.25
+
+
+def test_nearest_class_mean_needs_both_groups():
+    train, labels = clustered(3, 0.1, 0)
+    assert nearest_class_mean_probe(train, labels, train[labels != 2], labels[labels != 2], [2])["balanced_accuracy"] is None
+    assert nearest_class_mean_probe(train[labels != 2], labels[labels != 2], train, labels, [2])["balanced_accuracy"] is None
 
 
 def test_paraphrase_replaces_only_the_class_row():

@@ -26,6 +26,14 @@ from lightning_unlearn.core.io import save_open_clip_weights
     ({"relearn_goal": 1.5}, r"relearn_goal must be a number in \(0, 1\]"),
     ({"relearn_lr": 0.0}, r"relearn_lr must be a finite number > 0"),
     ({"linear_probe": "yes"}, r"linear_probe must be true or false"),
+    ({"inversion": 1}, r"inversion must be true or false, got 1"),
+    ({"class_mean_probe": "no"}, r"class_mean_probe must be true or false"),
+    ({"class_mean_images": 0}, r"class_mean_images must be an int >= 1, got 0"),
+    ({"inversion_words": 0}, r"inversion_words must be an int >= 1, got 0"),
+    ({"inversion_images": 2.5}, r"inversion_images must be an int >= 1, got 2.5"),
+    ({"inversion_steps": 0}, r"inversion_steps must be an int >= 1, got 0"),
+    ({"inversion_lr": -1.0}, r"inversion_lr must be a finite number > 0, got -1.0"),
+    ({"inversion_seed": "a"}, r"inversion_seed must be an int, got 'a'"),
 ])
 def test_bad_settings_fail_at_construction(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -66,6 +74,9 @@ def _state(target: float, relearn: bool = False) -> dict:
                          **{g: {"probability": {"median": target, "q1": 0.1, "q3": 0.9, "mean": 0.5, "images": 4},
                                 "accuracy": target} for g in ("real", "synthetic")}},
         "linear_probe": {"balanced_accuracy": 0.95, "auroc": 0.99, "images": 10, "positives": 2},
+        "nearest_class_mean": {"balanced_accuracy": 0.9, "images": 10, "positives": 2, "classes": 5},
+        "inversion": {"target": 0.7, "other_classes": 0.85, "target_no_attack": target, "loss": [3.0, 0.1],
+                      "skipped": None},
         "paraphrases": {"dog": {"a pup.": {"target": target, "other_classes": 0.9}}},
         "seconds": {"templates": 0.5},
     }
@@ -89,6 +100,16 @@ def test_assembled_section_has_the_documented_keys():
     assert ev["verification"]["real"]["accuracy"] == {"before": 0.8, "after": 0.1}
     assert (ev["recovery"]["linear_probe"]["before"], ev["recovery"]["linear_probe"]["after"]) == (0.95, 0.95)
     assert ev["recovery"]["relearn"]["steps_to_half"] == 3
+    assert ev["recovery"]["nearest_class_mean"]["after"] == 0.9 and ev["recovery"]["nearest_class_mean"]["classes"] == 5
+    inversion = ev["recovery"]["inversion"]
+    assert inversion["after"] == {"target": 0.7, "other_classes": 0.85, "target_no_attack": 0.1, "loss": [3.0, 0.1]}
+    assert inversion["before"]["target_no_attack"] == 0.8 and inversion["skipped"] is None
+    assert (inversion["words"], inversion["images_per_class"], inversion["steps"]) == (1, 16, 300)
+    from lightning_unlearn.evaluation.render import evaluation_rows
+
+    rows = dict(evaluation_rows(ev))
+    assert rows["target, inversion attack"] == ["70.0", "70.0"]
+    assert rows["nearest class mean (balanced accuracy)"] == ["90.0", "90.0"]
     assert ev["recovery"]["paraphrases"]["mean"]["after"]["target"] == 0.1
     assert section_seconds({"before": _state(0.8)}) == {"evaluation/before/templates": 0.5}
     json.dumps(ev)  # plain data
@@ -96,12 +117,24 @@ def test_assembled_section_has_the_documented_keys():
 
 def test_sections_that_did_not_run_are_none_and_a_single_state_stays_under_its_name():
     state = _state(0.3)
-    for key in ("retrieval", "verification", "linear_probe", "paraphrases"):
+    for key in ("retrieval", "verification", "linear_probe", "nearest_class_mean", "inversion", "paraphrases"):
         del state[key]
     ev = assemble(EvaluationSuite(retrieval=False), {"after": state})
     assert ev["states"] == ["after"] and "before" not in ev["templates"]["t {}"]
     assert ev["retrieval"] is None and ev["verification"] is None
-    assert ev["recovery"] == {"linear_probe": None, "relearn": None, "paraphrases": None}
+    assert ev["recovery"] == {"linear_probe": None, "nearest_class_mean": None, "inversion": None, "relearn": None,
+                              "paraphrases": None}
+
+
+def test_a_skipped_attack_keeps_its_reason_and_no_figures():
+    state = _state(0.3)
+    state["inversion"] = {"target": None, "other_classes": None, "target_no_attack": None, "loss": None,
+                          "skipped": "the text tower (HFTextEncoder) has no open_clip token_embedding"}
+    inversion = assemble(EvaluationSuite(inversion=True), {"before": state, "after": state})["recovery"]["inversion"]
+    assert inversion["before"] is None and inversion["after"] is None and "HFTextEncoder" in inversion["skipped"]
+    from lightning_unlearn.evaluation.render import evaluation_rows
+
+    assert dict(evaluation_rows(assemble(EvaluationSuite(inversion=True), {"after": state})))["inversion attack"] == ["skipped"]
 
 
 def test_exported_weights_carry_the_relearning_reference(tmp_path):
