@@ -32,6 +32,7 @@ import torch
 
 from lightning_unlearn.core.io import CACHE_ENV
 from lightning_unlearn.clip.loading import LoadedClip, load_clip
+from lightning_unlearn.maths.zeroshot import encode_classes, zero_shot_logits
 
 MODEL_CONFIGS = Path(__file__).resolve().parent / "model_configs"
 TINY_MODELS = tuple(sorted(p.stem for p in MODEL_CONFIGS.glob("*.json")))  # ("tiny-rn", "tiny-vit")
@@ -96,14 +97,12 @@ def _classes_noise_leans_to(model: torch.nn.Module, vocabulary: list[str], model
     the initial weights: only those can be synthesised for any seed, so tests that train on a
     synthetic set of a random model forget ``classes_noise_leans_to(...)[0]``.
     """
-    tokenizer = open_clip.get_tokenizer(model_name)
     size = model.visual.image_size
     size = size if isinstance(size, int) else size[0]
     noise = torch.randn(images, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        text = torch.nn.functional.normalize(model.encode_text(tokenizer([template.format(c) for c in vocabulary])), dim=-1)
-        image = torch.nn.functional.normalize(model.encode_image(noise), dim=-1)
-        probability = (100.0 * image @ text.T).softmax(dim=-1).mean(dim=0)
+        classes = encode_classes(model, open_clip.get_tokenizer(model_name), vocabulary, [template])
+        probability = zero_shot_logits(model.encode_image(noise), classes).softmax(dim=-1).mean(dim=0)
     return [vocabulary[i] for i in probability.argsort(descending=True).tolist()]
 
 

@@ -30,15 +30,19 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
 
-from lightning_unlearn.core import names
 from lightning_unlearn.core._validation import (
     _choice_validation,
     _positive_int_validation,
     _positive_number_validation,
     _unit_interval_validation,
 )
-from lightning_unlearn.core.errors import ConfigError, UnknownNameError, UnlearnError
-from lightning_unlearn.maths.synthesis_schedule import check_schedule, checked_decays
+from lightning_unlearn.core.errors import ConfigError, UnlearnError
+from lightning_unlearn.maths.synthesis_schedule import (
+    check_class_mapping,
+    check_schedule,
+    checked_decays,
+    resolve_by_name,
+)
 from lightning_unlearn.maths.zeroshot import LOGIT_SCALE, zero_shot_logits
 
 ImageEncoder = Callable[[torch.Tensor], torch.Tensor]
@@ -157,20 +161,8 @@ def _check_probabilities(cfg: SynthesisConfig) -> None:
 
 def _check_class_targets(cfg: SynthesisConfig) -> None:
     """``class_target_probability``: None, or class names (each class once) -> valid targets."""
-    targets = cfg.class_target_probability
-    if targets is None:
-        return
-    if not isinstance(targets, Mapping):
-        raise ConfigError(f"class_target_probability must be a dict class name -> probability or None, got {targets!r}")
-    seen: dict[str, str] = {}
-    for name, probability in targets.items():
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"class_target_probability keys must be class names, got {name!r}")
-        key = names.class_key(name)
-        if key in seen:
-            raise ConfigError(f"class_target_probability names one class twice: {seen[key]!r} and {name!r}")
-        seen[key] = name
-        _target_validation(f"class_target_probability[{name!r}]", probability, cfg.min_probability)
+    check_class_mapping("class_target_probability", "probability", cfg.class_target_probability,
+                        lambda field, probability: _target_validation(field, probability, cfg.min_probability))
 
 
 def _check_ascent(cfg: SynthesisConfig) -> None:
@@ -201,20 +193,7 @@ def resolve_class_targets(config: SynthesisConfig, classnames: Sequence[str]) ->
     Raises:
         UnknownNameError: a named class is not in ``classnames`` (close matches in the message).
     """
-    if not config.class_target_probability:
-        return {}
-    index_of: dict[str, list[int]] = {}
-    for i, name in enumerate(classnames):
-        index_of.setdefault(names.class_key(name), []).append(i)
-    resolved: dict[int, float] = {}
-    for name, probability in config.class_target_probability.items():
-        hits = index_of.get(names.class_key(name))
-        if not hits:
-            raise UnknownNameError(
-                names.unknown_name_message("class", name, list(classnames), where="class_target_probability")
-            )
-        resolved.update({i: float(probability) for i in hits})
-    return resolved
+    return resolve_by_name(config.class_target_probability, classnames, "class_target_probability")
 
 
 @dataclass

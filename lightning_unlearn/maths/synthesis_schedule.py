@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from lightning_unlearn.core import names
 from lightning_unlearn.core._validation import _choice_validation, _positive_number_validation
@@ -35,22 +35,33 @@ def check_schedule(cfg: Any) -> None:
     if cfg.mode == "sequential" and cfg.batch_size not in (None, 1):
         raise ConfigError(f"batch_size must be None or 1 with mode 'sequential' (one image at a time), "
                           f"got {cfg.batch_size!r}")
-    decays = cfg.class_probability_decay
-    if decays is None:
+    check_class_mapping("class_probability_decay", "decrement", cfg.class_probability_decay, _check_decay)
+
+
+def _check_decay(field: str, decay: Any) -> None:
+    _positive_number_validation(field, decay, allow_zero=True)
+    if decay >= 1:
+        raise ConfigError(f"{field} must be below 1, got {decay!r}")
+
+
+def check_class_mapping(field: str, value_name: str, mapping: Optional[Mapping[str, Any]],
+                        check_value: Callable[[str, Any], None]) -> None:
+    """A per-class setting (``field``): None, or class names (each class once, by
+    :func:`~lightning_unlearn.core.names.class_key`) -> values that ``check_value(f"{field}[name]", value)``
+    accepts; a ConfigError quoting the bad entry otherwise."""
+    if mapping is None:
         return
-    if not isinstance(decays, Mapping):
-        raise ConfigError(f"class_probability_decay must be a dict class name -> decrement or None, got {decays!r}")
+    if not isinstance(mapping, Mapping):
+        raise ConfigError(f"{field} must be a dict class name -> {value_name} or None, got {mapping!r}")
     seen: dict[str, str] = {}
-    for name, decay in decays.items():
+    for name, value in mapping.items():
         if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"class_probability_decay keys must be class names, got {name!r}")
+            raise ConfigError(f"{field} keys must be class names, got {name!r}")
         key = names.class_key(name)
         if key in seen:
-            raise ConfigError(f"class_probability_decay names one class twice: {seen[key]!r} and {name!r}")
+            raise ConfigError(f"{field} names one class twice: {seen[key]!r} and {name!r}")
         seen[key] = name
-        _positive_number_validation(f"class_probability_decay[{name!r}]", decay, allow_zero=True)
-        if decay >= 1:
-            raise ConfigError(f"class_probability_decay[{name!r}] must be below 1, got {decay!r}")
+        check_value(f"{field}[{name!r}]", value)
 
 
 def resolve_by_name(settings: Optional[Mapping[str, float]], classnames: Sequence[str], where: str) -> dict[int, float]:
