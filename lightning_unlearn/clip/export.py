@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 import open_clip
 from torch import nn
 
-from lightning_unlearn.clip.loading import LOCAL_DIR, hf_text_tower
+from lightning_unlearn.clip.loading import hf_text_tower
 from lightning_unlearn.core.errors import MissingFileError, UnsupportedModelError
 from lightning_unlearn.core.io import atomic_dir, atomic_write_json, save_open_clip_weights
 
@@ -38,22 +38,25 @@ OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"
 
 def open_clip_model_config(name: str) -> dict[str, Any]:
     """The open_clip architecture config (``model_cfg``) of model ``name``: a registered name (the
-    project's own models are registered first), or a ``local-dir:`` folder's.
+    project's own models are registered first), a ``local-dir:`` folder's, or an ``hf-hub:``
+    model's (from the Hugging Face cache; open_clip asks the hub if it is not there).
 
     Raises:
-        UnsupportedModelError: open_clip knows no config of that name (an ``hf-hub:`` model, say).
+        MissingFileError: the config of a ``local-dir:`` or ``hf-hub:`` model cannot be read.
+        UnsupportedModelError: open_clip knows no config of that name.
     """
     from lightning_unlearn.clip.loading import register_project_model_configs
 
-    if name.startswith(LOCAL_DIR):
-        config = json.loads((Path(name[len(LOCAL_DIR):]) / OPEN_CLIP_CONFIG).read_text(encoding="utf-8"))
-        return config["model_cfg"]
     register_project_model_configs()
-    config = open_clip.get_model_config(name)
+    try:
+        config = open_clip.get_model_config(name)
+    except Exception as err:  # a missing file, a hub error (no network): many types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise MissingFileError(f"cannot read the open_clip config of model {name!r}: {first}") from err
     if config is None:
         raise UnsupportedModelError(
             f"open_clip has no config registered as {name!r}, so it cannot be written into an open_clip folder; "
-            "models built from a registered name or a local-dir: folder can be"
+            "models built from a registered name, a local-dir: folder or an hf-hub: model can be"
         )
     return config
 

@@ -584,12 +584,17 @@ def set_batchnorm_eval(model: nn.Module) -> None:
 
 
 def set_dropout_eval(model: nn.Module) -> None:
-    """Switch dropout off (a Hugging Face text tower's ``hidden_dropout_prob``, say): unlearning
-    moves pretrained weights a few steps, and random masks would make its losses, its stopping
-    signal and each rank's text features differ. open_clip's own towers keep their dropouts at 0."""
+    """Switch dropout off (a Hugging Face text tower's hidden and attention dropout, say):
+    unlearning moves pretrained weights a few steps, and random masks would make its losses, its
+    stopping signal and each rank's text features differ. open_clip's own towers keep their
+    dropouts at 0. A Hugging Face tower goes to eval mode whole: its attention applies dropout by
+    its own ``training`` flag, not through an ``nn.Dropout`` (it has no BatchNorm)."""
     for mod in model.modules():
         if isinstance(mod, nn.modules.dropout._DropoutNd):
             mod.eval()
+    tower = hf_text_tower(model)
+    if tower is not None:
+        tower.transformer.eval()
 
 
 def tensors_fingerprint(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:
