@@ -108,3 +108,23 @@ def test_the_export_loads_in_plain_open_clip_offline_and_matches_the_run(exporte
         torch.testing.assert_close(plain["image"], model.encode_image(exported["images"]), rtol=0, atol=1e-6)
     # what was exported is the edited model: the forgotten prompts moved
     assert report["edit"]["forget_cosine_to_original"]["mean"] < 0.99
+
+
+def test_the_project_validates_an_hf_export_folder(exported, tmp_path):
+    """``--model.init_args.model_name local-dir:<export>``: the folder's architecture, its weights
+    loaded after construction, and the run's after-accuracy again."""
+    fit = exported["runs"]["tiny-hf"]
+    out = Path(fit.trainer.log_dir)
+    fitted = json.loads((out / "report.json").read_text())
+    config = yaml.safe_load((out.parents[2] / "edit.yaml").read_text())
+    config["trainer"]["callbacks"][0]["init_args"]["output_dir"] = str(tmp_path / "validate")
+    config["trainer"].update(logger=False, limit_val_batches=1.0)  # the fit validated nothing
+    path = tmp_path / "validate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    cli = main(["validate", "--config", str(path), "--model.init_args.model_name", f"local-dir:{out / 'unlearned'}"])
+    assert type(cli.model.model.text).__name__ == "HFTextEncoder" and cli.model.clip.weights_pending is None
+    assert cli.model.clip.weights_file == str(out / "unlearned" / "open_clip_model.safetensors")
+    for (name, a), (_, b) in zip(fit.model.model.state_dict().items(), cli.model.model.state_dict().items()):
+        assert torch.equal(a, b), name
+    report = json.loads((tmp_path / "validate" / "report.json").read_text())
+    assert report["after"]["datasets"]["image_folder"] == fitted["after"]["datasets"]["image_folder"]
