@@ -217,6 +217,26 @@ def _trim_plan(proj: TextProjection) -> Optional[tuple[str, Optional[int]]]:
     return pool, eos
 
 
+def _hf_padding(proj: TextProjection, tokens: Tensor) -> Optional[Tensor]:
+    """Each prompt's length without its padding, if ``proj`` is a Hugging Face tower's and every
+    prompt is padded on the right with the tower's pad id (else None).
+
+    Such a tower masks its padding out of attention and pooling (open_clip's ``HFTextEncoder``
+    builds the mask from ``config.pad_token_id``) and numbers positions from the left, so cutting
+    trailing padding leaves every pooled feature as it was (up to float rounding).
+    """
+    if proj.attribute != "proj":
+        return None
+    pad = getattr(getattr(proj.tower, "config", None), "pad_token_id", None)
+    if pad is None:
+        return None
+    real = tokens != pad
+    lengths = real.sum(dim=1)
+    if not torch.equal(real, torch.arange(tokens.shape[1]) < lengths[:, None]):  # a pad inside, or on the left
+        return None
+    return lengths.clamp(min=1)
+
+
 def _pooled_index(tokens: Tensor, pool: str, eos: Optional[int]) -> Tensor:
     if pool == "argmax":
         return tokens.argmax(dim=-1)
@@ -231,7 +251,9 @@ def pooled_text_features(model: nn.Module, tokens: Tensor, batch_size: int = 256
     (``torch.func.functional_call``), in eval mode, ``batch_size`` prompts at a time. With
     ``trim`` (and a causal tower pooled at the end-of-text token), prompts are sorted by length and
     each batch is cut after its longest prompt, with the positional embedding and causal mask cut
-    to match: the result is the same, and short prompts in a 77-token context cost 3-6x less.
+    to match: the result is the same, and short prompts in a 77-token context cost 3-6x less. A
+    Hugging Face tower's batches are cut the same way, after their longest prompt's padding-free
+    length (it masks its padding itself).
     """
     _positive_int_validation("batch_size", batch_size)
     proj = locate_text_projection(model)
@@ -241,10 +263,12 @@ def pooled_text_features(model: nn.Module, tokens: Tensor, batch_size: int = 256
     wrapper = _EncodeText(model)
     overrides = proj.identity_overrides(prefix="model.")
     plan = _trim_plan(proj) if trim else None
+    unpadded = _hf_padding(proj, tokens) if trim else None
     order = torch.arange(len(tokens))
     if plan is not None:
-        lengths = _pooled_index(tokens, *plan) + 1
-        order = torch.argsort(lengths, stable=True)
+        order = torch.argsort(_pooled_index(tokens, *plan) + 1, stable=True)
+    elif unpadded is not None:
+        order = torch.argsort(unpadded, stable=True)
     out = torch.empty(len(tokens), proj.in_features, dtype=torch.float32)
     tower_prefix = f"model.{proj.prefix}"
     with eval_mode(model):
@@ -257,6 +281,8 @@ def pooled_text_features(model: nn.Module, tokens: Tensor, batch_size: int = 256
                 batch = batch[:, :length]
                 call[f"{tower_prefix}positional_embedding"] = proj.tower.positional_embedding[:length]
                 call[f"{tower_prefix}attn_mask"] = proj.tower.attn_mask[:length, :length]
+            elif unpadded is not None:
+                batch = batch[:, : int(unpadded[rows].max())]
             out[rows] = functional_call(wrapper, call, (batch,), strict=False).float().cpu()
     return out
 

@@ -97,6 +97,27 @@ def test_the_projection_is_text_proj_and_pooled_features_reproduce_encode_text(t
     torch.testing.assert_close(proj.augment(pooled).float() @ proj.matrix().float(), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_batches_are_cut_after_their_padding_with_the_same_features(tiny_hf_clip):
+    clip = tiny_hf_clip()
+    widths: list[int] = []
+    hook = clip.model.text.transformer.register_forward_pre_hook(
+        lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        tokens = clip.tokenizer(["dog", "a photo of a cat.", "a blurry photo of a small bird in a tall tree", "car"])
+        full = pooled_text_features(clip.model, tokens, batch_size=2, trim=False)
+        assert widths == [16, 16]
+        widths.clear()
+        cut = pooled_text_features(clip.model, tokens, batch_size=2)
+        assert widths == [3, 14]  # [CLS] dog [SEP], [CLS] car [SEP]; then the two longer prompts
+        torch.testing.assert_close(cut, full, rtol=0, atol=1e-5)
+        widths.clear()
+        left = torch.cat([tokens[:, -1:], tokens[:, :-1]], dim=1)  # a pad on the left: not cut
+        pooled_text_features(clip.model, left, batch_size=4)
+        assert widths == [16]
+    finally:
+        hook.remove()
+
+
 @pytest.mark.parametrize("method", [TextProjectionEdit(**FAST), NullSpaceProjection()])
 def test_an_mlp_projection_is_a_clear_error_before_any_change(method):
     module = hf_module(method, name="tiny-hf-mlp")
