@@ -162,6 +162,18 @@ def test_nullspace_projects_the_class_out_of_text_proj():
     assert float(embed(module, ["a photo of a car."]).norm()) > 0.1
 
 
+def test_nullspace_on_the_image_side_takes_any_text_tower():
+    module = hf_module(NullSpaceProjection(side="image"), name="tiny-hf-mlp")  # the MLP is only read
+    module.method.setup(module)
+    target = embed(module, [t.format("dog") for t in module.spec.vocabulary.templates])
+    report = module.method.apply(module)
+    assert report["changed"] == ["visual.proj"]
+    direction = torch.nn.functional.normalize(target.mean(0), dim=0)
+    with torch.no_grad():
+        images = module.model.encode_image(torch.randn(3, 3, 32, 32)).double()
+    assert float((images @ direction).abs().max()) < 1e-4
+
+
 # --- no dropout while unlearning -------------------------------------------------------------------
 def test_dropout_is_off_in_training_mode_and_text_features_repeat():
     module = hf_module(TextProjectionEdit(**FAST))
