@@ -118,7 +118,8 @@ def test_the_project_validates_an_hf_export_folder(exported, tmp_path):
     fitted = json.loads((out / "report.json").read_text())
     config = yaml.safe_load((out.parents[2] / "edit.yaml").read_text())
     config["trainer"]["callbacks"][0]["init_args"]["output_dir"] = str(tmp_path / "validate")
-    config["trainer"].update(logger=False, limit_val_batches=1.0)  # the fit validated nothing
+    config["trainer"].update(logger=False, limit_val_batches=1.0,  # the fit validated nothing
+                             default_root_dir=str(tmp_path))  # config.yaml goes there, not to the working directory
     path = tmp_path / "validate.yaml"
     path.write_text(yaml.safe_dump(config))
     cli = main(["validate", "--config", str(path), "--model.init_args.model_name", f"local-dir:{out / 'unlearned'}"])
