@@ -10,14 +10,14 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from lightning_unlearn.callbacks.escalation import NoiseLayerEscalation
 from lightning_unlearn.callbacks.selection import GradientLayerSelection
 from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
 from lightning_unlearn.datamodules.evaluation_data import EvaluationDataModule
 from lightning_unlearn.datamodules.forget import ForgetDataModule
-from lightning_unlearn.core.errors import ConfigError, OutputError
+from lightning_unlearn.core.errors import ConfigError, OutputError, UnlearnError
 from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.suite import REFERENCE_METADATA_KEY, assemble, section_seconds
 from lightning_unlearn.clip.export import OPEN_CLIP_WEIGHTS, write_open_clip_folder
@@ -66,7 +66,9 @@ class UnlearningReport(Callback):
         evaluate_before: evaluate the datasets before unlearning.
         evaluate_after: evaluate the datasets after unlearning.
         export_name: file name of the exported weights (None: no such file).
-        export_dir: name of the exported open_clip model folder (None: no folder).
+        export_dir: name of the exported open_clip model folder (None: no folder). If it cannot be
+            written (no open_clip config is known for the model), a warning says why and the
+            weights file is written (``export_name``, else ``unlearned.safetensors``).
         print_table: print a Rich table of the results at the end.
 
     Attributes:
@@ -309,12 +311,17 @@ class UnlearningReport(Callback):
                 metadata[REFERENCE_METADATA_KEY] = json.dumps(reference)
         weights = None
         if self.export_dir:
-            folder = write_open_clip_folder(out / self.export_dir, pl_module.model, pl_module.hparams.model_name,
-                                            pl_module.tokenizer, metadata=metadata)
-            self.report["export_dir"] = str(folder)
-            weights = folder / OPEN_CLIP_WEIGHTS
-        if self.export_name:
-            path = out / self.export_name
+            try:
+                folder = write_open_clip_folder(out / self.export_dir, pl_module.model, pl_module.hparams.model_name,
+                                                pl_module.tokenizer, metadata=metadata)
+            except UnlearnError as err:  # e.g. an hf-hub: model whose config is not cached: keep the run's files
+                rank_zero_warn(f"the open_clip folder {self.export_dir!r} was not written ({err}); the weights file "
+                               "and the report are")
+            else:
+                self.report["export_dir"] = str(folder)
+                weights = folder / OPEN_CLIP_WEIGHTS
+        if self.export_name or weights is None:
+            path = out / (self.export_name or "unlearned.safetensors")
             if weights is not None:
                 atomic_link(weights, path)
             else:

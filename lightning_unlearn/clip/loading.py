@@ -136,9 +136,10 @@ def quiet_random_init() -> Iterator[None]:
 #: open_clip's schema for a model folder (``open_clip_config.json`` and a weights file).
 LOCAL_DIR = "local-dir:"
 #: Weights file names open_clip looks for in a ``local-dir:`` folder, preferred first (its own order).
-LOCAL_DIR_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
-                     "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth",
-                     "model.pth")
+LOCAL_DIR_WEIGHTS = (
+    "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
+)
 
 
 def local_dir_weights(name: str) -> Optional[str]:

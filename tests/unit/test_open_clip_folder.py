@@ -108,3 +108,17 @@ def test_bad_folders_and_names_are_project_errors(tmp_path):
     for bad in ("a/b", "", "..", "unlearned.safetensors"):
         with pytest.raises(ConfigError, match="export_dir must be a folder name inside the output folder"):
             UnlearningReport(export_dir=bad)
+
+
+def test_a_model_without_a_known_config_still_gets_its_weights_file(tmp_path, tiny_clip):
+    from types import SimpleNamespace
+
+    clip = tiny_clip("tiny-vit")
+    module = SimpleNamespace(hparams=SimpleNamespace(model_name="no-such-model"), model=clip.model,
+                             tokenizer=clip.tokenizer)
+    report = UnlearningReport(export_name=None)
+    report.report = {}
+    with pytest.warns(UserWarning, match="the open_clip folder 'unlearned' was not written .*no config registered"):
+        report._export(tmp_path, module, None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unlearned.safetensors"]
+    assert report.report == {"export": str(tmp_path / "unlearned.safetensors")}
