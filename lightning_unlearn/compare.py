@@ -618,21 +618,27 @@ def write_outputs(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Option
 
 def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Any:
     """The console's summary: per method (and forget dataset) the target, the other classes and
-    every other dataset, before -> after, and the seconds per run (compare.md has every column)."""
+    every other dataset, before -> after, then (when the paraphrases section ran) the target and
+    the other classes named by paraphrases, and the seconds per run (compare.md has every column)."""
     from rich.table import Table
 
     other = f"; other domain: {plan.other_datasets[0]}" if len(plan.other_datasets) == 1 else ""
     table = Table(title=f"Unlearning comparison: zero-shot accuracy (%), before -> after, mean over runs{other}")
     several = len({r.spec.dataset for r in plan.runs}) > 1
-    heads = (["forget dataset"] if several else []) + ["method", "target", "other classes"] + plan.other_datasets + ["s"]
+    groups = summarise(plan, rows)
+    paraphrased = any(g["target_paraphrased_af"] is not None or g["other_paraphrased_af"] is not None for g in groups)
+    heads = ((["forget dataset"] if several else []) + ["method", "target", "other classes"] + plan.other_datasets
+             + (["target paraphrased", "other paraphrased"] if paraphrased else []) + ["s"])
     for i, head in enumerate(heads):
         table.add_column(head, justify="left" if i < 1 + several else "right", no_wrap=i >= 1 + several)
     both = lambda g, key: f"{_pct(g[key + '_bf'])} -> {_pct(g[key + '_af'])}" if g[key + "_af"] is not None else ""  # noqa: E731
-    for g in summarise(plan, rows):
+    for g in groups:
         done = "" if g["done"] == g["runs"] else f", {g['done']}/{g['runs']} runs"
         cells = ([str(g["dataset"])] if several else []) + [f"{g['method']} ({g['zero_shot']}{done})",
                                                             both(g, "target"), both(g, "other")]
         cells += [both(g, ds) for ds in plan.other_datasets]
+        if paraphrased:
+            cells += [both(g, "target_paraphrased"), both(g, "other_paraphrased")]
         cells += ["" if g["seconds"] is None else f"{g['seconds']:.0f}"]
         table.add_row(*cells)
     return table

@@ -129,6 +129,18 @@ def test_rows_csv_and_markdown(world):
     assert ("| stanford_dogs | lip | ZS | 2/2 | 70.0 | 10.0 | 90.0 | 40.0 | 30.0 | 60.0 | 55.0 | 70.0 | 65.0 | 90.0 "
             "| 85.0 | 50.0 | 50.0 | 7 | 15 |") in markdown
     assert "wall time 1.5 min" in markdown
+    # the console's summary adds the paraphrase columns when a run measured them
+    from rich.console import Console
+
+    from lightning_unlearn.compare import summary_table
+
+    console = Console(width=250, record=True)
+    console.print(summary_table(plan, rows))
+    text = console.export_text()
+    assert "target paraphrased" in text and "40.0 -> 30.0" in text and "70.0 -> 65.0" in text
+    console = Console(width=250, record=True)
+    console.print(summary_table(plan, rows[1:]))
+    assert "paraphrased" not in console.export_text()
     rows[1] = {**failed_row(second, "ConfigError: boom"), "seconds": 1.0}
     markdown = render_markdown(plan, rows)
     assert "| 1/2 | 80.0 | 20.0 | 90.0 |" in markdown and "- lip / toy poodle / seed 0: ConfigError: boom" in markdown
