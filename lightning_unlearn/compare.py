@@ -14,7 +14,12 @@ and the open_clip folder ``unlearned/`` to ``DIR/<method>/<class>/seed<k>/``. Af
 - ``DIR/compare.csv``: one row per run (``method, class, seed, zero_shot, target_bf, target_af,
   other_bf, other_af``, then ``<dataset>_bf``/``<dataset>_af`` for every other evaluation
   dataset, ``target_attacked_af`` (the forgotten classes' test accuracy after the textual-inversion
-  attack, ``evaluation.recovery.inversion``; empty when that section is off), ``synthetic_af,
+  attack, ``evaluation.recovery.inversion``; empty when that section is off),
+  ``target_paraphrased_bf/af`` (the forgotten classes' test accuracy when each is named by its
+  paraphrases instead of its word, over the paraphrases no method saw,
+  ``evaluation.recovery.paraphrases.held_out``), ``other_paraphrased_bf/af`` (the other classes,
+  each named by its own paraphrases, ``evaluation.recovery.paraphrases.retained``; both empty when
+  the paraphrases section is off), ``synthetic_af,
   real_valid_af, steps, seconds``, then ``forget_dataset, stop_reason,
   status, error``); a run that failed has ``status`` ``failed`` and its error, and the
   comparison goes on;
@@ -67,7 +72,8 @@ RUN_CONFIG = "run_config.yaml"  # the fit config the run was given
 ALL_METHODS = "*"  # the overrides key that applies to every method
 REPORT_CALLBACK = "lightning_unlearn.callbacks.UnlearningReport"
 HEAD = ["method", "class", "seed", "zero_shot", "target_bf", "target_af", "other_bf", "other_af"]
-TAIL = ["target_attacked_af", "synthetic_af", "real_valid_af", "steps", "seconds", "forget_dataset", "stop_reason", "status", "error"]
+TAIL = ["target_attacked_af", "target_paraphrased_bf", "target_paraphrased_af", "other_paraphrased_bf",
+        "other_paraphrased_af", "synthetic_af", "real_valid_af", "steps", "seconds", "forget_dataset", "stop_reason", "status", "error"]
 
 
 @dataclass
@@ -397,9 +403,16 @@ def row_from_report(run: Run, report: Mapping[str, Any], other_datasets: Sequenc
             result = (measure.get("datasets") or {}).get(name) or {}
             row[f"{name}_{when}"] = None if own else _number(result.get("accuracy"))
     synthetic = (report.get("forget_set") or {}).get("kind") == "synthetic"
-    inversion = ((report.get("evaluation") or {}).get("recovery") or {}).get("inversion") or {}
+    recovery = (report.get("evaluation") or {}).get("recovery") or {}
+    inversion = recovery.get("inversion") or {}
+    paraphrases = recovery.get("paraphrases") or {}
+    held_out, retained = paraphrases.get("held_out") or {}, paraphrases.get("retained") or {}
     row.update({
         "target_attacked_af": _number((inversion.get("after") or {}).get("target")),
+        "target_paraphrased_bf": _number((held_out.get("before") or {}).get("target")),
+        "target_paraphrased_af": _number((held_out.get("after") or {}).get("target")),
+        "other_paraphrased_bf": _number(retained.get("before")),
+        "other_paraphrased_af": _number(retained.get("after")),
         "synthetic_af": _number(after.get("synthetic_acc")) if synthetic else None,
         "real_valid_af": _number(after.get("real_valid_acc")),
         "steps": int(report.get("optimizer_steps", 0)),
@@ -510,8 +523,9 @@ def summarise(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, A
         for method in plan.settings.methods:
             runs = [r for r in plan.runs if r.method == method and r.spec.dataset == dataset]
             done = [r for r in ok if r["method"] == method and r.get("forget_dataset") == dataset]
-            keys = ["target_bf", "target_af", "other_bf", "other_af", "target_attacked_af", "synthetic_af", "real_valid_af", "steps",
-                    "seconds"] + [f"{ds}_{w}" for ds in plan.other_datasets for w in ("bf", "af")]
+            keys = ["target_bf", "target_af", "other_bf", "other_af", "target_attacked_af", "target_paraphrased_bf",
+                    "target_paraphrased_af", "other_paraphrased_bf", "other_paraphrased_af", "synthetic_af",
+                    "real_valid_af", "steps", "seconds"] + [f"{ds}_{w}" for ds in plan.other_datasets for w in ("bf", "af")]
             groups.append({"dataset": dataset, "method": method, "zero_shot": get_preset(method).zero_shot,
                            "runs": len(runs), "done": len(done), **{k: _mean(done, k) for k in keys}})
     return groups
@@ -521,8 +535,9 @@ def render_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Opti
     """``compare.md``: Table 1's layout (means over classes and seeds), then the failed runs."""
     groups = summarise(plan, rows)
     others = plan.other_datasets
-    header = (["forget dataset", "method", "type", "runs", "target BF", "target AF", "target attacked", "other BF",
-               "other AF"]
+    header = (["forget dataset", "method", "type", "runs", "target BF", "target AF", "target attacked",
+               "target paraphrased BF", "target paraphrased AF", "other BF", "other AF", "other paraphrased BF",
+               "other paraphrased AF"]
               + [f"{ds} {w}" for ds in others for w in ("BF", "AF")]
               + ["synthetic AF", "real valid AF", "steps", "seconds"])
     classes = list(dict.fromkeys(r.cls for r in plan.runs))
@@ -532,7 +547,10 @@ def render_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Opti
         f"Zero-shot accuracy (%), mean over classes {classes} and seeds {plan.settings.seeds} of the finished runs"
         " (BF before, AF after forgetting). `other` = the other classes of the forget dataset; a dataset column is"
         " that whole dataset. Target attacked: the target after the textual-inversion attack on the unlearned"
-        " model (evaluation.recovery.inversion; empty when that section is off). Type: ZS = no real data, semi ZS = real forget images, not ZS = real forget and retain"
+        " model (evaluation.recovery.inversion; empty when that section is off). Target paraphrased: the target"
+        " when named by paraphrases instead of its word, those no method saw (evaluation.recovery.paraphrases.held_out);"
+        " other paraphrased: the other classes, each named by its own paraphrases"
+        " (evaluation.recovery.paraphrases.retained); empty when that section is off. Type: ZS = no real data, semi ZS = real forget images, not ZS = real forget and retain"
         " images. Synthetic AF: accuracy on the run's synthetic forget set; real valid AF: on real validation images"
         " of the class. Per-run values: compare.csv.",
         "",
@@ -541,8 +559,9 @@ def render_markdown(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Opti
     ]
     for g in groups:
         cells = [str(g["dataset"]), g["method"], g["zero_shot"], f"{g['done']}/{g['runs']}",
-                 _pct(g["target_bf"]), _pct(g["target_af"]), _pct(g["target_attacked_af"]), _pct(g["other_bf"]),
-                 _pct(g["other_af"])]
+                 _pct(g["target_bf"]), _pct(g["target_af"]), _pct(g["target_attacked_af"]),
+                 _pct(g["target_paraphrased_bf"]), _pct(g["target_paraphrased_af"]), _pct(g["other_bf"]),
+                 _pct(g["other_af"]), _pct(g["other_paraphrased_bf"]), _pct(g["other_paraphrased_af"])]
         cells += [_pct(g[f"{ds}_{w}"]) for ds in others for w in ("bf", "af")]
         cells += [_pct(g["synthetic_af"]), _pct(g["real_valid_af"]),
                   "" if g["steps"] is None else f"{g['steps']:.0f}", "" if g["seconds"] is None else f"{g['seconds']:.0f}"]
@@ -600,21 +619,27 @@ def write_outputs(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Option
 
 def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Any:
     """The console's summary: per method (and forget dataset) the target, the other classes and
-    every other dataset, before -> after, and the seconds per run (compare.md has every column)."""
+    every other dataset, before -> after, then (when the paraphrases section ran) the target and
+    the other classes named by paraphrases, and the seconds per run (compare.md has every column)."""
     from rich.table import Table
 
     other = f"; other domain: {plan.other_datasets[0]}" if len(plan.other_datasets) == 1 else ""
     table = Table(title=f"Unlearning comparison: zero-shot accuracy (%), before -> after, mean over runs{other}")
     several = len({r.spec.dataset for r in plan.runs}) > 1
-    heads = (["forget dataset"] if several else []) + ["method", "target", "other classes"] + plan.other_datasets + ["s"]
+    groups = summarise(plan, rows)
+    paraphrased = any(g["target_paraphrased_af"] is not None or g["other_paraphrased_af"] is not None for g in groups)
+    heads = ((["forget dataset"] if several else []) + ["method", "target", "other classes"] + plan.other_datasets
+             + (["target paraphrased", "other paraphrased"] if paraphrased else []) + ["s"])
     for i, head in enumerate(heads):
         table.add_column(head, justify="left" if i < 1 + several else "right", no_wrap=i >= 1 + several)
     both = lambda g, key: f"{_pct(g[key + '_bf'])} -> {_pct(g[key + '_af'])}" if g[key + "_af"] is not None else ""  # noqa: E731
-    for g in summarise(plan, rows):
+    for g in groups:
         done = "" if g["done"] == g["runs"] else f", {g['done']}/{g['runs']} runs"
         cells = ([str(g["dataset"])] if several else []) + [f"{g['method']} ({g['zero_shot']}{done})",
                                                             both(g, "target"), both(g, "other")]
         cells += [both(g, ds) for ds in plan.other_datasets]
+        if paraphrased:
+            cells += [both(g, "target_paraphrased"), both(g, "other_paraphrased")]
         cells += ["" if g["seconds"] is None else f"{g['seconds']:.0f}"]
         table.add_row(*cells)
     return table

@@ -5,8 +5,15 @@ each synthetic image is made for one description of its class, drawn at random) 
 prompts at evaluation (does the class come back under another wording?). Every text is a complete
 prompt, used as it is (no template is applied to it).
 
-A value may be a file path or the name of a file shipped with the package (``demo``: the demo
-world's classes, ``lightning_unlearn/demo/descriptions.json``).
+A value may be a file path or the name of a file shipped with the package:
+
+- ``demo``: descriptions of the demo world's classes that name the class
+  (``lightning_unlearn/demo/descriptions.json``, the synthesis prompts);
+- ``demo-paraphrases``: seven paraphrases of every demo class that never name it nor a word
+  derived from it ("a six-string instrument", "a wax light with a wick"), varied in wording and in
+  what they describe (shape, use, parts), written without looking at any result
+  (``lightning_unlearn/demo/paraphrases.json``): does the concept come back when the word is not
+  said?
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from lightning_unlearn.core.names import class_key, matches_clause
 #: Description files shipped with the package, by name.
 PACKAGED_DESCRIPTIONS: dict[str, Path] = {
     "demo": Path(__file__).resolve().parents[1] / "demo" / "descriptions.json",
+    "demo-paraphrases": Path(__file__).resolve().parents[1] / "demo" / "paraphrases.json",
 }
 
 Descriptions = dict[str, list[str]]

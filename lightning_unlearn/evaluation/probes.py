@@ -10,7 +10,8 @@
   steps until its accuracy is back to a goal (half of what it was before unlearning). A method
   that only hides the class comes back in a few steps.
 - :func:`paraphrase_result`: zero-shot accuracy with the class's prompt replaced by paraphrases
-  (synonyms, descriptions).
+  (synonyms, descriptions); :func:`own_paraphrase_accuracy`: the same for a class's own images
+  only, many paraphrases at once (the retained classes, each named by its paraphrases).
 """
 
 from __future__ import annotations
@@ -199,3 +200,20 @@ def paraphrase_result(data: DatasetFeatures, embeddings: torch.Tensor, label: in
         split = split_from_features(data, swapped, [label], chunk)
         out.append({"target": split["target"], "other_classes": split["other_classes"]})
     return out
+
+
+def own_paraphrase_accuracy(data: DatasetFeatures, embeddings: torch.Tensor, label: int,
+                            paraphrases: torch.Tensor) -> list[Optional[float]]:
+    """For each paraphrase embedding (``[P, D]``, normalised), the zero-shot accuracy on class
+    ``label``'s images with that class's row of ``embeddings`` replaced by the paraphrase (the
+    other rows as they are): an image counts when the paraphrase scores above every other class.
+    None for every paraphrase when the class has no image."""
+    mine = data.labels == label
+    if not bool(mine.any()):
+        return [None] * len(paraphrases)
+    images = F.normalize(data.features[mine].float(), dim=-1)
+    others = images @ embeddings.float().T
+    others[:, label] = -float("inf")
+    best_other = others.max(dim=1).values  # [n]
+    correct = (images @ paraphrases.float().T) > best_other[:, None]  # [n, P]
+    return [float(v) for v in correct.float().mean(dim=0)]

@@ -78,6 +78,14 @@ def evaluation_rows(evaluation: Mapping[str, Any]) -> list[Row]:
     paraphrases = recovery.get("paraphrases")
     if paraphrases:
         rows.append(("target @ paraphrases (mean)", _per_state(states, lambda s: paraphrases["mean"][s]["target"])))
+        held_out = paraphrases.get("held_out")
+        if held_out and any((paraphrases.get("in_bank") or {}).values()):  # else the same as the mean
+            rows.append((f"target @ held-out paraphrases ({held_out['prompts']})",
+                         _per_state(states, lambda s: held_out[s]["target"])))
+        retained = paraphrases.get("retained")
+        if retained:
+            rows.append((f"other classes @ their paraphrases ({retained['classes']} classes)",
+                         _per_state(states, lambda s: retained[s])))
     return rows
 
 

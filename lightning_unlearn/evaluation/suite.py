@@ -105,7 +105,14 @@ class EvaluationSuite:
         inversion_seed: seed of the starting words (rows of the token embedding drawn at random).
         paraphrases: prompts that stand in for each forgotten class at evaluation (synonyms,
             descriptions; each a complete prompt): class name -> list of prompts, or a
-            descriptions JSON file (path, or ``demo`` for the shipped one).
+            descriptions JSON file (path, or a packaged name: ``demo-paraphrases``, paraphrases
+            of every demo class that never say the class word; ``demo``, descriptions that do).
+            Each forgotten class is measured under each of its prompts; the prompts a method put
+            into its own forget bank (the edit's ``paraphrases``) are marked, and
+            ``recovery.paraphrases.held_out`` averages the others only. Every other class of the
+            forgotten classes' dataset that the file also describes is measured under its own
+            prompts (``recovery.paraphrases.retained``): did the method harm the language of
+            the classes it keeps?
         plots: write PNG plots (``plots/*.png`` next to the report) and embed them in
             ``report.md``: samples of the forget images, accuracy per dataset and template, the
             escalation trace and retrieval precision@k. Off by default (the output folder then
@@ -558,20 +565,50 @@ class EvaluationRunner:
                 module.device, progress=update, chunk=getattr(dm, "batch_size", 128))
         return {**out, "template": template, "split": self.real_split}
 
+    def _encode_prompts(self, texts: Sequence[str], chunk: int = 256) -> torch.Tensor:
+        """Normalised text embeddings ``[len(texts), D]`` of complete prompts (CPU, float32)."""
+        module = self.module
+        parts = []
+        with torch.no_grad():
+            for start in range(0, len(texts), chunk):
+                tokens = module.tokenizer(list(texts[start : start + chunk])).to(module.device)
+                parts.append(torch.nn.functional.normalize(module.model.encode_text(tokens).float().cpu(), dim=-1))
+        return torch.cat(parts)
+
+    def paraphrase_bank(self) -> dict[str, list[str]]:
+        """The paraphrases the method put into its own forget bank, per forgotten class (empty for
+        a method that uses none): a method says so by a ``paraphrases_in_bank()`` method."""
+        read = getattr(getattr(self.module, "method", None), "paraphrases_in_bank", None)
+        bank = read() if callable(read) else {}
+        return {str(name): list(texts) for name, texts in (bank or {}).items()}
+
     def _paraphrases(self, result: dict[str, Any], data: DatasetFeatures, embeddings: torch.Tensor, dataset: str,
                      dm: Any, timer: _Timer) -> None:
-        module = self.module
         ds = dm.eval_datasets[dataset]
         label_of = {class_key(name): label for label, name in enumerate(ds.classnames)}
         section = {}
         for name, texts in self.paraphrases.items():
-            with torch.no_grad():
-                rows = torch.nn.functional.normalize(
-                    module.model.encode_text(module.tokenizer(texts).to(module.device)).float().cpu(), dim=-1)
+            rows = self._encode_prompts(texts)
             scores = probes.paraphrase_result(data, embeddings, label_of[class_key(name)], rows,
                                               getattr(dm, "batch_size", 128))
             section[name] = dict(zip(texts, scores))
         result["paraphrases"] = section
+        result["paraphrase_bank"] = self.paraphrase_bank()
+        # The classes kept, each named by its own paraphrases (the rest at the evaluation template).
+        forgotten = {class_key(name) for name in self.paraphrases}
+        retained = {name: texts for name, texts in (self.suite._paraphrases or {}).items()
+                    if class_key(name) in label_of and class_key(name) not in forgotten}
+        if retained:
+            names = list(retained)
+            rows = self._encode_prompts([t for name in names for t in retained[name]])
+            out, start = {}, 0
+            for name in names:
+                count = len(retained[name])
+                scores = probes.own_paraphrase_accuracy(data, embeddings, label_of[class_key(name)],
+                                                        rows[start : start + count])
+                start += count
+                out[name] = tpl._mean(scores)
+            result["paraphrases_retained"] = out
         timer.lap("paraphrases")
 
 
@@ -657,11 +694,36 @@ def assemble(suite: EvaluationSuite, states: Mapping[str, Mapping[str, Any]]) ->
             for name, texts in first["paraphrases"].items()
         }
 
-        def mean(result: Mapping[str, Any]) -> dict[str, Optional[float]]:
-            scores = [s for texts in result["paraphrases"].values() for s in texts.values()]
+        # Paraphrases a method put into its forget bank (in any state: the edit's is known before it runs).
+        bank: dict[str, list[str]] = {}
+        for result in states.values():
+            for name, texts in (result.get("paraphrase_bank") or {}).items():
+                bank.setdefault(name, [])
+                bank[name] += [t for t in texts if t not in bank[name]]
+        in_bank = {class_key(name): set(texts) for name, texts in bank.items()}
+
+        def mean(result: Mapping[str, Any], held_out_only: bool = False) -> dict[str, Optional[float]]:
+            scores = [s for name, texts in result["paraphrases"].items() for text, s in texts.items()
+                      if not (held_out_only and text in in_bank.get(class_key(name), ()))]
             return {g: tpl._mean([s[g] for s in scores]) for g in ("target", "other_classes")}
 
-        recovery["paraphrases"] = {"classes": classes, "mean": _by_state(states, mean)}
+        held_out = [text for name, texts in first["paraphrases"].items() for text in texts
+                    if text not in in_bank.get(class_key(name), ())]
+        section = {"classes": classes, "mean": _by_state(states, mean),
+                   "in_bank": {name: [t for t in texts if t in in_bank.get(class_key(name), ())]
+                               for name, texts in first["paraphrases"].items()},
+                   "held_out": {"prompts": len(held_out),
+                                **_by_state(states, lambda r: mean(r, held_out_only=True))}}
+        if "paraphrases_retained" in first:
+            names = list(first["paraphrases_retained"])
+            section["retained"] = {
+                "classes": len(names),
+                **_by_state(states, lambda r: tpl._mean([r["paraphrases_retained"][n] for n in names])),
+                "per_class": {n: _by_state(states, lambda r, n=n: r["paraphrases_retained"][n]) for n in names},
+            }
+        else:
+            section["retained"] = None
+        recovery["paraphrases"] = section
     else:
         recovery["paraphrases"] = None
     out["recovery"] = recovery

@@ -7,7 +7,9 @@ embedding ``h P`` (a bias is handled by augmenting ``h`` with a 1). This module
   its class-relative term (:func:`weighted_gram`, :func:`retain_gram`), the forget directions and
   the class-free targets;
 - gives the null-space projection of arXiv 2512.14137 as matrices (:func:`orthonormal_directions`,
-  :func:`projector`).
+  :func:`projector`);
+- splits a class's paraphrases into those the edit forgets and those held out for evaluation
+  (:func:`split_paraphrases`), and weighs forget rows by share (:func:`share_weights`).
 
 Reading ``P`` out of a model and writing it back, and capturing pooled features, are the model's
 side (:mod:`lightning_unlearn.clip.text_projection`); caching those features on disk is
@@ -16,6 +18,7 @@ side (:mod:`lightning_unlearn.clip.text_projection`); caching those features on 
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -321,6 +324,62 @@ def cosine_rows(a: Tensor, b: Tensor) -> Tensor:
     """Row-wise cosine similarity of two ``[N, D]`` tensors (float64)."""
     a, b = a.to(torch.float64), b.to(torch.float64)
     return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-300)
+
+
+# --------------------------------------------------------------------------------------------
+# Paraphrases in the forget bank
+# --------------------------------------------------------------------------------------------
+def split_paraphrases(texts: Sequence[str], held_out: int, seed: int = 0, key: str = "") -> tuple[list[str], list[str]]:
+    """``(bank, held_out)``: ``texts`` split into those an edit may forget and ``held_out`` of them
+    it must never see (the evaluation measures the concept on those).
+
+    The split is deterministic and depends on each text alone (a SHA-256 of ``seed``, ``key``,
+    e.g. the class name, and the text): adding, removing or reordering other paraphrases does not
+    move a text from one side to the other unless it changes which ones rank first. Both lists
+    keep the order of ``texts``; repeats are dropped.
+
+    Raises:
+        ConfigError: ``held_out`` is negative, or leaves no text for the bank.
+    """
+    _positive_int_validation("held_out", held_out, allow_zero=True)
+    unique = list(dict.fromkeys(texts))
+    if held_out >= len(unique):
+        raise ConfigError(
+            f"held_out={held_out} paraphrases of {key or 'a class'!r} leave none of its {len(unique)} for the forget "
+            f"bank; give more paraphrases or hold out fewer (at most {len(unique) - 1})"
+        )
+
+    def rank(text: str) -> str:
+        return hashlib.sha256(f"{seed}\x00{key}\x00{text}".encode("utf-8")).hexdigest()
+
+    held = set(sorted(unique, key=rank)[:held_out])
+    return [t for t in unique if t not in held], [t for t in unique if t in held]
+
+
+def share_weights(groups: Sequence[Sequence[int]], shared: Sequence[Sequence[int]], share: float, count: int) -> Tensor:
+    """Row weights ``[count]`` (sum 1): each group (a forgotten class's template rows) and its
+    ``shared`` rows (the same class's paraphrases) weigh the same in total; within a class, the
+    ``shared`` rows hold ``share`` of its weight and the group the rest, each row of a part alike.
+    A class without shared rows gives its group all of its weight.
+
+    Raises:
+        ConfigError: ``share`` outside [0, 1), or groups that do not cover ``count`` rows once.
+    """
+    _unit_interval_validation("share", share, open_high=True)
+    if len(groups) != len(shared) or not groups:
+        raise ConfigError(f"share_weights needs one list of shared rows per group, got {len(groups)} and {len(shared)}")
+    weights = torch.zeros(count, dtype=torch.float64)
+    seen = torch.zeros(count, dtype=torch.long)
+    for own, extra in zip(groups, shared):
+        part = share if len(extra) else 0.0
+        for rows, mass in ((own, 1.0 - part), (extra, part)):
+            if len(rows):
+                index = torch.as_tensor(list(rows), dtype=torch.long)
+                weights[index] = mass / len(rows) / len(groups)
+                seen[index] += 1
+    if not bool((seen == 1).all()):
+        raise ConfigError(f"share_weights: the groups must cover each of the {count} rows exactly once")
+    return weights
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ from lightning_unlearn.core._validation import (
     _unit_interval_validation,
 )
 from lightning_unlearn.core.errors import ConfigError
+from lightning_unlearn.core.names import class_key
+from lightning_unlearn.evaluation.descriptions import descriptions_for, load_descriptions
 from lightning_unlearn.methods.contract import MethodHost, UnlearningMethod
 from lightning_unlearn.maths.promptbank import (
     composed_templates,
@@ -57,7 +59,9 @@ from lightning_unlearn.maths.textedit import (
     cosine_rows,
     forget_directions,
     null_space_basis,
+    share_weights,
     solve_ridge_edit,
+    split_paraphrases,
 )
 
 TargetKind = Literal["class_free", "neutral", "fixed"]
@@ -83,6 +87,9 @@ class EditSettings:
     evaluation_prompt_weight: float = 0.5
     generic_weight: float = 0.15
     seed: int = 0
+    #: per forgotten class, the paraphrases to forget too (complete prompts; the bank, held-out ones excluded)
+    paraphrase_bank: Optional[dict[str, list[str]]] = None
+    paraphrase_weight: float = 0.5
 
 
 @dataclass
@@ -93,7 +100,12 @@ class EditProblem:
         projection: the text projection being edited.
         P: its matrix ``[d, D]`` (float64).
         forget: forget rows ``[n_f, d]`` (pooled features, augmented like ``P``).
-        forget_groups: for each forgotten class, the indices of its rows in ``forget``.
+        forget_groups: for each forgotten class, the indices of its template rows (and its
+            unlearning prompt) in ``forget``.
+        paraphrase_groups: for each forgotten class, the indices of its paraphrase rows in
+            ``forget`` (empty lists without a paraphrase bank).
+        forget_weights: per-row weights of the forget term (None: uniform), see
+            :func:`~lightning_unlearn.maths.textedit.share_weights`.
         targets: the embeddings the forget rows should get ``[n_f, D]``.
         retain: retain rows ``[n_r, d]``.
         retain_weights: their weights (sum 1).
@@ -117,6 +129,8 @@ class EditProblem:
     targets: Tensor
     retain: Tensor
     retain_weights: Tensor
+    paraphrase_groups: list[list[int]] = field(default_factory=list)
+    forget_weights: Optional[Tensor] = None
     retain_template_groups: Optional[Tensor] = None
     other_domain_rows: Optional[Tensor] = None
     retain_groups: dict[str, int] = field(default_factory=dict)
@@ -159,7 +173,9 @@ def build_edit_problem(
     """Assemble the edit's rows, weights and targets (no weight is changed).
 
     Forget rows: each forgotten class under every template of :func:`template_bank`, plus its
-    unlearning prompt. Retain rows: every other class of every vocabulary under the same
+    unlearning prompt, plus its paraphrases in ``settings.paraphrase_bank`` (complete prompts
+    without the class word, whose target is ``neutral_prompt``'s embedding made class-free: the
+    concept is forgotten, not only the word). Retain rows: every other class of every vocabulary under the same
     ``retain_templates_per_class`` templates (:func:`~lightning_unlearn.maths.promptbank.shared_templates`:
     the vocabulary's evaluation template, which is its first, then more of its own and of the
     bank), and each class of the generic vocabulary under ``generic_templates_per_class`` templates
@@ -182,8 +198,8 @@ def build_edit_problem(
         raise ConfigError("no vocabulary: the edit needs the forget vocabulary and its other classes")
     start = time.perf_counter()
     bank = template_bank(vocabularies[0].templates, settings)
-    forget_text, neutral_text, groups = _forget_rows(tokenizer, forget_names, forget_prompts, bank, settings,
-                                                     forget_prompt_template)
+    forget_text, neutral_text, groups, paraphrase_groups = _forget_rows(
+        tokenizer, forget_names, forget_prompts, bank, settings, forget_prompt_template)
     retain_rows = _retain_rows(vocabularies, forget_names, bank, settings)
     retain_rows.keep_fitting(tokenizer)
     if retain_rows.empty:
@@ -205,8 +221,12 @@ def build_edit_problem(
     targets = _edit_targets(settings, P, forget, projection.augment(small[n_f : 2 * n_f]),
                             projection.augment(small[-1:]), groups, retain[: len(retain_rows.evaluation)])
     generic = retain_rows.generic_names
+    forget_weights = None
+    if any(paraphrase_groups):  # each class alike; within it, its paraphrases hold paraphrase_weight
+        forget_weights = share_weights(groups, paraphrase_groups, settings.paraphrase_weight, n_f)
     return EditProblem(
         projection=projection, P=P, forget=forget, forget_groups=groups, targets=targets, retain=retain,
+        paraphrase_groups=paraphrase_groups, forget_weights=forget_weights,
         retain_weights=weights / weights.sum(),
         retain_template_groups=torch.tensor(groups_of_rows, dtype=torch.long),
         other_domain_rows=torch.tensor(other_domain, dtype=torch.long),
@@ -222,13 +242,16 @@ def build_edit_problem(
 def _forget_rows(
     tokenizer: Any, forget_names: Sequence[str], forget_prompts: Sequence[str], bank: Sequence[str],
     settings: EditSettings, forget_prompt_template: Optional[str],
-) -> tuple[list[str], list[str], list[list[int]]]:
+) -> tuple[list[str], list[str], list[list[int]], list[list[int]]]:
     """Each forgotten class under every bank template plus its unlearning prompt, with the
-    template-matched neutral prompts, and each class's row indices; pairs that do not fit the
-    context are dropped (the unlearning prompt is kept in any case)."""
+    template-matched neutral prompts, then its paraphrases (if any, with ``neutral_prompt``);
+    each class's template-row and paraphrase-row indices. Pairs that do not fit the context are
+    dropped (the unlearning prompt is kept in any case)."""
     forget_text: list[str] = []
     neutral_text: list[str] = []
     groups: list[list[int]] = []
+    paraphrase_groups: list[list[int]] = []
+    paraphrases = {class_key(name): texts for name, texts in (settings.paraphrase_bank or {}).items()}
     for name, own_prompt in zip(forget_names, forget_prompts):
         pairs = [(fill(t, name), fill(t, settings.neutral)) for t in bank]
         if forget_prompt_template is not None:
@@ -240,7 +263,12 @@ def _forget_rows(
         groups.append(list(range(len(forget_text), len(forget_text) + len(pairs))))
         forget_text += [p for p, _ in pairs]
         neutral_text += [n for _, n in pairs]
-    return forget_text, neutral_text, groups
+        texts = [t for t, ok in zip(paraphrases.get(class_key(name), []),
+                                    fits_context(tokenizer, paraphrases.get(class_key(name), []))) if ok]
+        paraphrase_groups.append(list(range(len(forget_text), len(forget_text) + len(texts))))
+        forget_text += texts
+        neutral_text += [settings.neutral_prompt] * len(texts)
+    return forget_text, neutral_text, groups, paraphrase_groups
 
 
 #: One retain row: (vocabulary name, prompt, (vocabulary index, template) group of the class-relative term).
@@ -379,8 +407,10 @@ def solve_edit(
     rank_per_class: Optional[int],
     relative_weight: float = DEFAULT_RELATIVE_WEIGHT,
     exact_other_domains: bool = True,
+    paraphrase_rank: int = 2,
 ) -> RidgeSolution:
-    """Solve the problem (restricted to ``rank_per_class`` directions per forgotten class, or full),
+    """Solve the problem (restricted to ``rank_per_class`` directions per forgotten class, plus
+    ``paraphrase_rank`` more per class from its paraphrase rows when it has some, or full),
     with the class-relative retain term weighted ``relative_weight`` in the solve and in the choice
     of directions alike. With ``exact_other_domains`` (see :func:`exact_subspace`) the change only
     reads inputs that the other vocabularies' evaluation prompts do not have, so their embeddings,
@@ -389,7 +419,8 @@ def solve_edit(
     were left to the change, or why it was skipped."""
     start = time.perf_counter()
     relative = dict(retain_groups=problem.retain_template_groups, relative_weight=relative_weight)
-    needed = (rank_per_class or 1) * len(problem.forget_groups)
+    paraphrased = [g for g in problem.paraphrase_groups if g]
+    needed = (rank_per_class or 1) * len(problem.forget_groups) + paraphrase_rank * len(paraphrased)
     d = problem.retain.shape[1]
     basis, exact = exact_subspace(problem, needed) if exact_other_domains else (None, ExactRows(0, d, "off"))
     directions = basis
@@ -398,9 +429,17 @@ def solve_edit(
         inside = (lambda rows: rows @ basis) if basis is not None else (lambda rows: rows)
         found = forget_directions(inside(problem.retain), [inside(problem.forget[g]) for g in problem.forget_groups],
                                   per_class=rank_per_class, mu=mu, retain_weights=problem.retain_weights, **relative)
+        if paraphrased:
+            # the paraphrases differ from the retain prompts along other inputs than the class word
+            # does: directions of their own, or the change could not reach them
+            more = forget_directions(inside(problem.retain), [inside(problem.forget[g]) for g in paraphrased],
+                                     per_class=paraphrase_rank, mu=mu, retain_weights=problem.retain_weights,
+                                     **relative)
+            found = torch.linalg.qr(torch.cat([found, more], dim=1))[0]
         directions = torch.linalg.qr(basis @ found)[0] if basis is not None else found
     solution = solve_ridge_edit(problem.P, problem.retain, problem.forget, problem.targets, lam=lam, mu=mu,
-                                retain_weights=problem.retain_weights, directions=directions, **relative)
+                                retain_weights=problem.retain_weights, forget_weights=problem.forget_weights,
+                                directions=directions, **relative)
     # the time of the whole solve: subspace, directions and system
     return replace(solution, exact=exact.to_dict(), seconds=time.perf_counter() - start)
 
@@ -476,7 +515,19 @@ class TextProjectionEdit(UnlearningMethod):
         evaluation_prompt_weight: share of the retain weight on the vocabularies' evaluation
             prompts (their first template), which zero-shot evaluation uses.
         generic_weight: share of the retain weight on the generic vocabulary.
-        seed: seed of the composed templates.
+        paraphrases: paraphrases of the forgotten classes to forget too, so that the concept goes,
+            not only the word: a descriptions file (path, or a packaged name such as
+            ``demo-paraphrases``) or a dict, class -> complete prompts without the class word.
+            None (default): the class word only.
+        held_out_paraphrases: per forgotten class, how many of its paraphrases stay out of the
+            forget bank (a deterministic split, :func:`~lightning_unlearn.maths.textedit.split_paraphrases`
+            with ``seed``), for the evaluation to measure the concept on prompts the edit never
+            saw (``recovery.paraphrases.held_out``).
+        paraphrase_weight: share of each forgotten class's forget term on its paraphrases (the
+            rest on its template prompts).
+        paraphrase_rank: input directions per forgotten class found from its paraphrases, on top
+            of ``rank_per_class`` (used when ``rank_per_class`` is set).
+        seed: seed of the composed templates and of the paraphrase split.
         batch_size: prompts per forward pass when encoding.
         cache_dir: folder of cached retain features (default ``$LIGHTNING_UNLEARN_CACHE/text_features``).
         use_cache: reuse cached retain features (keyed by the text tower's weights and the prompts).
@@ -502,6 +553,10 @@ class TextProjectionEdit(UnlearningMethod):
         generic_templates_per_class: int = 2,
         evaluation_prompt_weight: float = 0.5,
         generic_weight: float = 0.15,
+        paraphrases: Optional[Union[str, dict[str, list[str]]]] = None,
+        held_out_paraphrases: int = 3,
+        paraphrase_weight: float = 0.5,
+        paraphrase_rank: int = 2,
         seed: int = 0,
         batch_size: int = 256,
         cache_dir: Optional[str] = None,
@@ -537,9 +592,17 @@ class TextProjectionEdit(UnlearningMethod):
                 f"evaluation_prompt_weight + generic_weight must be < 1 (the rest weighs the other templates), got "
                 f"{evaluation_prompt_weight!r} + {generic_weight!r}"
             )
+        _positive_int_validation("held_out_paraphrases", held_out_paraphrases, allow_zero=True)
+        _unit_interval_validation("paraphrase_weight", paraphrase_weight, open_high=True)
+        _positive_int_validation("paraphrase_rank", paraphrase_rank)
+        # read (and check) a paraphrases file now, so a bad one fails before any run
+        self._paraphrase_texts = load_descriptions(paraphrases) if paraphrases is not None else None
+        self._paraphrase_bank: dict[str, list[str]] = {}
         _positive_int_validation("seed", seed, allow_zero=True)
         _positive_int_validation("batch_size", batch_size)
-        lam, mu, relative_weight = float(lam), float(mu), float(relative_weight)
+        lam, mu, relative_weight, paraphrase_weight = float(lam), float(mu), float(relative_weight), float(paraphrase_weight)
+        if isinstance(paraphrases, dict):
+            paraphrases = {str(k): list(v) for k, v in paraphrases.items()}
         evaluation_prompt_weight, generic_weight = float(evaluation_prompt_weight), float(generic_weight)
         templates = list(templates) if templates is not None else None
         if isinstance(generic_vocabulary, (list, tuple)):
@@ -547,15 +610,37 @@ class TextProjectionEdit(UnlearningMethod):
         self._keep(locals())
 
     def settings(self) -> EditSettings:
-        """The prompt-bank settings (the init args :class:`EditSettings` names) as an :class:`EditSettings`."""
-        return EditSettings(**{f.name: getattr(self, f.name) for f in fields(EditSettings)})
+        """The prompt-bank settings (the init args :class:`EditSettings` names) as an
+        :class:`EditSettings`, with the paraphrase bank of the last :meth:`setup`."""
+        values = {f.name: getattr(self, f.name) for f in fields(EditSettings) if f.name != "paraphrase_bank"}
+        return EditSettings(**values, paraphrase_bank=dict(self._paraphrase_bank) or None)
+
+    def paraphrase_split(self, names: Sequence[str]) -> dict[str, tuple[list[str], list[str]]]:
+        """Per forgotten class in ``names``: ``(bank, held_out)`` of its paraphrases (empty without
+        ``paraphrases``).
+
+        Raises:
+            ConfigError: a class has no paraphrases, or too few to hold ``held_out_paraphrases`` out.
+        """
+        if self._paraphrase_texts is None:
+            return {}
+        found = descriptions_for(self._paraphrase_texts, names, "the edit's paraphrases")
+        return {name: split_paraphrases(texts, self.held_out_paraphrases, self.seed, key=class_key(name))
+                for name, texts in found.items()}
+
+    def paraphrases_in_bank(self) -> dict[str, list[str]]:
+        """The paraphrases this edit forgets, per forgotten class (set by :meth:`setup`); the
+        evaluation suite marks them, and measures the concept on the others."""
+        return {name: list(texts) for name, texts in self._paraphrase_bank.items()}
 
     def setup(self, module: "MethodHost") -> None:
         locate_text_projection(module.model)  # an unsupported model fails before any work
+        self._paraphrase_bank = {name: bank for name, (bank, _) in self.paraphrase_split(module.spec.names).items()}
 
     def apply(self, module: "MethodHost") -> dict[str, Any]:
         spec = module.spec
         template = module.hparams.get("forget_prompt")  # checked by the module
+        self._paraphrase_bank = {name: bank for name, (bank, _) in self.paraphrase_split(spec.names).items()}
         problem = build_edit_problem(
             module.model, module.tokenizer, spec.names, spec.prompts, evaluation_vocabularies(module), self.settings(),
             forget_prompt_template=template, batch_size=self.batch_size, cache_dir=self.cache_dir,
@@ -563,7 +648,7 @@ class TextProjectionEdit(UnlearningMethod):
         )
         self.timings["edit_encode"] = problem.encode_seconds
         solution = solve_edit(problem, self.lam, self.mu, self.rank_per_class, self.relative_weight,
-                              self.exact_other_domains)  # raises before any write
+                              self.exact_other_domains, self.paraphrase_rank)  # raises before any write
         self.timings["edit"] = solution.seconds
         problem.projection.write(solution.matrix)
         return {
@@ -581,6 +666,12 @@ class TextProjectionEdit(UnlearningMethod):
             "rank_per_class": self.rank_per_class,
             "relative_weight": self.relative_weight,
             "exact_other_domains": solution.exact,
+            "paraphrases": None if self._paraphrase_texts is None else {
+                "forget_rows": int(sum(len(g) for g in problem.paraphrase_groups)),
+                "in_bank": self.paraphrases_in_bank(),
+                "held_out": {name: held for name, (_, held) in self.paraphrase_split(spec.names).items()},
+                "weight": self.paraphrase_weight, "rank": self.paraphrase_rank,
+            },
             "rcond": solution.rcond,
             "retain_features_cached": problem.cached,
             **edit_summary(problem, solution.matrix),

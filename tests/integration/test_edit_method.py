@@ -242,6 +242,74 @@ def test_non_finite_weights_fail_before_any_change():
     assert torch.equal(module.model.text_projection, before["text_projection"])
 
 
+# --- paraphrases in the forget bank -------------------------------------------------------------------
+DOG_WORDS = ["a loyal hound on a lead.", "a barking pet that fetches sticks.", "a puppy wagging its tail.",
+             "man's best friend.", "a four-legged pet that guards the home.", "a furry companion that barks."]
+
+
+def test_paraphrases_in_the_bank_become_forget_rows_and_the_held_out_ones_never_do():
+    module = edit_module(forget=("dog", "boat"), paraphrases={"Dog": DOG_WORDS, "boat": ["a small sailing vessel.",
+                                                                                       "a rowing craft."]},
+                         held_out_paraphrases=1)
+    method = module.method
+    method.setup(module)
+    bank = method.paraphrases_in_bank()
+    held = {name: h for name, (_, h) in method.paraphrase_split(module.spec.names).items()}
+    assert len(bank["dog"]) == 5 and len(held["dog"]) == 1 and len(bank["boat"]) == 1
+    problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts,
+                                 [module.spec.vocabulary], method.settings(), module.hparams.forget_prompt)
+    assert [len(g) for g in problem.paraphrase_groups] == [5, 1]
+    rows = [i for g in problem.paraphrase_groups for i in g]
+    assert not set(rows) & {i for g in problem.forget_groups for i in g}
+    # each class weighs the same; within it, its paraphrases hold paraphrase_weight (0.5)
+    w = problem.forget_weights
+    assert w is not None and torch.isclose(w[problem.paraphrase_groups[0]].sum(), torch.tensor(0.25, dtype=torch.float64))
+    # the held-out paraphrase is in no row: its features match none of the forget rows
+    unseen = locate_text_projection(module.model).augment(pooled_text_features(module.model, module.tokenizer(held["dog"])))
+    assert torch.cdist(unseen.double(), problem.forget.double()).min() > 1e-4
+    report = method.apply(module)
+    assert report["paraphrases"]["forget_rows"] == 6 and report["paraphrases"]["held_out"] == held
+    assert report["paraphrases"]["in_bank"] == bank
+    # the evaluation reads the same bank from the module
+    from lightning_unlearn.evaluation.suite import EvaluationRunner, EvaluationSuite
+
+    assert EvaluationRunner(EvaluationSuite(), module).paraphrase_bank() == bank
+
+
+def test_paraphrases_in_the_bank_are_moved_and_without_them_they_are_not():
+    with_bank = edit_module(paraphrases={"dog": DOG_WORDS}, held_out_paraphrases=2, paraphrase_weight=0.6)
+    without = edit_module()
+    seen = with_bank.method.paraphrase_split(["dog"])["dog"][0]
+    keep = [f"a photo of a {c}." for c in VOCAB if c != "dog"]
+    moved = {}
+    for name, module in (("bank", with_bank), ("word", without)):
+        before, before_keep = embed(module, seen), embed(module, keep)
+        module.method.setup(module)
+        module.method.apply(module)
+        moved[name] = 1 - cosine_rows(embed(module, seen), before).mean().item()
+        assert cosine_rows(embed(module, keep), before_keep).mean() > 0.9  # the others stay
+    assert moved["bank"] > 0.05 and moved["bank"] > 3 * moved["word"]
+
+
+def test_paraphrase_settings_are_checked_before_any_change(tmp_path):
+    with pytest.raises(ConfigError, match=r"held_out_paraphrases must be an int >= 0, got -1"):
+        TextProjectionEdit(paraphrases={"dog": DOG_WORDS}, held_out_paraphrases=-1)
+    with pytest.raises(ConfigError, match=r"paraphrase_weight must be a number in \[0, 1\), got 1.0"):
+        TextProjectionEdit(paraphrase_weight=1.0)
+    bad = tmp_path / "p.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="is not valid JSON"):
+        TextProjectionEdit(paraphrases=str(bad))
+    module = edit_module(paraphrases={"cat": DOG_WORDS})
+    before = state(module)
+    with pytest.raises(ConfigError, match=r"the edit's paraphrases has no descriptions of the forgotten class 'dog'"):
+        module.method.apply(module)
+    module = edit_module(paraphrases={"dog": DOG_WORDS[:3]}, held_out_paraphrases=3)
+    with pytest.raises(ConfigError, match=r"held_out=3 paraphrases of 'dog' leave none of its 3"):
+        module.method.setup(module)
+    assert unchanged(module, before)
+
+
 @pytest.mark.parametrize(("name", "side"), [("tiny-rn", "image"), ("tiny-vit", "image"), ("tiny-custom", "text")])
 def test_nullspace_projects_the_target_out(name, side):
     with torch.random.fork_rng(devices=[]):

@@ -42,7 +42,7 @@ CONFIG: dict[str, Any] = {
             "evaluation": {
                 "templates": TEMPLATES, "retrieval_other_queries": 20, "verification_images": 2,
                 "linear_probe": True, "relearn_steps": 3, "relearn_images": 2, "relearn_lr": 1e-3,
-                "paraphrases": "demo", "plots": True, "class_mean_probe": True, "class_mean_images": 2,
+                "paraphrases": "demo-paraphrases", "plots": True, "class_mean_probe": True, "class_mean_images": 2,
                 "inversion": True, "inversion_steps": 3, "inversion_images": 2,
             },
         },
@@ -126,7 +126,13 @@ def test_fit_report_has_every_section_with_numbers(fitted):
         assert inversion[state]["target_no_attack"] == ev["accuracy"][state]["demo_objects"]["target"]
     forget = report["classes"][0]
     assert set(ev["recovery"]["paraphrases"]["classes"][forget]) == set(json.loads(
-        (Path(__file__).resolve().parents[2] / "lightning_unlearn" / "demo" / "descriptions.json").read_text())[forget])
+        (Path(__file__).resolve().parents[2] / "lightning_unlearn" / "demo" / "paraphrases.json").read_text())[forget])
+    paraphrases = ev["recovery"]["paraphrases"]
+    # a method that trains on images puts no paraphrase in a bank: every one is held out
+    assert paraphrases["in_bank"] == {forget: []} and paraphrases["held_out"]["prompts"] == len(paraphrases["classes"][forget])
+    assert paraphrases["held_out"]["after"] == paraphrases["mean"]["after"]
+    # the other 23 object classes, each under its own paraphrases
+    assert paraphrases["retained"]["classes"] == 23 and is_number(paraphrases["retained"]["after"])
     # the template-level figures are those of the dataset holding the class, its own template first
     assert ev["target_dataset"] == "demo_objects"
     assert ev["templates"]["a photo of a {}."]["before"]["target"] == ev["accuracy"]["before"]["demo_objects"]["target"]

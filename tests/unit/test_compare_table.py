@@ -57,15 +57,22 @@ def settings(world: Path, **kwargs) -> CompareSettings:
     return CompareSettings(**args)
 
 
-def report(target: tuple, other: tuple, caltech: tuple, kind: str = "synthetic", attacked: float | None = None) -> dict:
+def report(target: tuple, other: tuple, caltech: tuple, kind: str = "synthetic", attacked: float | None = None,
+           paraphrased: tuple | None = None) -> dict:
     def measure(i):
         return {"synthetic_acc": 0.5 * i, "real_valid_acc": 0.25 * (i + 1), "target": target[i],
                 "other_classes": other[i], "datasets": {"stanford_dogs": {"accuracy": 0.5},
                                                          "caltech101": {"accuracy": caltech[i]}}}
     inversion = None if attacked is None else {"before": {"target": 1.0}, "after": {"target": attacked}}
+    # paraphrased: (target before, target after on held-out paraphrases, other classes before, after)
+    paraphrases = None if paraphrased is None else {
+        "mean": {"before": {"target": 0.99}, "after": {"target": 0.99}},  # over every paraphrase: not the column
+        "held_out": {"prompts": 3, "before": {"target": paraphrased[0], "other_classes": 0.5},
+                     "after": {"target": paraphrased[1], "other_classes": 0.5}},
+        "retained": {"classes": 2, "before": paraphrased[2], "after": paraphrased[3]}}
     return {"method": {"zero_shot": "ZS"}, "before": measure(0), "after": measure(1), "forget_set": {"kind": kind},
             "optimizer_steps": 7, "stop_reason": "goal_reached",
-            "evaluation": {"recovery": {"inversion": inversion}}}
+            "evaluation": {"recovery": {"inversion": inversion, "paraphrases": paraphrases}}}
 
 
 def test_plan_lists_every_run_with_its_folder_and_columns(world):
@@ -103,20 +110,38 @@ def test_run_config_sets_class_seed_outputs_and_overrides(world):
 def test_rows_csv_and_markdown(world):
     plan = plan_comparison(settings(world, methods=["lip"], seeds=[0]))
     first, second = plan.runs
-    rows = [row_from_report(first, report((0.8, 0.2), (0.6, 0.5), (0.9, 0.8), attacked=0.9), plan.other_datasets),
+    rows = [row_from_report(first, report((0.8, 0.2), (0.6, 0.5), (0.9, 0.8), attacked=0.9,
+                                          paraphrased=(0.4, 0.3, 0.7, 0.65)), plan.other_datasets),
             row_from_report(second, report((0.6, 0.0), (0.6, 0.6), (0.9, 0.9), kind="real"), plan.other_datasets)]
     rows[0]["seconds"], rows[1]["seconds"] = 10.0, 20.0
     assert rows[0]["caltech101_af"] == 0.8 and rows[0]["synthetic_af"] == 0.5 and rows[1]["synthetic_af"] is None
     table = list(csv.DictReader(io.StringIO(render_csv(plan, rows))))
     # the attack's column: the run that measured it, empty for the one that did not
     assert table[0]["target_attacked_af"] == "0.9" and table[1]["target_attacked_af"] == ""
+    # the paraphrase columns: held-out paraphrases of the target, the other classes under theirs
+    assert [table[0][k] for k in ("target_paraphrased_bf", "target_paraphrased_af", "other_paraphrased_bf",
+                                  "other_paraphrased_af")] == ["0.4", "0.3", "0.7", "0.65"]
+    assert table[1]["target_paraphrased_af"] == "" and table[1]["other_paraphrased_af"] == ""
     assert table[1]["synthetic_af"] == "" and table[1]["real_valid_af"] == "0.5" and table[0]["steps"] == "7"
     markdown = render_markdown(plan, rows, seconds=90)
     # means over the two classes: target 70.0 -> 10.0 (attacked 90.0, one run), other 60.0 -> 55.0, caltech 90.0 -> 85.0
-    assert "| target BF | target AF | target attacked | other BF |" in markdown
-    assert "| stanford_dogs | lip | ZS | 2/2 | 70.0 | 10.0 | 90.0 | 60.0 | 55.0 | 90.0 | 85.0 | 50.0 | 50.0 | 7 | 15 |" \
-        in markdown
+    assert ("| target BF | target AF | target attacked | target paraphrased BF | target paraphrased AF | other BF "
+            "| other AF | other paraphrased BF | other paraphrased AF |") in markdown
+    assert ("| stanford_dogs | lip | ZS | 2/2 | 70.0 | 10.0 | 90.0 | 40.0 | 30.0 | 60.0 | 55.0 | 70.0 | 65.0 | 90.0 "
+            "| 85.0 | 50.0 | 50.0 | 7 | 15 |") in markdown
     assert "wall time 1.5 min" in markdown
+    # the console's summary adds the paraphrase columns when a run measured them
+    from rich.console import Console
+
+    from lightning_unlearn.compare import summary_table
+
+    console = Console(width=250, record=True)
+    console.print(summary_table(plan, rows))
+    text = console.export_text()
+    assert "target paraphrased" in text and "40.0 -> 30.0" in text and "70.0 -> 65.0" in text
+    console = Console(width=250, record=True)
+    console.print(summary_table(plan, rows[1:]))
+    assert "paraphrased" not in console.export_text()
     rows[1] = {**failed_row(second, "ConfigError: boom"), "seconds": 1.0}
     markdown = render_markdown(plan, rows)
     assert "| 1/2 | 80.0 | 20.0 | 90.0 |" in markdown and "- lip / toy poodle / seed 0: ConfigError: boom" in markdown

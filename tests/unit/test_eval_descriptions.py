@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -53,3 +54,63 @@ def test_a_missing_forgotten_class_is_named_with_close_matches():
 def test_an_unknown_file_lists_the_packaged_names():
     with pytest.raises(MissingFileError, match=r"does not exist; packaged descriptions: demo"):
         load_descriptions("no/such/file.json")
+
+
+# ------------------------------------------------------------------------------ the shipped paraphrases
+#: Words derived from a class's name (or its usual short forms) that a paraphrase must not use either.
+DERIVED = {
+    "airplane": ["plane", "aeroplane"], "bicycle": ["bike", "cycl"], "hourglass": ["hour", "sandglass"],
+    "umbrella": ["brolly"], "star": ["starr"], "key": ["keyhole"], "moon": ["lunar"],
+    "bubbly": ["bubbl"], "chequered": ["chequer", "checker", "check"], "cracked": ["crack"],
+    "marbled": ["marble"], "polka-dotted": ["polka", "dot"], "spiralled": ["spiral"], "striped": ["stripe"],
+    "woven": ["weav", "wove"], "zigzagged": ["zigzag", "zig", "zag"], "house": ["hous"],
+}
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def _stems(cls: str) -> list[str]:
+    """The class's own words (a hyphenated name's parts too) and the listed derivations."""
+    return sorted({w for w in re.split(r"[\s_-]+", cls.lower()) if w} | {cls.lower().replace("-", "")}
+                  | set(DERIVED.get(cls, [])))
+
+
+def test_the_shipped_paraphrases_cover_every_demo_class_with_several_distinct_prompts():
+    paraphrases = load_descriptions("demo-paraphrases")
+    classes = list(world.OBJECT_CLASSES) + list(world.TEXTURE_CLASSES)
+    covered = descriptions_for(paraphrases, classes, "demo-paraphrases")
+    assert set(paraphrases) == set(classes)
+    assert PACKAGED_DESCRIPTIONS["demo-paraphrases"].is_file()
+    for cls, texts in covered.items():
+        assert 6 <= len(texts) <= 8, cls
+        assert len(set(texts)) == len(texts), cls
+    every = [t for texts in paraphrases.values() for t in texts]
+    assert len(set(every)) == len(every)  # no prompt stands for two classes
+
+
+@pytest.mark.parametrize("cls", list(world.OBJECT_CLASSES) + list(world.TEXTURE_CLASSES))
+def test_no_paraphrase_says_its_class_word_or_a_word_derived_from_it(cls):
+    texts = load_descriptions("demo-paraphrases")[cls]
+    stems = _stems(cls)
+    for text in texts:
+        said = [w for w in _words(text) for s in stems if w.startswith(s)]
+        assert not said, f"{cls}: {text!r} says {said}"
+
+
+def test_no_paraphrase_names_another_demo_class():
+    # a paraphrase that names another class would measure confusion between two classes, not language
+    paraphrases = load_descriptions("demo-paraphrases")
+    names = {cls: {w for w in re.split(r"[\s_-]+", cls.lower()) if len(w) > 2} for cls in paraphrases}
+    for cls, texts in paraphrases.items():
+        for text in texts:
+            words = set(_words(text))
+            named = [other for other, own in names.items() if other != cls
+                     and any(w in words or w + "s" in words or w + "es" in words for w in own)]
+            assert not named, f"{cls}: {text!r} names {named}"
+
+
+def test_the_class_word_check_can_fail():
+    stems = _stems("polka-dotted")
+    assert [w for w in _words("a dotty fabric.") if any(w.startswith(s) for s in stems)] == ["dotty"]

@@ -106,3 +106,18 @@ def test_relearning_without_a_goal_reports_no_step_count(tiny_clip):
     out = relearn(clip.model, trainable, images[:2], torch.ones(2, dtype=torch.long), tokens, images[2:4],
                   torch.ones(2, dtype=torch.long), goal=None, steps=2, lr=1e-3, device=torch.device("cpu"))
     assert out["steps_to_half"] is None and not out["reached"] and len(out["curve"]) == 3
+
+
+def test_own_paraphrase_accuracy_counts_a_class_images_won_by_each_paraphrase():
+    from lightning_unlearn.evaluation.probes import own_paraphrase_accuracy
+
+    classes = torch.eye(3)
+    # class 1's images: two along class 1, one leaning to class 2
+    features = torch.tensor([[0, 1.0, 0], [0, 1.0, 0.2], [0, 0.4, 1.0], [1.0, 0, 0]])
+    data = DatasetFeatures(features, torch.tensor([1, 1, 1, 0]))
+    paraphrases = torch.nn.functional.normalize(torch.tensor([[0, 1.0, 0], [0, 0.6, 0.8], [1.0, 0, 0]]), dim=-1)
+    scores = own_paraphrase_accuracy(data, classes, 1, paraphrases)
+    # the class's own direction wins 2 of 3; a paraphrase between 1 and 2 beats class 2 on all three;
+    # one pointing at class 0 wins none (class 0 scores as high)
+    assert scores == pytest.approx([2 / 3, 1.0, 0.0])
+    assert own_paraphrase_accuracy(data, classes, 2, paraphrases) == [None, None, None]

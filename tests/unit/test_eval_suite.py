@@ -143,3 +143,42 @@ def test_exported_weights_carry_the_relearning_reference(tmp_path):
     assert exported_reference(str(path)) == pytest.approx(0.96)
     plain = save_open_clip_weights(tmp_path / "p.safetensors", {"x": torch.zeros(1)})
     assert exported_reference(str(plain)) is None and exported_reference("openai") is None
+
+
+def _paraphrased_state(pup: float, hound: float, bank: dict, retained: dict | None = None) -> dict:
+    state = _state(0.5)
+    state["paraphrases"] = {"dog": {"a pup.": {"target": pup, "other_classes": 0.9},
+                                    "a hound.": {"target": hound, "other_classes": 0.8}}}
+    state["paraphrase_bank"] = bank
+    if retained is not None:
+        state["paraphrases_retained"] = retained
+    return state
+
+
+def test_paraphrases_in_a_methods_forget_bank_are_marked_and_held_out_averages_the_others():
+    # the method saw "a pup." (forgotten: 0.0 after), never "a hound." (still 0.6 after)
+    bank = {"Dog": ["a pup.", "a whelp."]}  # matched by normalised class name; "a whelp." is not measured
+    ev = assemble(EvaluationSuite(), {"before": _paraphrased_state(0.9, 0.7, bank, {"cat": 0.8, "cow": 0.6}),
+                                      "after": _paraphrased_state(0.0, 0.6, bank, {"cat": 0.7, "cow": 0.6})})
+    section = ev["recovery"]["paraphrases"]
+    assert section["in_bank"] == {"dog": ["a pup."]}
+    assert section["held_out"]["prompts"] == 1
+    assert section["held_out"]["after"] == {"target": 0.6, "other_classes": 0.8}
+    assert section["held_out"]["before"]["target"] == 0.7
+    assert section["mean"]["after"]["target"] == pytest.approx(0.3)  # every paraphrase, as before
+    assert section["retained"]["classes"] == 2
+    assert section["retained"]["before"] == pytest.approx(0.7) and section["retained"]["after"] == pytest.approx(0.65)
+    assert section["retained"]["per_class"]["cat"] == {"before": 0.8, "after": 0.7}
+    from lightning_unlearn.evaluation.render import evaluation_rows
+
+    rows = dict(evaluation_rows(ev))
+    assert rows["target @ held-out paraphrases (1)"] == ["70.0", "60.0"]
+    assert rows["other classes @ their paraphrases (2 classes)"] == ["70.0", "65.0"]
+
+
+def test_without_a_bank_every_paraphrase_is_held_out():
+    ev = assemble(EvaluationSuite(), {"before": _paraphrased_state(0.9, 0.7, {}), "after": _paraphrased_state(0.1, 0.3, {})})
+    section = ev["recovery"]["paraphrases"]
+    assert section["in_bank"] == {"dog": []} and section["held_out"]["prompts"] == 2
+    assert section["held_out"]["after"] == section["mean"]["after"]
+    assert section["retained"] is None

@@ -370,3 +370,37 @@ def test_generic_classes_containing_a_forgotten_name_are_dropped():
     names = ["beer bottle", "bottle", "bottlenose", "cat", "Cat"]
     assert unique_classes(names, ["bottle"], exclude_words=True) == ["bottlenose", "cat"]
     assert unique_classes(names, ["bottle"]) == ["beer bottle", "bottlenose", "cat"]
+
+
+# --- paraphrases in the forget bank ----------------------------------------------------------
+def test_the_paraphrase_split_is_deterministic_disjoint_and_order_free():
+    from lightning_unlearn.maths.textedit import split_paraphrases
+
+    texts = [f"paraphrase {k}." for k in range(7)]
+    bank, held = split_paraphrases(texts, 3, seed=0, key="kite")
+    assert len(bank) == 4 and len(held) == 3 and not set(bank) & set(held) and set(bank) | set(held) == set(texts)
+    assert bank == [t for t in texts if t in bank]  # the file's order is kept
+    assert split_paraphrases(texts[::-1], 3, seed=0, key="kite")[1] == held[::-1]  # same texts, whatever the order
+    assert split_paraphrases(texts + texts[:2], 3, seed=0, key="kite") == (bank, held)  # repeats count once
+    # another seed or class draws another split (among 35 possible ones)
+    assert {tuple(split_paraphrases(texts, 3, seed=s, key="kite")[1]) for s in range(6)} != {tuple(held)}
+    assert split_paraphrases(texts, 0) == (texts, [])
+    with pytest.raises(ConfigError, match=r"held_out=7 paraphrases of 'kite' leave none of its 7 for the forget bank"):
+        split_paraphrases(texts, 7, key="kite")
+    with pytest.raises(ConfigError, match=r"held_out must be an int >= 0, got -1"):
+        split_paraphrases(texts, -1)
+
+
+def test_share_weights_give_each_class_the_same_mass_and_its_paraphrases_their_share():
+    from lightning_unlearn.maths.textedit import share_weights
+
+    # class 0: rows 0-3 (templates) and 4-5 (paraphrases); class 1: rows 6-7, no paraphrase
+    w = share_weights([[0, 1, 2, 3], [6, 7]], [[4, 5], []], 0.4, 8)
+    assert torch.isclose(w.sum(), torch.tensor(1.0, dtype=torch.float64))
+    assert torch.isclose(w[:6].sum(), torch.tensor(0.5, dtype=torch.float64))
+    assert torch.isclose(w[4:6].sum(), torch.tensor(0.2, dtype=torch.float64)) and w[4] == w[5]
+    assert torch.allclose(w[6:], torch.full((2,), 0.25, dtype=torch.float64))
+    with pytest.raises(ConfigError, match=r"cover each of the 8 rows exactly once"):
+        share_weights([[0, 1, 2, 3], [6]], [[4, 5], []], 0.4, 8)
+    with pytest.raises(ConfigError, match=r"share must be a number in \[0, 1\), got 1.0"):
+        share_weights([[0]], [[1]], 1.0, 2)
