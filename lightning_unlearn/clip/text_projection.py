@@ -327,3 +327,40 @@ def nullspace_project_image(model: nn.Module, basis: Tensor, alpha: float = 1.0)
     if len(names) > 1:
         bias = params[names[1]]
         bias.copy_((Q @ bias.to(torch.float64)).to(bias.dtype))
+
+
+@torch.no_grad()
+def affine_edit_image(model: nn.Module, linear: Tensor, offset: Optional[Tensor] = None) -> list[str]:
+    """Compose the image tower's final projection with ``f -> linear @ f + offset`` on its output.
+
+    A ModifiedResNet's ``attnpool.c_proj`` (``f = W x + b``) becomes ``W' = A W``, ``b' = A b +
+    offset``; a ViT's ``proj`` (``f = x @ proj``, no bias) becomes ``proj @ A^T`` and takes no
+    offset. Returns the names of the tensors written.
+
+    Raises:
+        UnsupportedModelError: the image tower has no final linear projection.
+        ConfigError: ``linear`` is not ``[D, D]`` for the embedding width ``D``, or a non-zero
+            offset for a projection without a bias.
+    """
+    names = image_projection_names(model)
+    params = dict(model.named_parameters())
+    first = params[names[0]]
+    width = first.shape[1] if names == ["visual.proj"] else first.shape[0]
+    if tuple(linear.shape) != (width, width):
+        raise ConfigError(f"linear must be [{width}, {width}] (the image embedding width), got {tuple(linear.shape)}")
+    A = linear.to(device=first.device, dtype=torch.float64)
+    if names == ["visual.proj"]:
+        if offset is not None and bool(offset.ne(0).any()):
+            raise ConfigError("visual.proj has no bias: the image edit of a ViT tower cannot add an offset")
+        first.copy_((first.to(torch.float64) @ A.T).to(first.dtype))
+        return names
+    first.copy_((A @ first.to(torch.float64)).to(first.dtype))
+    if len(names) > 1:
+        bias = params[names[1]]
+        new = A @ bias.to(torch.float64)
+        if offset is not None:
+            new = new + offset.to(new)
+        bias.copy_(new.to(bias.dtype))
+    elif offset is not None and bool(offset.ne(0).any()):
+        raise ConfigError("attnpool.c_proj has no bias: the image edit cannot add an offset")
+    return names
