@@ -20,7 +20,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.cli import LightningCLI
 
-from lightning_unlearn.core.errors import MissingFileError, UnknownNameError, UnlearnError
+from lightning_unlearn.core.errors import ConfigError, MissingFileError, UnknownNameError, UnlearnError
 from lightning_unlearn.core.io import check_output_dir
 from lightning_unlearn.core.names import matches_clause
 
@@ -61,11 +61,22 @@ class UnlearnCLI(LightningCLI):
     def before_fit(self) -> None:
         self._check_output_folders()
 
+    def _check_evaluates(self, subcommand: str, setting: str) -> None:
+        # The demo's fit configs set limit_val_batches 0 (fit measures before/after by itself);
+        # reused for validate/test, that value would evaluate nothing and write no report, silently.
+        if getattr(self.trainer, setting) == 0:
+            raise ConfigError(
+                f"{subcommand} with trainer.{setting}=0 evaluates nothing and writes no report (the config sets it for "
+                f"fit, which measures before/after by itself); pass --trainer.{setting} 1.0 to evaluate every batch"
+            )
+
     def before_validate(self) -> None:
         self._check_output_folders()
+        self._check_evaluates("validate", "limit_val_batches")
 
     def before_test(self) -> None:
         self._check_output_folders()
+        self._check_evaluates("test", "limit_test_batches")
 
 
 def packaged_configs() -> list[str]:

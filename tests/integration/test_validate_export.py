@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from lightning_unlearn.clip.loading import load_clip
+from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.core.io import save_open_clip_weights
 from lightning_unlearn.trainer_cli import main
 
@@ -43,3 +44,25 @@ def test_validate_evaluates_the_given_weights_file(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["stage"] == "validate" and report["model"]["pretrained"] == str(export)
     assert report["after"]["datasets"]["demo_objects"]["accuracy"] is not None
+
+
+@pytest.mark.parametrize("subcommand,setting", [("validate", "limit_val_batches"), ("test", "limit_test_batches")])
+def test_an_evaluation_that_would_evaluate_nothing_is_refused(tmp_path: Path, subcommand: str, setting: str) -> None:
+    """The demo's fit configs set limit_val_batches 0; reused for validate they must not end with no report."""
+    config = {
+        "seed_everything": 0,
+        "model": {"class_path": "lightning_unlearn.UnlearningModule", "init_args": {
+            "model_name": "tiny-vit", "pretrained": None, "forget_classes": ["anchor"],
+            "forget_dataset": "demo_objects"}},
+        "data": {"class_path": "lightning_unlearn.datamodules.EvaluationDataModule", "init_args": {
+            "datasets": {"demo_objects": None}, "batch_size": 32,
+            "dataset_kwargs": {"demo_objects": {"num_per_class": 1}}}},
+        "trainer": {"accelerator": "cpu", "logger": False, "default_root_dir": str(tmp_path), setting: 0,
+                    "callbacks": [{"class_path": "lightning_unlearn.callbacks.UnlearningReport",
+                                   "init_args": {"output_dir": str(tmp_path / "out"), "print_table": False}}]},
+    }
+    path = tmp_path / "evaluate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=rf"{subcommand} with trainer\.{setting}=0 .*--trainer\.{setting} 1\.0"):
+        main([subcommand, "--config", str(path)], quiet=True)
+    assert not (tmp_path / "out" / "report.json").exists()
