@@ -9,7 +9,7 @@ Each (method, class, seed) is one ``fit`` through the same LightningCLI/Trainer 
 ``lightning-unlearn fit`` (in this process), with the method's preset
 (:mod:`lightning_unlearn.presets`) applied to the fit config. Each run writes its config,
 ``report.json``, ``report.md``, ``metrics.csv`` and (``export: true``) ``unlearned.safetensors``
-to ``DIR/<method>/<class>/seed<k>/``. After every run the comparison is rewritten, atomically:
+and the open_clip folder ``unlearned/`` to ``DIR/<method>/<class>/seed<k>/``. After every run the comparison is rewritten, atomically:
 
 - ``DIR/compare.csv``: one row per run (``method, class, seed, zero_shot, target_bf, target_af,
   other_bf, other_af``, then ``<dataset>_bf``/``<dataset>_af`` for every other evaluation
@@ -95,7 +95,8 @@ class CompareSettings:
             indexed by class name (``trainer.callbacks.NoiseLayerEscalation.init_args.positions``).
         real_data: init args of ``RealForgetDataModule`` for methods on real images, e.g.
             ``{forget_split_kwargs: {demo_objects: {num_per_class: 64}}}``.
-        export: keep every run's ``unlearned.safetensors`` (about the model's size per run).
+        export: keep every run's ``unlearned.safetensors`` and ``unlearned/`` open_clip folder (about the
+            model's size per run: the file is a hard link to the folder's weights where the file system allows).
         show_runs: print each run's own output as ``fit`` does (progress bar, tables) instead of
             one progress bar over the runs (``make demo`` shows its two runs this way).
         resume: skip the runs an earlier call of the same comparison finished (False: run them again).
@@ -289,7 +290,7 @@ def run_config(settings: CompareSettings, run: Run) -> dict[str, Any]:
         callbacks.append(report)
     report.setdefault("init_args", {}).update({"output_dir": str(run.directory), "print_table": shown})
     if not settings.export:
-        report["init_args"]["export_name"] = None
+        report["init_args"].update(export_name=None, export_dir=None)
     for key in (ALL_METHODS, run.method):
         for dotted, value in (settings.overrides.get(key) or {}).items():
             set_dotted(config, dotted, value)

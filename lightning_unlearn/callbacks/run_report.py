@@ -200,6 +200,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in report["timings"].items()]
     if "export" in report:
         lines += ["", f"Unlearned weights: `{report['export']}`"]
+    if "export_dir" in report:
+        lines += ["", f"Unlearned model, an open_clip folder (offline, no project code): "
+                      f"`open_clip.create_model_and_transforms(\"local-dir:{report['export_dir']}\")`"]
     if report.get("evaluation"):
         lines += render_markdown_section(report["evaluation"])
     return "\n".join(lines) + "\n"

@@ -10,17 +10,24 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 
 from lightning_unlearn.callbacks.escalation import NoiseLayerEscalation
 from lightning_unlearn.callbacks.selection import GradientLayerSelection
 from lightning_unlearn.callbacks.stopping import SyntheticAccuracyStopping
 from lightning_unlearn.datamodules.evaluation_data import EvaluationDataModule
 from lightning_unlearn.datamodules.forget import ForgetDataModule
-from lightning_unlearn.core.errors import ConfigError, OutputError
+from lightning_unlearn.core.errors import ConfigError, OutputError, UnlearnError
 from lightning_unlearn.evaluation.encodings import StateEncodings
 from lightning_unlearn.evaluation.suite import REFERENCE_METADATA_KEY, assemble, section_seconds
-from lightning_unlearn.core.io import atomic_write_json, atomic_write_text, check_output_dir, save_open_clip_weights
+from lightning_unlearn.clip.export import OPEN_CLIP_WEIGHTS, write_open_clip_folder
+from lightning_unlearn.core.io import (
+    atomic_link,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    save_open_clip_weights,
+)
 from lightning_unlearn.callbacks.run_report import build_evaluation_report, build_report, print_report, render_markdown
 
 
@@ -33,9 +40,14 @@ class UnlearningReport(Callback):
     (after the escalation callback has loaded the best state) it measures again and writes, in
     ``output_dir`` (default: the trainer's log directory): ``report.json`` (the suite under
     ``evaluation``), ``report.md`` with the plots (``plots/*.png``) embedded, and the unlearned
-    weights as ``<export_name>`` (safetensors, loadable with
-    ``open_clip.create_model_and_transforms(name, pretrained=<file>)``; its metadata keeps the
-    target accuracy before unlearning, the relearning probe's reference in a later ``validate``).
+    model as an open_clip model folder ``<export_dir>`` (``open_clip_config.json``, the weights
+    and, for a Hugging Face text tower, its config and tokenizer: plain open_clip loads it with
+    ``open_clip.create_model_and_transforms("local-dir:<folder>")``, offline, from any working
+    directory; see :mod:`lightning_unlearn.clip.export`) and its weights as ``<export_name>``
+    (safetensors, loadable with ``open_clip.create_model_and_transforms(name, pretrained=<file>)``;
+    a hard link to the folder's weights where the file system allows, so no second copy). The
+    weights' metadata keeps the target accuracy before unlearning, the relearning probe's
+    reference in a later ``validate``.
     Where the DataModule has real validation images of the forgotten classes
     (``real_valid_images``), their accuracy is measured before, after and at every epoch end
     (logged as ``forget/real_valid_acc``; the report's ``real_valid_history`` and
@@ -53,7 +65,10 @@ class UnlearningReport(Callback):
             the default is checked in ``setup``.
         evaluate_before: evaluate the datasets before unlearning.
         evaluate_after: evaluate the datasets after unlearning.
-        export_name: file name of the exported weights (None: no export).
+        export_name: file name of the exported weights (None: no such file).
+        export_dir: name of the exported open_clip model folder (None: no folder). If it cannot be
+            written (no open_clip config is known for the model), a warning says why and the
+            weights file is written (``export_name``, else ``unlearned.safetensors``).
         print_table: print a Rich table of the results at the end.
 
     Attributes:
@@ -74,15 +89,23 @@ class UnlearningReport(Callback):
         evaluate_after: bool = True,
         export_name: Optional[str] = "unlearned.safetensors",
         print_table: bool = True,
+        export_dir: Optional[str] = "unlearned",
     ) -> None:
         if export_name is not None and not export_name.endswith(".safetensors"):
             raise ConfigError(f"export_name must end with '.safetensors', got {export_name!r}")
+        if export_dir is not None and (not isinstance(export_dir, str) or export_dir in ("", ".", "..")
+                                       or "/" in export_dir or "\\" in export_dir or export_dir == export_name):
+            raise ConfigError(
+                f"export_dir must be a folder name inside the output folder (no '/', not '.', '..' or the "
+                f"export_name), got {export_dir!r}"
+            )
         if output_dir is not None:
             check_output_dir(output_dir)
         self.output_dir = output_dir
         self.evaluate_before = evaluate_before
         self.evaluate_after = evaluate_after
         self.export_name = export_name
+        self.export_dir = export_dir
         self.print_table = print_table
         self._announce: Optional[Path] = None  # output folder whose report is still to be shown
         self.before: dict[str, Any] = {}
@@ -271,19 +294,39 @@ class UnlearningReport(Callback):
     @rank_zero_only
     def _write(self, out: Path, pl_module: Any, export: bool = True) -> None:
         evaluation = self.report.get("evaluation")
-        if export and self.export_name:
-            metadata = {"model": pl_module.hparams.model_name}
-            if evaluation and evaluation["recovery"].get("relearn") is not None:
-                reference = evaluation["recovery"]["relearn"].get("reference")
-                if reference is not None:
-                    metadata[REFERENCE_METADATA_KEY] = json.dumps(reference)
-            export_path = save_open_clip_weights(out / self.export_name, pl_module.model, metadata=metadata)
-            self.report["export"] = str(export_path)
+        if export and (self.export_name or self.export_dir):
+            self._export(out, pl_module, evaluation)
         if evaluation is not None:
             evaluation["plots"] = self._plots(out, pl_module) if pl_module.evaluation.plots else []
         atomic_write_json(out / "report.json", self.report)
         atomic_write_text(out / "report.md", render_markdown(self.report))
         self._announce = out  # printed in `teardown`, once the progress bar has finished
+
+    def _export(self, out: Path, pl_module: Any, evaluation: Optional[dict[str, Any]]) -> None:
+        """The open_clip folder and/or the weights file (the folder's weights, linked)."""
+        metadata = {"model": pl_module.hparams.model_name}
+        if evaluation and evaluation["recovery"].get("relearn") is not None:
+            reference = evaluation["recovery"]["relearn"].get("reference")
+            if reference is not None:
+                metadata[REFERENCE_METADATA_KEY] = json.dumps(reference)
+        weights = None
+        if self.export_dir:
+            try:
+                folder = write_open_clip_folder(out / self.export_dir, pl_module.model, pl_module.hparams.model_name,
+                                                pl_module.tokenizer, metadata=metadata)
+            except UnlearnError as err:  # e.g. an hf-hub: model whose config is not cached: keep the run's files
+                rank_zero_warn(f"the open_clip folder {self.export_dir!r} was not written ({err}); the weights file "
+                               "and the report are")
+            else:
+                self.report["export_dir"] = str(folder)
+                weights = folder / OPEN_CLIP_WEIGHTS
+        if self.export_name or weights is None:
+            path = out / (self.export_name or "unlearned.safetensors")
+            if weights is not None:
+                atomic_link(weights, path)
+            else:
+                save_open_clip_weights(path, pl_module.model, metadata=metadata)
+            self.report["export"] = str(path)
 
     def _plots(self, out: Path, pl_module: Any) -> list[str]:
         """Write the plots; any failure is a warning and the report is written without that plot."""

@@ -30,7 +30,13 @@ import torch
 from torch import nn
 
 from lightning_unlearn.core._validation import _choice_validation
-from lightning_unlearn.core.errors import CheckpointError, ConfigError, MissingFileError, UnknownNameError
+from lightning_unlearn.core.errors import (
+    CheckpointError,
+    ConfigError,
+    MissingFileError,
+    UnknownNameError,
+    UnsupportedModelError,
+)
 from lightning_unlearn.core.names import matches_clause
 
 EligibilityPreset = Literal["paper", "blocks", "all"]
@@ -99,6 +105,8 @@ class LoadedClip:
     name: str
     pretrained: Optional[str]
     weights_pending: Optional[WeightsSource] = None
+    #: the local file the weights come from (a checkpoint path, a ``local-dir:`` folder's weights), else None
+    weights_file: Optional[str] = None
 
 
 def register_project_model_configs() -> None:
@@ -125,9 +133,36 @@ def quiet_random_init() -> Iterator[None]:
         root.removeFilter(notice)
 
 
+#: open_clip's schema for a model folder (``open_clip_config.json`` and a weights file).
+LOCAL_DIR = "local-dir:"
+#: Weights file names open_clip looks for in a ``local-dir:`` folder, preferred first (its own order).
+LOCAL_DIR_WEIGHTS = (
+    "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "open_clip_pytorch_model.bin",
+    "open_clip_pytorch_model.pth", "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth",
+)
+
+
+def local_dir_weights(name: str) -> Optional[str]:
+    """The weights file open_clip loads from a ``local-dir:`` model's folder (None: none there)."""
+    folder = Path(name[len(LOCAL_DIR):])
+    for file in LOCAL_DIR_WEIGHTS:
+        if (folder / file).is_file():
+            return str(folder / file)
+    return None
+
+
 def check_model_name(name: str) -> None:
-    """Raise :class:`UnknownNameError` naming close matches if open_clip has no config ``name``."""
-    if name.startswith(("hf-hub:", "local-dir:")):
+    """Raise :class:`UnknownNameError` naming close matches if open_clip has no config ``name``;
+    :class:`MissingFileError` for a ``local-dir:`` folder without ``open_clip_config.json``."""
+    if name.startswith(LOCAL_DIR):
+        folder = Path(name[len(LOCAL_DIR):])
+        if not (folder / "open_clip_config.json").is_file():
+            raise MissingFileError(
+                f"model {name!r}: {str(folder / 'open_clip_config.json')!r} does not exist; a `local-dir:` model is "
+                "a folder holding open_clip_config.json and its weights (an export's folder)"
+            )
+        return
+    if name.startswith("hf-hub:"):
         return
     register_project_model_configs()
     models = open_clip.list_models()
@@ -241,6 +276,9 @@ def weights_source(name: str, pretrained: Optional[str], cache_dir: Optional[str
     """Where ``pretrained`` weights of ``name`` come from, checked without reading them (an unknown
     tag or a missing file fails here, with close matches); None for random weights."""
     if not pretrained:
+        if name.startswith(LOCAL_DIR):  # the folder's own weights (open_clip ignores `pretrained` there)
+            path = local_dir_weights(name)
+            return _FileWeights(path) if path is not None else None
         return None
     _check_pretrained(name, pretrained)
     provider = _PROVIDERS.get((name, pretrained))
@@ -310,9 +348,11 @@ def clip_architecture(
     check_model_name(name)
     source = weights_source(name, pretrained, cache_dir)
     with quiet_random_init():  # the weights come later, or random weights are the point
+        # load_weights=False: a `local-dir:` folder's weights are loaded later too; pretrained_text=False:
+        # a Hugging Face text tower is built from its config alone (its weights are in the CLIP's)
         model, _, preprocess = open_clip.create_model_and_transforms(
-            name, pretrained=None, precision=precision, device=device, cache_dir=cache_dir,
-            **_architecture_options(name, source, force_quick_gelu),
+            name, pretrained=None, load_weights=False, pretrained_text=False, precision=precision, device=device,
+            cache_dir=cache_dir, **_architecture_options(name, source, force_quick_gelu),
         )
     model.eval()
     return LoadedClip(
@@ -320,6 +360,7 @@ def clip_architecture(
         mean=tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
         std=tuple(getattr(model.visual, "image_std", None) or open_clip.OPENAI_DATASET_STD),
         image_size=_image_size(model), name=name, pretrained=pretrained, weights_pending=source,
+        weights_file=source.path if isinstance(source, _FileWeights) else None,
     )
 
 
@@ -393,11 +434,56 @@ def is_resnet_vision(model: nn.Module) -> bool:
     return hasattr(model.visual, "attnpool")
 
 
+def hf_text_tower(model: nn.Module) -> Optional[nn.Module]:
+    """The Hugging Face text tower of ``model`` (open_clip's ``HFTextEncoder``, ``model.text``:
+    roberta-, xlm-roberta-, nllb-clip and custom ``hf_model_name`` models), or None."""
+    from open_clip.hf_model import HFTextEncoder
+
+    text = getattr(model, "text", None)
+    return text if isinstance(text, HFTextEncoder) else None
+
+
+def hf_encoder_layers(tower: nn.Module) -> str:
+    """Where a Hugging Face text tower keeps its encoder layers, as a name in ``tower.transformer``
+    (``encoder.layer`` for BERT and RoBERTa, ``layers`` for an NLLB/M2M100 encoder, ``block`` for T5).
+
+    Found without a table of architectures: the largest ``nn.ModuleList`` (by parameters) whose
+    entries are all of one type, the stack of layers every transformer encoder is.
+
+    Raises:
+        UnsupportedModelError: the tower holds no such list.
+    """
+    best, best_size = None, 0
+    for name, module in tower.transformer.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) and len({type(m) for m in module}) == 1:
+            size = sum(p.numel() for p in module.parameters())
+            if size > best_size:
+                best, best_size = name, size
+    if best is None:
+        raise UnsupportedModelError(
+            f"the Hugging Face text tower {type(tower.transformer).__name__} has no list of encoder layers (an "
+            "nn.ModuleList of one layer type); give the text tower's patterns with `include`"
+        )
+    return best
+
+
+def text_block_patterns(model: nn.Module) -> list[str]:
+    """Regex patterns of the text tower's layers: open_clip's ``transformer.resblocks`` (``text.``
+    under ``CustomTextCLIP``), or a Hugging Face tower's encoder layers
+    (``text.transformer.encoder.layer.`` for BERT/RoBERTa); embeddings, final norms, poolers and
+    projections stay out."""
+    tower = hf_text_tower(model)
+    if tower is not None:
+        return [rf"^text\.transformer\.{re.escape(hf_encoder_layers(tower))}\."]
+    return [r"^(text\.)?transformer\.resblocks\."]
+
+
 def preset_patterns(model: nn.Module, preset: EligibilityPreset) -> dict[str, list[str]]:
     """Regex include-patterns per tower for an eligibility preset.
 
     - ``paper``: ResNet vision = attention-pool q/k/v/c projections; ViT vision = the whole tower;
-      text = the transformer blocks (as the published code).
+      text = the transformer blocks (as the published code); for a Hugging Face text tower, its
+      encoder's layers (:func:`text_block_patterns`).
     - ``blocks``: like ``paper`` but a ViT vision tower is limited to its transformer blocks, so
       global tensors (stem, class/positional embeddings, pre/post norms, projection) stay frozen.
     - ``all``: every tensor of both towers (the paper's AllParamsVary ablation).
@@ -412,7 +498,7 @@ def preset_patterns(model: nn.Module, preset: EligibilityPreset) -> dict[str, li
         vision = [r"^visual\.transformer\.resblocks\."]
     else:
         vision = [r"^visual\."]
-    return {"vision": vision, "text": [r"^(text\.)?transformer\.resblocks\."]}
+    return {"vision": vision, "text": text_block_patterns(model)}
 
 
 def _compiled_patterns(
@@ -496,6 +582,20 @@ def set_batchnorm_eval(model: nn.Module) -> None:
     for mod in model.modules():
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             mod.eval()
+
+
+def set_dropout_eval(model: nn.Module) -> None:
+    """Switch dropout off (a Hugging Face text tower's hidden and attention dropout, say):
+    unlearning moves pretrained weights a few steps, and random masks would make its losses, its
+    stopping signal and each rank's text features differ. open_clip's own towers keep their
+    dropouts at 0. A Hugging Face tower goes to eval mode whole: its attention applies dropout by
+    its own ``training`` flag, not through an ``nn.Dropout`` (it has no BatchNorm)."""
+    for mod in model.modules():
+        if isinstance(mod, nn.modules.dropout._DropoutNd):
+            mod.eval()
+    tower = hf_text_tower(model)
+    if tower is not None:
+        tower.transformer.eval()
 
 
 def tensors_fingerprint(named: Iterable[tuple[str, torch.Tensor]], salt: str = "") -> str:

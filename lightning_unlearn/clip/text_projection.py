@@ -1,8 +1,9 @@
 """A CLIP's final linear projections, read and written; pooled text features captured.
 
 - :func:`locate_text_projection` finds the text tower's final map ``P`` for open_clip's ``CLIP``
-  (top-level ``text_projection``) and ``CustomTextCLIP`` (``text.text_projection``), as an
-  ``nn.Parameter`` (``h @ P``) or an ``nn.Linear`` (``h W^T + b``, read as ``[W^T; b]``);
+  (top-level ``text_projection``), ``CustomTextCLIP`` (``text.text_projection``) and a Hugging
+  Face text tower (``text.proj``, open_clip's ``hf_proj_type: linear``), as an ``nn.Parameter``
+  (``h @ P``) or an ``nn.Linear`` (``h W^T + b``, read as ``[W^T; b]``);
 - :func:`pooled_text_features` runs the tower's own forward with the projection swapped for an
   identity, batched, optionally trimmed to each batch's longest prompt (exact for causal towers);
 - :func:`nullspace_project_text` / :func:`nullspace_project_image` write a projector
@@ -18,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lightning_unlearn.clip.loading import eval_mode
+from lightning_unlearn.clip.loading import eval_mode, hf_text_tower
 from lightning_unlearn.core._validation import _positive_int_validation
 from lightning_unlearn.core.errors import ConfigError, IllConditionedError, UnsupportedModelError
 from lightning_unlearn.maths.textedit import projector
@@ -37,21 +38,24 @@ class TextProjection:
             ``CLIP``, ``model.text`` for ``CustomTextCLIP``).
         prefix: the tower's name prefix in ``model`` (``""`` or ``"text."``).
         kind: ``"parameter"`` (``h @ P``) or ``"linear"`` (``nn.Linear``, maybe with a bias).
+        attribute: the projection's name in the tower (``text_projection``; ``proj`` in a Hugging
+            Face tower).
     """
 
     model: nn.Module
     tower: nn.Module
     prefix: str
     kind: Literal["parameter", "linear"]
+    attribute: str = "text_projection"
 
     @property
     def module(self) -> nn.Module | nn.Parameter:
-        return self.tower.text_projection
+        return getattr(self.tower, self.attribute)
 
     @property
     def name(self) -> str:
-        """Parameter name in ``model`` (``text_projection`` or ``text.text_projection``)."""
-        return f"{self.prefix}text_projection"
+        """Name in ``model`` (``text_projection``, ``text.text_projection`` or ``text.proj``)."""
+        return f"{self.prefix}{self.attribute}"
 
     @property
     def has_bias(self) -> bool:
@@ -124,13 +128,36 @@ def _describe(obj: object) -> str:
     return f"a {type(obj).__name__}"
 
 
+def _hf_projection_error(model: nn.Module, tower: nn.Module) -> UnsupportedModelError:
+    proj = getattr(tower, "proj", None)
+    if isinstance(proj, nn.Sequential):
+        what = (f"an MLP ({' -> '.join(type(m).__name__ for m in proj)}: open_clip's hf_proj_type 'mlp'), which no "
+                "linear map can be edited into")
+    elif isinstance(proj, nn.Identity):
+        what = "an identity (no hf_proj_type and a tower as wide as the embedding): there is no projection to edit"
+    else:
+        what = _describe(proj)
+    return UnsupportedModelError(
+        f"the Hugging Face text tower of {type(model).__name__} ({type(tower.transformer).__name__}) has no final "
+        f"linear projection: `text.proj` is {what}; the edit and nullspace support hf_proj_type 'linear' "
+        "(an nn.Linear), and open_clip's own text towers (`text_projection`)"
+    )
+
+
 def locate_text_projection(model: nn.Module) -> TextProjection:
     """The final linear projection of ``model``'s text tower.
 
     Raises:
         UnsupportedModelError: no open_clip text tower, or its ``text_projection`` is missing, an
-            MLP, an identity or anything else than a 2-D ``nn.Parameter`` or an ``nn.Linear``.
+            MLP, an identity or anything else than a 2-D ``nn.Parameter`` or an ``nn.Linear``;
+            a Hugging Face tower whose ``proj`` is not an ``nn.Linear`` (``hf_proj_type`` ``mlp``,
+            or none).
     """
+    hf_tower = hf_text_tower(model)
+    if hf_tower is not None:  # open_clip's HFTextEncoder: pooled output -> `proj`
+        if not isinstance(hf_tower.proj, nn.Linear):
+            raise _hf_projection_error(model, hf_tower)
+        return TextProjection(model=model, tower=hf_tower, prefix="text.", kind="linear", attribute="proj")
     if hasattr(model, "token_embedding") and hasattr(model, "encode_text"):  # open_clip CLIP
         tower, prefix = model, ""
     elif isinstance(getattr(model, "text", None), nn.Module):  # CustomTextCLIP (and relatives)
@@ -138,7 +165,7 @@ def locate_text_projection(model: nn.Module) -> TextProjection:
     else:
         raise UnsupportedModelError(
             f"{type(model).__name__} has no open_clip text tower: expected CLIP's top-level `token_embedding`"
-            " and `text_projection`, or CustomTextCLIP's `text` module"
+            " and `text_projection`, CustomTextCLIP's `text` module or a Hugging Face text tower"
         )
     proj = getattr(tower, "text_projection", None)
     if isinstance(proj, nn.Parameter) and proj.ndim == 2:
@@ -190,6 +217,26 @@ def _trim_plan(proj: TextProjection) -> Optional[tuple[str, Optional[int]]]:
     return pool, eos
 
 
+def _hf_padding(proj: TextProjection, tokens: Tensor) -> Optional[Tensor]:
+    """Each prompt's length without its padding, if ``proj`` is a Hugging Face tower's and every
+    prompt is padded on the right with the tower's pad id (else None).
+
+    Such a tower masks its padding out of attention and pooling (open_clip's ``HFTextEncoder``
+    builds the mask from ``config.pad_token_id``) and numbers positions from the left, so cutting
+    trailing padding leaves every pooled feature as it was (up to float rounding).
+    """
+    if proj.attribute != "proj":
+        return None
+    pad = getattr(getattr(proj.tower, "config", None), "pad_token_id", None)
+    if pad is None:
+        return None
+    real = tokens != pad
+    lengths = real.sum(dim=1)
+    if not torch.equal(real, torch.arange(tokens.shape[1]) < lengths[:, None]):  # a pad inside, or on the left
+        return None
+    return lengths.clamp(min=1)
+
+
 def _pooled_index(tokens: Tensor, pool: str, eos: Optional[int]) -> Tensor:
     if pool == "argmax":
         return tokens.argmax(dim=-1)
@@ -204,7 +251,9 @@ def pooled_text_features(model: nn.Module, tokens: Tensor, batch_size: int = 256
     (``torch.func.functional_call``), in eval mode, ``batch_size`` prompts at a time. With
     ``trim`` (and a causal tower pooled at the end-of-text token), prompts are sorted by length and
     each batch is cut after its longest prompt, with the positional embedding and causal mask cut
-    to match: the result is the same, and short prompts in a 77-token context cost 3-6x less.
+    to match: the result is the same, and short prompts in a 77-token context cost 3-6x less. A
+    Hugging Face tower's batches are cut the same way, after their longest prompt's padding-free
+    length (it masks its padding itself).
     """
     _positive_int_validation("batch_size", batch_size)
     proj = locate_text_projection(model)
@@ -214,10 +263,12 @@ def pooled_text_features(model: nn.Module, tokens: Tensor, batch_size: int = 256
     wrapper = _EncodeText(model)
     overrides = proj.identity_overrides(prefix="model.")
     plan = _trim_plan(proj) if trim else None
+    unpadded = _hf_padding(proj, tokens) if trim else None
     order = torch.arange(len(tokens))
     if plan is not None:
-        lengths = _pooled_index(tokens, *plan) + 1
-        order = torch.argsort(lengths, stable=True)
+        order = torch.argsort(_pooled_index(tokens, *plan) + 1, stable=True)
+    elif unpadded is not None:
+        order = torch.argsort(unpadded, stable=True)
     out = torch.empty(len(tokens), proj.in_features, dtype=torch.float32)
     tower_prefix = f"model.{proj.prefix}"
     with eval_mode(model):
@@ -230,6 +281,8 @@ def pooled_text_features(model: nn.Module, tokens: Tensor, batch_size: int = 256
                 batch = batch[:, :length]
                 call[f"{tower_prefix}positional_embedding"] = proj.tower.positional_embedding[:length]
                 call[f"{tower_prefix}attn_mask"] = proj.tower.attn_mask[:length, :length]
+            elif unpadded is not None:
+                batch = batch[:, : int(unpadded[rows].max())]
             out[rows] = functional_call(wrapper, call, (batch,), strict=False).float().cpu()
     return out
 

@@ -1,10 +1,11 @@
-"""Atomic file writes and the project's cache folder."""
+"""Atomic file and folder writes and the project's cache folder."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -54,6 +55,47 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it takes the place of ``path``.
+
+    A folder cannot replace a folder in one step, so the old one (if any) is renamed aside first
+    and removed after the new one is in place: ``path`` is at every moment missing for an instant
+    at most, and never half-written. On any error the temporary folder is removed and ``path`` is
+    left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = uuid.uuid4().hex
+    tmp_path = path.parent / f".{path.name}.{token}.tmp"
+    old_path = path.parent / f".{path.name}.{token}.old"
+    tmp_path.mkdir()
+    try:
+        yield tmp_path
+        if path.exists():
+            os.replace(path, old_path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError:
+            if old_path.exists():  # put the old folder back
+                os.replace(old_path, path)
+            raise
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+        shutil.rmtree(old_path, ignore_errors=True)
+
+
+def atomic_link(source: str | Path, path: str | Path) -> Path:
+    """Make ``path`` hold the bytes of file ``source`` atomically: a hard link where the file system
+    allows one (no second copy on disk), else a copy."""
+    with atomic_path(path) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -1,12 +1,16 @@
 """The textual-inversion attack on a frozen open_clip model (``evaluation.recovery.inversion``).
 
 The maths is :func:`~lightning_unlearn.maths.textual_inversion.learn_word_embeddings`; this
-module puts the learned words into the prompt of an open_clip text tower (a forward hook on its
-token embedding replaces the embeddings at the placeholder positions of the evaluation template),
-keeps every weight frozen, and measures the test split with the learned prompt in the vocabulary.
+module puts the learned words into the prompt of the text tower (a forward hook on its token
+embedding replaces the embeddings at the placeholder positions of the evaluation template), keeps
+every weight frozen, and measures the test split with the learned prompt in the vocabulary.
 
-A text tower without an open_clip token embedding and transformer (Hugging Face towers, say) is
-not attacked: :func:`attack_support` says why, and the report carries that reason.
+The token embedding is open_clip's ``token_embedding`` (``CLIP``, ``CustomTextCLIP``) or a Hugging
+Face tower's word embeddings (``get_input_embeddings()``: the position and token-type embeddings
+are added after the hook, as for the real words). The placeholder positions are found by
+tokenising the template twice, with two different placeholder words, so any tokenizer's special
+tokens and padding are left where they are. A tower with neither is not attacked:
+:func:`attack_support` says why, and the report carries that reason.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_unlearn.clip.loading import hf_text_tower
 from lightning_unlearn.evaluation.features import DatasetFeatures
 from lightning_unlearn.evaluation.templates import split_from_features
 from lightning_unlearn.maths.textual_inversion import initial_words, learn_word_embeddings, with_rows
@@ -27,8 +32,13 @@ PLACEHOLDERS = ("x", "z", "q", "j")
 
 
 def token_embedding(model: nn.Module) -> Optional[nn.Embedding]:
-    """The open_clip text tower's token embedding (``CLIP`` or ``CustomTextCLIP`` with a
-    ``TextTransformer``), or None for a tower this attack cannot handle."""
+    """The text tower's token embedding: open_clip's ``token_embedding`` (``CLIP`` or
+    ``CustomTextCLIP`` with a ``TextTransformer``), a Hugging Face tower's word embeddings; or None
+    for a tower this attack cannot handle."""
+    hf_tower = hf_text_tower(model)
+    if hf_tower is not None:
+        embedding = hf_tower.transformer.get_input_embeddings()
+        return embedding if isinstance(embedding, nn.Embedding) else None
     for tower in (model, getattr(model, "text", None)):
         embedding = getattr(tower, "token_embedding", None)
         if isinstance(embedding, nn.Embedding) and hasattr(tower, "transformer"):
@@ -40,8 +50,8 @@ def attack_support(model: nn.Module) -> Optional[str]:
     """None if the attack can run on ``model``; else the reason it is skipped."""
     if token_embedding(model) is None:
         tower = type(getattr(model, "text", model)).__name__
-        return (f"the text tower ({tower}) has no open_clip token_embedding and transformer; the textual-inversion "
-                "attack supports open_clip CLIP text towers only")
+        return (f"the text tower ({tower}) has no token embedding the attack can reach (open_clip's token_embedding "
+                "with its transformer, or a Hugging Face tower's input embeddings)")
     return None
 
 
@@ -49,16 +59,23 @@ def placeholder_prompt(tokenizer: Callable[[list[str]], torch.Tensor], template:
                        words: int) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """Token ids ``[L]`` of ``template`` with ``words`` placeholder words for the class, and the
     mask ``[L]`` of the placeholder positions; None if no placeholder is a single token absent
-    from the template."""
+    from the template.
+
+    Tokenizer-agnostic: the template is tokenised with each placeholder and with another one; the
+    positions where the two differ are the placeholder's, and they count if there are ``words`` of
+    them, all one token that appears nowhere else in the prompt (start, end, padding and any
+    other special token are the same in both and never differ).
+    """
+    filled = {word: tokenizer([template.format(" ".join([word] * words))])[0] for word in PLACEHOLDERS}
     for word in PLACEHOLDERS:
-        single = tokenizer([word])[0]
-        inner = single[1:][single[1:] != 0][:-1]  # between start and end of text
-        if len(inner) != 1:
-            continue
-        tokens = tokenizer([template.format(" ".join([word] * words))])[0]
-        mask = tokens == inner[0]
-        if int(mask.sum()) == words:
-            return tokens, mask
+        tokens = filled[word]
+        for other in PLACEHOLDERS:
+            if other == word or filled[other].shape != tokens.shape:
+                continue
+            mask = tokens != filled[other]
+            ids = tokens[mask].unique()
+            if int(mask.sum()) == words and len(ids) == 1 and int((tokens == ids[0]).sum()) == words:
+                return tokens, mask
     return None
 
 

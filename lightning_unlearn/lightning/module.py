@@ -31,6 +31,7 @@ from lightning_unlearn.clip.loading import (
     load_pending_weights,
     model_fingerprint,
     set_batchnorm_eval,
+    set_dropout_eval,
 )
 from lightning_unlearn.maths.forget_spec import ForgetSpec, Vocabulary, resolve_forget_spec
 from lightning_unlearn.maths.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
@@ -146,6 +147,7 @@ class UnlearningModule(pl.LightningModule):
         # stays trainable, and GradientLayerSelection picks among it by masking gradients.
         freeze_ineligible(self.model, self.groups)
         set_batchnorm_eval(self.model)
+        set_dropout_eval(self.model)
 
     def _init_run_state(self) -> None:
         """What a run fills in: the spec (setup), metrics, the suite's runner and results."""
@@ -197,6 +199,7 @@ class UnlearningModule(pl.LightningModule):
     def train(self, mode: bool = True) -> "UnlearningModule":
         super().train(mode)
         set_batchnorm_eval(self.model)  # BatchNorm statistics stay those of real data
+        set_dropout_eval(self.model)  # no random masks (a Hugging Face text tower has dropout)
         return self
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
@@ -403,7 +406,7 @@ class UnlearningModule(pl.LightningModule):
             return
         shards, self._captured = self._captured_shards(), {}
         # Exported weights carry the target accuracy before unlearning: the relearning goal's base.
-        reference = exported_reference(self.hparams.pretrained)
+        reference = exported_reference(self.clip.weights_file)
         self.evaluation_results = {"after": self.evaluation_runner.run("after", self.trainer, shards,
                                                                        reference_target=reference,
                                                                        encodings=self._encodings())}

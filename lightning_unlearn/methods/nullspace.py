@@ -38,8 +38,9 @@ class NullSpaceProjection(UnlearningMethod):
 
     Args:
         alpha: strength in [0, 1]; 1 removes the directions entirely.
-        side: ``text``: the text tower's ``text_projection``; ``image``: the image tower's final
-            projection (``visual.proj`` of a ViT, ``visual.attnpool.c_proj`` of a ModifiedResNet).
+        side: ``text``: the text tower's ``text_projection`` (``text.proj`` of a Hugging Face tower,
+            an ``nn.Linear``); ``image``: the image tower's final projection (``visual.proj`` of a
+            ViT, ``visual.attnpool.c_proj`` of a ModifiedResNet), for any text tower.
         directions_per_class: leading singular directions of each class's embeddings kept.
         templates: templates the classes' embeddings are taken under (default: the forget
             vocabulary's templates).
@@ -65,8 +66,11 @@ class NullSpaceProjection(UnlearningMethod):
         self._keep(locals())
 
     def _check_model(self, model: torch.nn.Module) -> None:
-        locate_text_projection(model)  # the directions come from the text tower in both variants
-        if self.side == "image":
+        # The directions come from encode_text, whatever ends the text tower (an MLP included):
+        # only the projection that is written must be linear.
+        if self.side == "text":
+            locate_text_projection(model)
+        else:
             image_projection_names(model)
 
     def setup(self, module: "MethodHost") -> None:

@@ -42,7 +42,7 @@ TINY_GENERATOR = dict(threshold_decay="per_image", pixel_space="model", jitter_m
                       blur_from_first_iteration=False)
 EASY = SynthesisConfig(target_probability=0.3, min_probability=0.27, jitter=2, step_size=3.0, max_iterations=100,
                        **TINY_GENERATOR)
-OUTPUTS = ("report.json", "report.md", "unlearned.safetensors")
+OUTPUTS = ("report.json", "report.md", "unlearned", "unlearned.safetensors")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

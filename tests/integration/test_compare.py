@@ -88,6 +88,7 @@ def test_failed_run_is_recorded_and_the_comparison_goes_on(world):
     assert failed["target_af"] == "" and failed["zero_shot"] == "ZS"
     assert ok["status"] == "ok" and ok["steps"] == "1" and float(ok["target_af"]) >= 0
     assert not (out / "one_iter" / "pekinese" / "seed1" / "unlearned.safetensors").exists()  # export: false
+    assert not (out / "one_iter" / "pekinese" / "seed1" / "unlearned").exists()
     assert "amns / Pekinese / seed 1: ConfigError: lr must be" in (out / "compare.md").read_text()
 
 

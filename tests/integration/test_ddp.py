@@ -141,8 +141,9 @@ def assert_ranks_agree(records: dict[int, dict], out: Path) -> None:
     assert r1["writes"] == []
     report_dir = out / "report"
     assert sorted(Path(p).name for p in r0["writes"] if Path(p).parent == report_dir) == [
-        "report.json", "report.md", "unlearned.safetensors"]
-    assert sorted(p.name for p in report_dir.iterdir()) == ["report.json", "report.md", "unlearned.safetensors"]
+        "report.json", "report.md", "unlearned", "unlearned.safetensors"]
+    assert sorted(p.name for p in report_dir.iterdir()) == ["report.json", "report.md", "unlearned",
+                                                            "unlearned.safetensors"]
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")], "temporary files left behind"
     report = json.loads((report_dir / "report.json").read_text())
     assert report["optimizer_steps"] == r0["global_step"]

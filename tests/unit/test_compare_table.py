@@ -99,7 +99,8 @@ def test_run_config_sets_class_seed_outputs_and_overrides(world):
     assert trainer["logger"]["init_args"] == {"save_dir": str(lip.directory), "name": "", "version": ""}
     assert trainer["enable_checkpointing"] is False and model["lr"] == 0.01
     report_args = trainer["callbacks"][-1]["init_args"]
-    assert report_args == {"export_name": None, "output_dir": str(lip.directory), "print_table": False}
+    assert report_args == {"export_name": None, "export_dir": None, "output_dir": str(lip.directory),
+                           "print_table": False}
     assert "seed" not in model["method"].get("init_args", {})  # MultimodalLipschitz takes no seed
     other = run_config(s, retain)
     assert other["model"]["init_args"]["lr"] == 0.02 and other["data"]["init_args"]["images_per_class"] == 3

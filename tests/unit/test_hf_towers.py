@@ -1,0 +1,234 @@
+"""Hugging Face text towers (open_clip's ``HFTextEncoder``): eligibility, the edit and null-space
+methods on ``text.proj``, the textual-inversion attack on the word embeddings, no dropout while
+unlearning.
+
+The model is conftest's ``tiny-hf``: a random 2-layer, 32-wide BERT tower behind the packaged
+all-MiniLM-L6-v2 tokenizer (``[CLS] ... [SEP]``, padded with 0), mean pooling and a linear
+projection to 64; ``tiny-hf-mlp`` has open_clip's MLP projection. Nothing asks a hub.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_unlearn import UnlearningModule
+from lightning_unlearn.clip.loading import eligible_groups, hf_encoder_layers, hf_text_tower
+from lightning_unlearn.clip.text_projection import locate_text_projection, pooled_text_features
+from lightning_unlearn.core.errors import UnsupportedModelError
+from lightning_unlearn.evaluation.features import DatasetFeatures
+from lightning_unlearn.evaluation.inversion import attack_support, inversion_attack, placeholder_prompt
+from lightning_unlearn.maths.zeroshot import encode_classes
+from lightning_unlearn.methods import NullSpaceProjection, TextProjectionEdit
+
+pytestmark = pytest.mark.usefixtures("one_thread", "tiny_hf_models")
+
+VOCAB = ["cat", "dog", "car", "tree", "boat", "house", "bird", "chair"]
+FAST = dict(composed_templates=4, generic_vocabulary=["apple", "river", "mountain", "piano"], retain_templates_per_class=4)
+TEMPLATE = "a photo of a {}."
+
+
+def hf_module(method, name: str = "tiny-hf", forget=("dog",)) -> UnlearningModule:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = UnlearningModule(model_name=name, pretrained=None, forget_classes=list(forget), vocabulary=VOCAB,
+                                  method=method)
+    module.resolve_spec({})
+    return module
+
+
+def embed(module: UnlearningModule, prompts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        return module.model.eval().encode_text(module.tokenizer(prompts)).double()
+
+
+# --- eligibility ----------------------------------------------------------------------------------
+def test_paper_eligibility_is_the_encoder_layers(tiny_hf_clip, tiny_clip):
+    model = tiny_hf_clip().model
+    text_names = [n for n, _ in model.named_parameters() if n.startswith("text.")]
+    layers = [n for n in text_names if n.startswith("text.transformer.encoder.layer.")]
+    assert len(layers) == 32  # 2 BERT layers x 16 tensors
+    for preset in ("paper", "blocks"):
+        assert [n for n, _ in eligible_groups(model, preset)["text"]] == layers
+    everything = [n for n, _ in eligible_groups(model, "all")["text"]]
+    assert everything == text_names and "text.proj.weight" in everything
+    assert "text.transformer.embeddings.word_embeddings.weight" in everything
+    # open_clip's own towers keep the published selection: the transformer blocks
+    vit = [n for n, _ in eligible_groups(tiny_clip("tiny-vit").model, "paper")["text"]]
+    assert vit and all(n.startswith("transformer.resblocks.") for n in vit)
+
+
+def test_the_encoder_layers_are_found_in_other_layouts():
+    class Layer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = nn.Linear(8, 8)
+            self.inner = nn.ModuleList([nn.Linear(8, 8), nn.LayerNorm(8)])  # mixed types: not a layer stack
+
+    class Encoder(nn.Module):  # an NLLB/M2M100-like encoder: embed_tokens, layers, layer_norm
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed_tokens = nn.Embedding(10, 8)
+            self.layers = nn.ModuleList([Layer() for _ in range(3)])
+            self.heads = nn.ModuleList([nn.Linear(8, 1)])  # smaller: not the encoder's layers
+
+    tower = nn.Module()
+    tower.transformer = Encoder()
+    assert hf_encoder_layers(tower) == "layers"
+    tower.transformer = nn.Sequential(nn.Linear(8, 8))
+    with pytest.raises(UnsupportedModelError, match="no list of encoder layers.*`include`"):
+        hf_encoder_layers(tower)
+
+
+# --- the projection --------------------------------------------------------------------------------
+def test_the_projection_is_text_proj_and_pooled_features_reproduce_encode_text(tiny_hf_clip):
+    clip = tiny_hf_clip()
+    proj = locate_text_projection(clip.model)
+    assert (proj.name, proj.kind, proj.in_features, proj.out_features) == ("text.proj", "linear", 32, 64)
+    assert proj.parameter_names() == ["text.proj.weight"] and not proj.has_bias
+    tokens = clip.tokenizer(["a photo of a cat.", "dog", "a very small photo of a bird in a tree"])
+    pooled = pooled_text_features(clip.model, tokens, batch_size=2)
+    with torch.no_grad():
+        expected = clip.model.eval().encode_text(tokens)
+    assert pooled.shape == (3, 32)
+    torch.testing.assert_close(proj.augment(pooled).float() @ proj.matrix().float(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_batches_are_cut_after_their_padding_with_the_same_features(tiny_hf_clip):
+    clip = tiny_hf_clip()
+    widths: list[int] = []
+    hook = clip.model.text.transformer.register_forward_pre_hook(
+        lambda _m, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        tokens = clip.tokenizer(["dog", "a photo of a cat.", "a blurry photo of a small bird in a tall tree", "car"])
+        full = pooled_text_features(clip.model, tokens, batch_size=2, trim=False)
+        assert widths == [16, 16]
+        widths.clear()
+        cut = pooled_text_features(clip.model, tokens, batch_size=2)
+        assert widths == [3, 14]  # [CLS] dog [SEP], [CLS] car [SEP]; then the two longer prompts
+        torch.testing.assert_close(cut, full, rtol=0, atol=1e-5)
+        widths.clear()
+        left = torch.cat([tokens[:, -1:], tokens[:, :-1]], dim=1)  # a pad on the left: not cut
+        pooled_text_features(clip.model, left, batch_size=4)
+        assert widths == [16]
+    finally:
+        hook.remove()
+
+
+@pytest.mark.parametrize("method", [TextProjectionEdit(**FAST), NullSpaceProjection()])
+def test_an_mlp_projection_is_a_clear_error_before_any_change(method):
+    module = hf_module(method, name="tiny-hf-mlp")
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    message = (r"Hugging Face text tower of CustomTextCLIP \(BertModel\) has no final linear projection: `text.proj` "
+               r"is an MLP \(Linear -> GELU -> Linear: open_clip's hf_proj_type 'mlp'\).*support hf_proj_type 'linear'")
+    with pytest.raises(UnsupportedModelError, match=message):
+        module.method.setup(module)
+    with pytest.raises(UnsupportedModelError, match=message):
+        module.method.apply(module)
+    assert all(torch.equal(v, before[k]) for k, v in module.model.state_dict().items())
+
+
+def test_an_identity_projection_is_named(tiny_hf_clip):
+    clip = tiny_hf_clip("linear", fresh=True)
+    hf_text_tower(clip.model).proj = nn.Identity()
+    with pytest.raises(UnsupportedModelError, match="`text.proj` is an identity .* no projection to edit"):
+        locate_text_projection(clip.model)
+
+
+# --- the methods -----------------------------------------------------------------------------------
+def test_the_edit_writes_text_proj_only_and_moves_the_forgotten_class():
+    module = hf_module(TextProjectionEdit(rank_per_class=1, **FAST))
+    before = {k: v.clone() for k, v in module.model.state_dict().items()}
+    forget, others = [TEMPLATE.format("dog")], [TEMPLATE.format(c) for c in VOCAB if c != "dog"]
+    old_forget, old_others = embed(module, forget), embed(module, others)
+    report = module.method.apply(module)
+    changed = [k for k, v in module.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed == ["text.proj.weight"] and report["projection"] == "text.proj"
+    cosine = torch.nn.functional.cosine_similarity
+    assert float(cosine(embed(module, forget), old_forget)) < 0.9
+    assert float(cosine(embed(module, others), old_others).min()) > 0.99
+
+
+def test_nullspace_projects_the_class_out_of_text_proj():
+    module = hf_module(NullSpaceProjection(side="text"))
+    target = embed(module, [t.format("dog") for t in module.spec.vocabulary.templates])
+    report = module.method.apply(module)
+    assert report["changed"] == ["text.proj.weight"]
+    direction = torch.nn.functional.normalize(target.mean(0), dim=0)
+    assert float(embed(module, ["a photo of a dog."]) @ direction) == pytest.approx(0.0, abs=1e-4)
+    assert float(embed(module, ["a photo of a car."]).norm()) > 0.1
+
+
+def test_nullspace_on_the_image_side_takes_any_text_tower():
+    module = hf_module(NullSpaceProjection(side="image"), name="tiny-hf-mlp")  # the MLP is only read
+    module.method.setup(module)
+    target = embed(module, [t.format("dog") for t in module.spec.vocabulary.templates])
+    report = module.method.apply(module)
+    assert report["changed"] == ["visual.proj"]
+    direction = torch.nn.functional.normalize(target.mean(0), dim=0)
+    with torch.no_grad():
+        images = module.model.encode_image(torch.randn(3, 3, 32, 32)).double()
+    assert float((images @ direction).abs().max()) < 1e-4
+
+
+# --- no dropout while unlearning -------------------------------------------------------------------
+def test_dropout_is_off_in_training_mode_and_text_features_repeat():
+    module = hf_module(TextProjectionEdit(**FAST))
+    dropouts = [m for m in module.model.modules() if isinstance(m, nn.Dropout)]
+    assert dropouts and any(m.p > 0 for m in dropouts)  # BERT's hidden/attention dropout
+    module.train()
+    assert not any(m.training for m in dropouts) and module.model.visual.training
+    labels = torch.tensor(module.spec.forget_indices)
+    torch.testing.assert_close(module.forget_text_features(labels), module.forget_text_features(labels), rtol=0, atol=0)
+
+
+# --- the textual-inversion attack ------------------------------------------------------------------
+def test_placeholder_positions_with_the_hf_tokenizer(tiny_hf_clip):
+    tokenizer = tiny_hf_clip().tokenizer
+    tokens, mask = placeholder_prompt(tokenizer, TEMPLATE, 3)
+    # [CLS] a photo of a x x x . [SEP] [PAD]...: special tokens and padding are not placeholders
+    assert mask.nonzero().flatten().tolist() == [5, 6, 7]
+    assert int(tokens[0]) == tokenizer.tokenizer.cls_token_id and int(tokens[-1]) == tokenizer.tokenizer.pad_token_id
+    tokens, mask = placeholder_prompt(tokenizer, "x marks a {}", 1)  # the first word is taken: the next one
+    assert int(mask.sum()) == 1 and int(tokens[mask][0]) != int(tokens[1])
+
+
+def hide_class(model: nn.Module, tokenizer, name: str) -> None:
+    """Edit ``text.proj`` so that the class's prompt maps to the negative of its old embedding."""
+    pooled = pooled_text_features(model, tokenizer([TEMPLATE.format(name)])).double()  # [1, 32]
+    with torch.no_grad():
+        weight = model.text.proj.weight  # [64, 32]
+        out = pooled @ weight.double().T
+        weight += (torch.linalg.pinv(pooled) @ (-2 * out)).T.to(weight)
+
+
+def test_the_attack_reaches_the_hf_word_embeddings_and_brings_a_hidden_class_back(tiny_hf_clip):
+    clip = tiny_hf_clip("linear", fresh=True)
+    model, tokenizer = clip.model.eval(), clip.tokenizer
+    classes = ["anchor", "kite", "rocket", "tree"]
+    assert attack_support(model) is None
+    original = encode_classes(model, tokenizer, classes, [TEMPLATE])
+    hide_class(model, tokenizer, "anchor")
+    vocabulary = encode_classes(model, tokenizer, classes, [TEMPLATE])
+    labels = torch.arange(len(classes)).repeat_interleave(6)
+    generator = torch.Generator().manual_seed(0)
+    features = original[labels] + 0.01 * torch.randn(len(labels), original.shape[1], generator=generator)
+    test = DatasetFeatures(features, labels)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    out = inversion_attack(model, tokenizer, TEMPLATE, vocabulary, [0], features[labels == 0], labels[labels == 0],
+                           test, words=1, steps=40, lr=5e-2, seed=0, device=torch.device("cpu"))
+    assert out["skipped"] is None and out["loss"][1] < out["loss"][0]
+    assert out["target_no_attack"] <= 0.2 and out["target"] >= out["target_no_attack"] + 0.6
+    assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_hook_sits_on_the_word_embeddings(tiny_hf_clip):
+    from lightning_unlearn.evaluation.inversion import token_embedding
+
+    model = tiny_hf_clip().model
+    embedding = token_embedding(model)
+    assert embedding is model.text.transformer.embeddings.word_embeddings
+    assert re.search("token embedding", attack_support(nn.Module()) or "")
