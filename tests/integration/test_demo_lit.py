@@ -189,3 +189,15 @@ def test_demo_clip_lit_reads_language() -> None:
     assert accuracy["objects"] >= 0.9 and accuracy["textures"] >= 0.9
     clip = load_clip("demo-clip-lit", str(path))
     assert type(clip.model).__name__ == "CustomTextCLIP"
+
+
+def test_the_demo_world_tag_of_demo_clip_lit_is_the_cache(tmp_path: Path, monkeypatch) -> None:
+    from lightning_unlearn.clip.loading import PretrainedProvider, weights_source
+    from lightning_unlearn.demo import cache
+
+    monkeypatch.setenv("LIGHTNING_UNLEARN_CACHE", str(tmp_path))
+    source = weights_source("demo-clip-lit", "demo-world")
+    assert isinstance(source, PretrainedProvider)
+    assert source.cached() is None  # nothing trained in an empty cache
+    weights, _ = cache.cache_paths(cache.lit_settings())
+    assert weights.name.startswith("demo-clip-lit-seed0-") and weights.parent.parent == tmp_path
