@@ -16,6 +16,7 @@ on one process per node), :func:`load_pending_weights` loads them on the other p
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import importlib
 import logging
@@ -79,6 +80,15 @@ _PROVIDERS: dict[tuple[str, str], PretrainedProvider] = {
     ("demo-clip-rn", "demo-world"): PretrainedProvider(
         find="lightning_unlearn.demo.cache:cached_demo_clip", build="lightning_unlearn.demo.cache:ensure_demo_clip"
     ),
+    ("demo-clip-lit", "demo-world"): PretrainedProvider(
+        find="lightning_unlearn.demo.cache:cached_demo_clip_lit",
+        build="lightning_unlearn.demo.cache:ensure_demo_clip_lit",
+    ),
+}
+#: Project models whose open_clip config is made at run time (it names a folder on this machine,
+#: e.g. the packaged text model of demo-clip-lit): name -> "module:function" that registers it.
+_RUNTIME_MODEL_CONFIGS: dict[str, str] = {
+    "demo-clip-lit": "lightning_unlearn.demo.lit:register_lit_model",
 }
 
 
@@ -113,6 +123,24 @@ def register_project_model_configs() -> None:
     """Add the project's model configs to open_clip's registry (idempotent; per process)."""
     if not all(p.stem in open_clip.list_models() for p in PROJECT_MODEL_CONFIGS.glob("*.json")):
         open_clip.add_model_config(PROJECT_MODEL_CONFIGS)
+
+
+def register_model_config(name: str, config: dict[str, Any]) -> None:
+    """Add an open_clip model config made at run time to open_clip's registry under ``name``.
+
+    ``open_clip.add_model_config`` reads JSON files only; a config that names a folder on this
+    machine (an HF text tower's) is made in code, so it goes into open_clip's registry dict directly.
+    """
+    from open_clip import factory
+
+    factory._MODEL_CONFIGS[name] = copy.deepcopy(config)
+
+
+def _register_runtime_model_config(name: str) -> None:
+    target = _RUNTIME_MODEL_CONFIGS.get(name)
+    if target is not None and name not in open_clip.list_models():
+        module, _, attr = target.partition(":")
+        getattr(importlib.import_module(module), attr)()
 
 
 class _DropRandomInitNotice(logging.Filter):
@@ -165,6 +193,7 @@ def check_model_name(name: str) -> None:
     if name.startswith("hf-hub:"):
         return
     register_project_model_configs()
+    _register_runtime_model_config(name)
     models = open_clip.list_models()
     if name not in models:
         raise UnknownNameError(

@@ -10,7 +10,7 @@ whose hash does not match is never loaded: it is trained again.
 
 Rebuild from the shell::
 
-    python -m lightning_unlearn.demo.cache [--seed 0] [--steps N] [--force]
+    python -m lightning_unlearn.demo.cache [--model demo-clip-lit] [--seed 0] [--steps N] [--force]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any, Iterator, Optional
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_unlearn.core import io
-from lightning_unlearn.demo import DEMO_MODEL_NAME, MODEL_CONFIG_DIR, world
+from lightning_unlearn.demo import DEMO_LIT_MODEL_NAME, DEMO_MODEL_NAME, MODEL_CONFIG_DIR, world
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,33 @@ def demo_settings(
     augment: bool = False,
     noise_std: float = DEFAULT_NOISE_STD,
     caption_templates: str = DEFAULT_CAPTION_TEMPLATES,
+    lock_text: bool = False,
+    adv_radius: float = 0.0,
+    adv_steps: int = 3,
+    adv_fraction: float = 1.0,
 ) -> dict[str, Any]:
-    """Everything that determines the demo CLIP's weights, as a JSON-able dict (the cache key)."""
+    """Everything that determines the demo CLIP's weights, as a JSON-able dict (the cache key).
+
+    A model whose config is made at run time (``demo-clip-lit``) enters with its HF text model's
+    folder replaced by a hash of the folder's files. The LiT and robustness settings enter only
+    when used, so that the keys of ``demo-clip-rn`` stay those of the caches users already hold.
+    """
     config_path = MODEL_CONFIG_DIR / f"{model_name}.json"
     model_config = json.loads(config_path.read_text()) if config_path.is_file() else None
+    if model_config is None:
+        import open_clip
+
+        from lightning_unlearn.clip.loading import check_model_name
+        from lightning_unlearn.demo.lit import portable_model_config
+
+        check_model_name(model_name)
+        model_config = open_clip.get_model_config(model_name)
+        if "hf_model_name" in model_config.get("text_cfg", {}):
+            model_config = portable_model_config(model_config)
+    extra: dict[str, Any] = {}
+    if lock_text or adv_radius:
+        extra = {"lock_text": lock_text, "adv_radius": adv_radius, "adv_steps": adv_steps,
+                 "adv_fraction": adv_fraction}
     return {
         "recipe_version": RECIPE_VERSION,
         "world_version": world.WORLD_VERSION,
@@ -82,6 +105,7 @@ def demo_settings(
         "augment": augment,
         "noise_std": noise_std,
         "caption_templates": caption_templates,
+        **extra,
     }
 
 
@@ -181,7 +205,11 @@ def _train(settings: dict[str, Any], progress: bool) -> tuple[dict[str, Any], di
         caption_templates=settings["caption_templates"],
     )
     module = DemoClipPretraining(model_name=settings["model_name"], lr=settings["lr"],
-                                 warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"])
+                                 warmup_steps=settings["warmup_steps"], weight_decay=settings["weight_decay"],
+                                 lock_text=settings.get("lock_text", False),
+                                 adv_radius=settings.get("adv_radius", 0.0),
+                                 adv_steps=settings.get("adv_steps", 3),
+                                 adv_fraction=settings.get("adv_fraction", 1.0))
     steps = settings["steps"]
     trainer = L.Trainer(
         # max_epochs=1: the stream is endless, max_steps ends the run (the bar then reads "Epoch 0/0")
@@ -234,7 +262,11 @@ def ensure_demo_clip(
     if not force and read_valid_manifest(weights, manifest, settings) is not None:
         return weights
 
-    duration = ", about 2 minutes on one CPU core" if settings["steps"] == DEFAULT_STEPS else ""
+    duration = ""
+    if settings["steps"] == DEFAULT_STEPS and settings["model_name"] == DEMO_MODEL_NAME:
+        duration = ", about 2 minutes on one CPU core"
+    elif settings == lit_settings(seed=settings["seed"]):
+        duration = ", about 4 minutes on one CPU core"
     rank_zero_info(f"Demo CLIP: not cached yet; training it once ({settings['steps']} steps{duration}) "
                    f"into {weights.parent}")
     state, accuracy, seconds = train_demo_clip(settings, progress=progress, num_threads=num_threads)
@@ -264,6 +296,40 @@ def cached_demo_clip(seed: int = 0, steps: int = DEFAULT_STEPS, cache_dir: Optio
     return weights if read_valid_manifest(weights, manifest, settings) is not None else None
 
 
+#: The ``demo-clip-lit`` recipe (docs/demo_world.md): the packaged MiniLM locked, the image tower
+#: and the projection trained on the demo world with noise. PGD is off by default: the robust
+#: towers measured so far help the paper's method forget but cost clean accuracy and pretraining
+#: time (docs/demo_world.md, "Robust image towers and the paper's method").
+LIT_DEFAULTS: dict[str, Any] = {
+    "model_name": DEMO_LIT_MODEL_NAME,
+    "lock_text": True,
+    "noise_std": DEFAULT_NOISE_STD,
+    "adv_radius": 0.0,
+    "adv_steps": 3,
+    "adv_fraction": 1.0,
+}
+
+
+def lit_settings(seed: int = 0, steps: int = DEFAULT_STEPS, **overrides: Any) -> dict[str, Any]:
+    """:func:`demo_settings` of ``demo-clip-lit``: :data:`LIT_DEFAULTS`, then ``overrides``."""
+    return demo_settings(seed=seed, steps=steps, **{**LIT_DEFAULTS, **overrides})
+
+
+def ensure_demo_clip_lit(seed: int = 0, steps: int = DEFAULT_STEPS, **kwargs: Any) -> Path:
+    """:func:`ensure_demo_clip` for ``demo-clip-lit`` (its recipe :data:`LIT_DEFAULTS`, then ``kwargs``).
+
+    Loadable with ``open_clip.create_model_and_transforms("demo-clip-lit", pretrained=str(path))``
+    once :mod:`lightning_unlearn.demo` is imported (it registers the config).
+    """
+    return ensure_demo_clip(seed=seed, steps=steps, **{**LIT_DEFAULTS, **kwargs})
+
+
+def cached_demo_clip_lit(seed: int = 0, steps: int = DEFAULT_STEPS, cache_dir: Optional[str | Path] = None,
+                         **overrides: Any) -> Optional[Path]:
+    """The cached ``demo-clip-lit`` weights for these settings if they exist and are valid, else None."""
+    return cached_demo_clip(seed=seed, steps=steps, cache_dir=cache_dir, **{**LIT_DEFAULTS, **overrides})
+
+
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest written next to a cached weights file (``.safetensors`` -> ``.json``)."""
     return json.loads(Path(path).with_suffix(".json").read_text(encoding="utf-8"))
@@ -273,6 +339,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     """``python -m lightning_unlearn.demo.cache``: (re)build the demo CLIP cache."""
     parser = argparse.ArgumentParser(prog="python -m lightning_unlearn.demo.cache",
                                      description="Train (once) and cache the demo CLIP.")
+    parser.add_argument("--model", choices=[DEMO_MODEL_NAME, DEMO_LIT_MODEL_NAME], default=DEMO_MODEL_NAME,
+                        help="which demo CLIP (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="world and training seed")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="pretraining steps")
     parser.add_argument("--cache-dir", default=None, help="cache root (default: $LIGHTNING_UNLEARN_CACHE)")
@@ -281,9 +349,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="torch CPU threads while training (0: torch's default)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    path = ensure_demo_clip(seed=args.seed, steps=args.steps, cache_dir=args.cache_dir,
-                            progress=not args.no_progress, force=args.force,
-                            num_threads=args.threads or None)
+    ensure = ensure_demo_clip_lit if args.model == DEMO_LIT_MODEL_NAME else ensure_demo_clip
+    path = ensure(seed=args.seed, steps=args.steps, cache_dir=args.cache_dir,
+                  progress=not args.no_progress, force=args.force, num_threads=args.threads or None)
     meta = read_manifest(path)
     print(f"{path}\nzero-shot accuracy: {meta['zero_shot_accuracy']}  train seconds: {meta['train_seconds']}")
 

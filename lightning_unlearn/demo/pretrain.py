@@ -30,7 +30,13 @@ from lightning_unlearn.demo.world_datasets import DemoWorldDataset
 from lightning_unlearn.core.io import save_open_clip_weights
 from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.maths.metrics import ZeroShotAccuracy
-from lightning_unlearn.clip.loading import eval_mode, quiet_random_init
+from lightning_unlearn.clip.loading import check_model_name, eval_mode, quiet_random_init
+from lightning_unlearn.core._validation import (
+    _positive_int_validation,
+    _positive_number_validation,
+    _unit_interval_validation,
+)
+from lightning_unlearn.maths.adversarial import l2_pgd
 from lightning_unlearn.maths.zeroshot import class_embeddings, tokenize_classes, zero_shot_logits
 
 #: Caption template sets: ``own`` = each domain's templates only (10 objects, 8 textures); ``own+openai``
@@ -189,6 +195,7 @@ class DemoWorldDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         # Rendering is seeded per image, so every rank builds identical sets.
         if stage == "fit" and self._train is None:
+            check_model_name(self.model_name)  # registers a run-time config (demo-clip-lit)
             tokenizer = open_clip.get_tokenizer(self.model_name)
             images, captions = [], []
             for domain in self.domains:
@@ -226,6 +233,44 @@ def _decays(name: str, param: nn.Parameter) -> bool:
     return param.ndim >= 2 and "embedding" not in name and "logit_scale" not in name
 
 
+class LockedTextFeatures:
+    """The pooled features of a locked Hugging Face text tower, each caption encoded once.
+
+    With the language model locked (LiT), a caption's pooled features never change; only the
+    projection after them trains. Pretraining draws captions from a fixed list, so this keeps the
+    features of every caption it has met, keyed by its tokens, and runs the language model only
+    on new ones (each of the ~3,000 captions once, instead of once per step).
+    """
+
+    def __init__(self, text_tower: nn.Module) -> None:
+        if not all(hasattr(text_tower, a) for a in ("transformer", "pooler", "proj", "config")):
+            raise ConfigError(
+                f"lock_text needs an open_clip HF text tower (HFTextEncoder), got {type(text_tower).__name__}; "
+                "use a model whose text_cfg names hf_model_name (e.g. demo-clip-lit)")
+        self.tower = text_tower
+        self._features: dict[bytes, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self._features)
+
+    @torch.no_grad()
+    def pooled(self, tokens: Tensor) -> Tensor:
+        """Pooled (unprojected) features ``[N, width]`` of token rows ``[N, context]``."""
+        keys = [row.cpu().numpy().tobytes() for row in tokens]
+        new = [i for i, k in enumerate(keys) if k not in self._features]
+        if new:
+            todo = tokens[new]
+            mask = (todo != self.tower.config.pad_token_id).long()
+            # trailing padding changes nothing under the attention mask: run only the longest caption's length
+            length = max(1, int(mask.sum(1).max()))
+            with eval_mode(self.tower.transformer):
+                out = self.tower.transformer(input_ids=todo[:, :length], attention_mask=mask[:, :length])
+                pooled = self.tower.pooler(out, mask[:, :length])
+            for i, feature in zip(new, pooled):
+                self._features[keys[i]] = feature
+        return torch.stack([self._features[k] for k in keys])
+
+
 class DemoClipPretraining(L.LightningModule):
     """Contrastive pretraining of an open_clip CLIP on the demo world (open_clip's ``ClipLoss``).
 
@@ -233,14 +278,25 @@ class DemoClipPretraining(L.LightningModule):
     split with the domain's first template as ``val/acc_<domain>``.
 
     Args:
-        model_name: open_clip model name (random init; the demo config is registered on import
-            of ``lightning_unlearn.demo``).
+        model_name: open_clip model name (random init, or for an HF text tower the language model's
+            own weights; the demo configs are registered on import of ``lightning_unlearn.demo``).
         lr: peak AdamW learning rate.
         weight_decay: AdamW weight decay on weight matrices (not on gains, biases, embeddings).
         warmup_steps: linear warm-up steps; then cosine decay to zero at the trainer's last step.
         freeze_token_embedding: keep the text tower's token embedding at its random init. It is
             49,408 x width parameters of which the demo uses a few hundred rows; its dense AdamW
-            update would cost more than the rest of a small step.
+            update would cost more than the rest of a small step. (Only for open_clip's own text
+            transformer; an HF tower is either locked or trained whole.)
+        lock_text: keep an HF text tower's language model at its pretrained weights and train only
+            its projection and the image tower (LiT); each caption then runs through the language
+            model once (:class:`LockedTextFeatures`). The ``demo-clip-lit`` recipe.
+        adv_radius: L2 radius (normalised pixel units, per image) of the adversarial training
+            images; 0 disables adversarial training. A robust image tower has gradients that
+            draw the class, so synthetic images of a class look like it (docs/demo_world.md).
+        adv_steps: PGD steps per adversarial image (:func:`~lightning_unlearn.maths.adversarial.l2_pgd`).
+        adv_fraction: share of each batch's class-balanced groups replaced by their adversarial
+            versions (the clean/adversarial mix); ``round(fraction * groups)`` groups, each PGD step
+            costing about one forward and backward pass of those images.
         max_logit_scale: the learned temperature is clamped to at most this, as in CLIP.
         channels_last: keep the image tower's weights and inputs channels-last while training;
             oneDNN's CPU convolutions run ~25% faster that way (the saved state dict is unaffected).
@@ -256,17 +312,29 @@ class DemoClipPretraining(L.LightningModule):
         weight_decay: float = 0.1,
         warmup_steps: int = 50,
         freeze_token_embedding: bool = True,
+        lock_text: bool = False,
+        adv_radius: float = 0.0,
+        adv_steps: int = 3,
+        adv_fraction: float = 1.0,
         max_logit_scale: float = 100.0,
         channels_last: bool = True,
         export: Optional[str] = None,
     ) -> None:
         super().__init__()
+        _positive_number_validation("adv_radius", adv_radius, allow_zero=True)
+        _positive_int_validation("adv_steps", adv_steps)
+        _unit_interval_validation("adv_fraction", adv_fraction)
         self.save_hyperparameters()
+        check_model_name(model_name)  # registers a run-time config (demo-clip-lit)
         with quiet_random_init():
             self.model = open_clip.create_model(model_name, output_dict=True)
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        if freeze_token_embedding:
+        if freeze_token_embedding and hasattr(self.model, "token_embedding"):
             self.model.token_embedding.weight.requires_grad_(False)
+        self.locked_text: Optional[LockedTextFeatures] = None
+        if lock_text:
+            self.locked_text = LockedTextFeatures(getattr(self.model, "text", self.model))
+            self.model.text.transformer.requires_grad_(False)
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.visual.to(memory_format=self._memory_format)
         self.loss = ClipLoss()
@@ -274,15 +342,46 @@ class DemoClipPretraining(L.LightningModule):
         self.val_acc = nn.ModuleList(ZeroShotAccuracy(num_classes=len(world.CLASSES[d])) for d in self.domains)
         self._class_embeddings: list[Tensor] = []
 
+    def train(self, mode: bool = True) -> "DemoClipPretraining":
+        super().train(mode)
+        if self.locked_text is not None:
+            self.model.text.transformer.eval()  # locked: its features are the pretrained ones (no dropout)
+        return self
+
+    def encode_captions(self, tokens: Tensor) -> Tensor:
+        """Normalised caption features ``[N, D]`` (through the locked-feature cache with ``lock_text``)."""
+        if self.locked_text is None:
+            return self.model.encode_text(tokens, normalize=True)
+        return nn.functional.normalize(self.model.text.proj(self.locked_text.pooled(tokens)), dim=-1)
+
+    def _group_loss(self, images: Tensor, txt: Tensor, groups: int) -> Tensor:
+        # one ClipLoss per class-balanced group (no class twice in a loss), captions shared
+        img = self.model.encode_image(images, normalize=True).view(groups, txt.shape[0], -1)
+        scale = self.model.logit_scale.exp()
+        return torch.stack([self.loss(img[g], txt, scale) for g in range(groups)]).mean()
+
+    def adversarial_groups(self, groups: int) -> int:
+        """How many of a batch's ``groups`` are replaced by adversarial images."""
+        if self.hparams.adv_radius == 0:
+            return 0
+        return int(round(self.hparams.adv_fraction * groups))
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         images, tokens = batch  # images [groups, classes, 3, H, W], tokens [classes, context]
-        groups, classes = images.shape[:2]
+        groups = images.shape[0]
+        txt = self.encode_captions(tokens)
+        attacked = self.adversarial_groups(groups)
+        if attacked:
+            clean = images[:attacked].flatten(0, 1).contiguous(memory_format=self._memory_format)
+            target = txt.detach()
+            # BatchNorm on running statistics: the attack sees the model as used, and its passes
+            # do not move the statistics
+            with eval_mode(self.model.visual):
+                adv = l2_pgd(lambda x: self._group_loss(x, target, attacked), clean,
+                             radius=self.hparams.adv_radius, steps=self.hparams.adv_steps)
+            images = torch.cat([adv.view_as(images[:attacked]), images[attacked:]])
         flat = images.flatten(0, 1).contiguous(memory_format=self._memory_format)
-        img = self.model.encode_image(flat, normalize=True).view(groups, classes, -1)
-        txt = self.model.encode_text(tokens, normalize=True)
-        scale = self.model.logit_scale.exp()
-        # one ClipLoss per class-balanced group (no class twice in a loss), captions shared
-        loss = torch.stack([self.loss(img[g], txt, scale) for g in range(groups)]).mean()
+        loss = self._group_loss(flat, txt, groups)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 

@@ -291,6 +291,29 @@ def test_paraphrases_in_the_bank_are_moved_and_without_them_they_are_not():
     assert moved["bank"] > 0.05 and moved["bank"] > 3 * moved["word"]
 
 
+@pytest.mark.usefixtures("tiny_hf_models")
+def test_paraphrases_in_the_bank_on_a_hugging_face_tower_and_a_cut_one_is_dropped():
+    # tiny-hf: a random BERT tower behind the packaged MiniLM tokenizer, 16 tokens of context
+    long = "a very large and extremely friendly four-legged domestic animal that barks loudly at every visitor."
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = UnlearningModule(model_name="tiny-hf", pretrained=None, forget_classes=["dog"], vocabulary=VOCAB,
+                                  method=TextProjectionEdit(**FAST, paraphrases={"dog": DOG_WORDS[:4] + [long]},
+                                                            held_out_paraphrases=1))
+    module.resolve_spec({})
+    method = module.method
+    method.setup(module)
+    bank = method.paraphrases_in_bank()["dog"]
+    problem = build_edit_problem(module.model, module.tokenizer, module.spec.names, module.spec.prompts,
+                                 [module.spec.vocabulary], method.settings(), module.hparams.forget_prompt)
+    assert long in bank and len(problem.paraphrase_groups[0]) == len(bank) - 1  # a cut prompt may have lost its meaning
+    seen = [t for t in bank if t != long]
+    before = embed(module, seen)
+    report = method.apply(module)
+    assert report["projection"] == "text.proj" and report["paraphrases"]["forget_rows"] == len(seen)
+    assert 1 - cosine_rows(embed(module, seen), before).mean() > 0.05
+
+
 def test_paraphrase_settings_are_checked_before_any_change(tmp_path):
     with pytest.raises(ConfigError, match=r"held_out_paraphrases must be an int >= 0, got -1"):
         TextProjectionEdit(paraphrases={"dog": DOG_WORDS}, held_out_paraphrases=-1)
