@@ -384,6 +384,7 @@ def clip_architecture(
             cache_dir=cache_dir, **_architecture_options(name, source, force_quick_gelu),
         )
     model.eval()
+    cut_hf_padding(model)
     return LoadedClip(
         model=model, tokenizer=open_clip.get_tokenizer(name), preprocess=preprocess,
         mean=tuple(getattr(model.visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN),
@@ -470,6 +471,37 @@ def hf_text_tower(model: nn.Module) -> Optional[nn.Module]:
 
     text = getattr(model, "text", None)
     return text if isinstance(text, HFTextEncoder) else None
+
+
+def cut_hf_padding(model: nn.Module) -> bool:
+    """Let a Hugging Face text tower run only up to its batch's last real token (once per model).
+
+    open_clip pads every prompt to the full context (32-77 tokens) and the tower masks the padding,
+    so columns that are padding in every prompt of a batch change nothing but cost a full pass:
+    a forward pre-hook drops them (the poolers are masked or read position 0, so the result is
+    the same). Returns whether the hook was installed now (False: no HF tower, or already there).
+    A tower asked for its token outputs (``output_tokens``) is left whole.
+    """
+    tower = hf_text_tower(model)
+    if tower is None or getattr(tower, "_cuts_padding", False):
+        return False
+    tower.register_forward_pre_hook(_cut_trailing_padding)
+    tower._cuts_padding = True
+    return True
+
+
+def _cut_trailing_padding(tower: nn.Module, args: tuple[Any, ...]) -> Optional[tuple[Any, ...]]:
+    pad = getattr(getattr(tower, "config", None), "pad_token_id", None)
+    if not args or pad is None or getattr(tower, "output_tokens", False):
+        return None
+    tokens = args[0]
+    if not isinstance(tokens, torch.Tensor) or tokens.ndim != 2 or tokens.shape[1] < 2:
+        return None
+    used = (tokens != pad).any(dim=0)
+    if bool(used[-1]):
+        return None
+    length = int(used.nonzero().max()) + 1 if bool(used.any()) else 1
+    return (tokens[:, :length], *args[1:])
 
 
 def hf_encoder_layers(tower: nn.Module) -> str:

@@ -98,10 +98,15 @@ def words_in_prompt(embedding: nn.Embedding, mask: torch.Tensor, words: list[Opt
     ``[K, n, W]`` (the caller sets ``words[0]`` before each encoding)."""
 
     def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        if words[0] is None or output.shape[:2] != mask.shape:
+        if words[0] is None or output.shape[0] != mask.shape[0] or output.shape[1] > mask.shape[1]:
+            return output
+        # a tower that cut its trailing padding (clip.loading.cut_hf_padding) sees fewer positions;
+        # the placeholders are real tokens, so they are all still there
+        cut = mask[:, : output.shape[1]]
+        if int(cut.sum()) != int(mask.sum()):
             return output
         out = output.clone()
-        out[mask.to(out.device)] = words[0].reshape(-1, out.shape[-1]).to(out)
+        out[cut.to(out.device)] = words[0].reshape(-1, out.shape[-1]).to(out)
         return out
 
     handle = embedding.register_forward_hook(hook)

@@ -105,15 +105,15 @@ def test_batches_are_cut_after_their_padding_with_the_same_features(tiny_hf_clip
     try:
         tokens = clip.tokenizer(["dog", "a photo of a cat.", "a blurry photo of a small bird in a tall tree", "car"])
         full = pooled_text_features(clip.model, tokens, batch_size=2, trim=False)
-        assert widths == [16, 16]
+        assert widths == [8, 14]  # unsorted; the tower itself still drops padding common to a batch (cut_hf_padding)
         widths.clear()
         cut = pooled_text_features(clip.model, tokens, batch_size=2)
         assert widths == [3, 14]  # [CLS] dog [SEP], [CLS] car [SEP]; then the two longer prompts
         torch.testing.assert_close(cut, full, rtol=0, atol=1e-5)
         widths.clear()
-        left = torch.cat([tokens[:, -1:], tokens[:, :-1]], dim=1)  # a pad on the left: not cut
-        pooled_text_features(clip.model, left, batch_size=4)
-        assert widths == [16]
+        left = torch.cat([tokens[:, -1:], tokens[:, :-1]], dim=1)  # a pad on the left: not sorted and cut by length,
+        pooled_text_features(clip.model, left, batch_size=4)       # only the columns of padding in every prompt go
+        assert widths == [15]
     finally:
         hook.remove()
 
@@ -232,3 +232,28 @@ def test_the_hook_sits_on_the_word_embeddings(tiny_hf_clip):
     embedding = token_embedding(model)
     assert embedding is model.text.transformer.embeddings.word_embeddings
     assert re.search("token embedding", attack_support(nn.Module()) or "")
+
+
+def test_the_tower_runs_only_up_to_its_batch_s_last_real_token(tiny_hf_clip):
+    """clip.loading.cut_hf_padding: columns of padding in every prompt are dropped before the
+    transformer; the features are those of the full, padded context."""
+    from open_clip.hf_model import HFTextEncoder
+
+    from lightning_unlearn.clip.loading import cut_hf_padding
+
+    clip = tiny_hf_clip()
+    tower = hf_text_tower(clip.model)
+    tokens = clip.tokenizer(["a photo of a dog.", "a boat on a river at dawn"])
+    assert int((tokens != 0).sum(dim=1).max()) < tokens.shape[1]  # there is padding to cut
+    seen: list[int] = []
+    handle = tower.transformer.register_forward_pre_hook(lambda _m, _a, kw: seen.append(kw["input_ids"].shape[1]),
+                                                         with_kwargs=True)
+    try:
+        with torch.no_grad():
+            cut = clip.model.encode_text(tokens)
+            full = HFTextEncoder.forward(tower, tokens)  # forward() itself: no hooks, the padded context
+    finally:
+        handle.remove()
+    assert seen == [int((tokens != 0).sum(dim=1).max()), tokens.shape[1]]
+    torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-6)
+    assert cut_hf_padding(clip.model) is False  # installed once, when the model was built
