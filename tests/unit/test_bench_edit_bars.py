@@ -55,6 +55,9 @@ def test_the_paraphrase_bar_counts_only_when_measured(bench):
     assert bench.meets_bars(good) == []
     assert bench.meets_bars({**good, "unseen_paraphrase_target": 0.20}) == []
     assert bench.meets_bars({**good, "unseen_paraphrase_target": 0.21}) == ["unseen_paraphrase_target"]
+    import torch
+    exactly = float(torch.tensor([True] * 10 + [False] * 40).float().mean())  # 10 of 50 images, as float32
+    assert exactly != 0.20 and bench.meets_bars({**good, "unseen_paraphrase_target": exactly}) == []
 
 
 def test_three_class_sets_come_from_the_pool_and_the_seed(bench):
