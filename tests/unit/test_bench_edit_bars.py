@@ -47,3 +47,24 @@ def test_held_out_sets_are_unseen_by_the_edit_and_by_pretraining(bench):
     held_out = {t for templates in bench.TEMPLATE_SETS.values() for t in templates}
     assert not held_out & set(template_bank(world.OBJECT_TEMPLATES, EditSettings()))
     assert not held_out & set(pretraining_caption_templates(world.OBJECT_TEMPLATES, "objects", "own+openai"))
+
+
+def test_the_paraphrase_bar_counts_only_when_measured(bench):
+    good = {"eval_target": 0.0, "eval_others_drop": 0.0, "eval_textures_drop": 0.0, "unseen_target": 0.0,
+            "unseen_others_drop": 0.0}
+    assert bench.meets_bars(good) == []
+    assert bench.meets_bars({**good, "unseen_paraphrase_target": 0.20}) == []
+    assert bench.meets_bars({**good, "unseen_paraphrase_target": 0.21}) == ["unseen_paraphrase_target"]
+    import torch
+    exactly = float(torch.tensor([True] * 10 + [False] * 40).float().mean())  # 10 of 50 images, as float32
+    assert exactly != 0.20 and bench.meets_bars({**good, "unseen_paraphrase_target": exactly}) == []
+
+
+def test_three_class_sets_come_from_the_pool_and_the_seed(bench):
+    classes = [f"c{i}" for i in range(12)]
+    pool = classes[1::3]
+    sets = bench.draw_triples(classes, pool, 5, seed=19)
+    assert len(sets) == 5
+    assert all(len(set(s)) == 3 and s == sorted(s) and all(classes[i] in pool for i in s) for s in sets)
+    assert bench.draw_triples(classes, pool, 5, seed=19) == sets
+    assert bench.draw_triples(classes, pool, 5, seed=20) != sets
