@@ -6,14 +6,14 @@ text tower says, not the image features. A textual-inversion attack learns a new
 images of the class and, as long as those images still form their own cluster, finds it again
 (docs/evaluation.md, ``recovery.inversion``). :class:`DeepEdit` also edits the image side: it
 removes from every image embedding the forgotten classes' direction along the oblique readout of
-least change (:func:`~lightning_unlearn.maths.erasure.oblique_eraser`), estimated from synthetic
-images only: every class of every evaluation vocabulary is synthesised by name
-(:func:`~lightning_unlearn.maths.synthesis.synthesize`), no real image is read.
+least change (:func:`~lightning_unlearn.maths.erasure.oblique_eraser`), estimated without real
+images: from the retained classes' prompt embeddings (``covariance="prompts"``), or from synthetic
+images of every class of every evaluation vocabulary, synthesised by name
+(:func:`~lightning_unlearn.maths.synthesis.synthesize`). No real image is read.
 
-How far this goes on the demo CLIP is measured in docs/edit.md ("Against recovery attacks"): with
-the covariance of synthetic images, the readout does not match real images well, so the attack is
-lowered less than an eraser estimated from real images would (that one is reported there as a
-diagnostic only).
+How far this goes on the demo CLIPs is measured in docs/edit.md ("Against recovery attacks"):
+neither estimate gives the readout of real images, so the attack is lowered less than an eraser
+estimated from real images would (that one is reported there as a diagnostic only).
 """
 
 from __future__ import annotations
