@@ -6,14 +6,14 @@ text tower says, not the image features. A textual-inversion attack learns a new
 images of the class and, as long as those images still form their own cluster, finds it again
 (docs/evaluation.md, ``recovery.inversion``). :class:`DeepEdit` also edits the image side: it
 removes from every image embedding the forgotten classes' direction along the oblique readout of
-least change (:func:`~lightning_unlearn.maths.erasure.oblique_eraser`), estimated from synthetic
-images only: every class of every evaluation vocabulary is synthesised by name
-(:func:`~lightning_unlearn.maths.synthesis.synthesize`), no real image is read.
+least change (:func:`~lightning_unlearn.maths.erasure.oblique_eraser`), estimated without real
+images: from the retained classes' prompt embeddings (``covariance="prompts"``), or from synthetic
+images of every class of every evaluation vocabulary, synthesised by name
+(:func:`~lightning_unlearn.maths.synthesis.synthesize`). No real image is read.
 
-How far this goes on the demo CLIP is measured in docs/edit.md ("Against recovery attacks"): with
-the covariance of synthetic images, the readout does not match real images well, so the attack is
-lowered less than an eraser estimated from real images would (that one is reported there as a
-diagnostic only).
+How far this goes on the demo CLIPs is measured in docs/edit.md ("Against recovery attacks"):
+neither estimate gives the readout of real images, so the attack is lowered less than an eraser
+estimated from real images would (that one is reported there as a diagnostic only).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from lightning_unlearn.methods.contract import MethodHost
 from lightning_unlearn.methods.edit import TextProjectionEdit, evaluation_vocabularies
 
 Direction = Literal["text", "synthetic"]
+Covariance = Literal["synthetic", "prompts"]
 
 
 @dataclass
@@ -93,6 +94,21 @@ def synthetic_features(
     return SyntheticFeatures(torch.cat(kept), torch.cat(features), torch.cat(vocab_of), torch.cat(class_of), evaluation)
 
 
+def prompt_embeddings(module: "MethodHost", vocabularies: list[Vocabulary]) -> tuple[Tensor, Tensor, Tensor]:
+    """Every class of every vocabulary under each of its templates, one normalised embedding per
+    prompt ``[P, D]`` (float64, CPU), with each prompt's vocabulary ``[P]`` and class ``[P]``."""
+    model = module.model
+    device = next(model.parameters()).device
+    rows, vocab_of, class_of = [], [], []
+    with eval_mode(model):
+        for v, vocabulary in enumerate(vocabularies):
+            for template in vocabulary.templates:
+                rows.append(encode_classes(model, module.tokenizer, vocabulary.classnames, [template], device).double().cpu())
+                vocab_of.append(torch.full((len(vocabulary.classnames),), v, dtype=torch.long))
+                class_of.append(torch.arange(len(vocabulary.classnames)))
+    return torch.cat(rows), torch.cat(vocab_of), torch.cat(class_of)
+
+
 class DeepEdit(TextProjectionEdit):
     """The text-projection edit, plus the forgotten classes erased from the image embeddings (ZS).
 
@@ -102,7 +118,10 @@ class DeepEdit(TextProjectionEdit):
     class's direction ``D``; the readout ``R = S^-1 D (D^T S^-1 D)^-1`` is the least-change one for
     the covariance ``S`` of synthetic images of the retained classes (shrunk towards isotropy by
     ``shrinkage``), and ``m`` their mean (zero for a ViT, whose projection has no bias). This is
-    LEACE's closed form with the class direction given. No real image is used.
+    LEACE's closed form with the class direction given. No real image is used. With
+    ``covariance: prompts`` and ``direction: text`` nothing is synthesised either: ``S`` is the
+    covariance of the retained classes' prompt embeddings (every template of every vocabulary), a
+    text-side estimate of how the retained classes spread, and ``m`` is zero.
 
     Args:
         image_erasure: erase on the image side (False: the text edit alone).
@@ -110,7 +129,10 @@ class DeepEdit(TextProjectionEdit):
             template minus the mean class embedding of every vocabulary; ``synthetic``: the mean
             embedding of its synthetic images minus that of the retained classes' synthetic images.
         shrinkage: ridge on the covariance, relative to its mean variance per coordinate (0: the
-            synthetic covariance as is; large: an orthogonal projection).
+            estimated covariance as is; large: an orthogonal projection).
+        covariance: ``synthetic``: of the retained classes' synthetic images; ``prompts``: of the
+            retained classes' prompt embeddings, one per class and template of every vocabulary
+            (with ``direction: text`` no image is synthesised; docs/edit.md compares the two).
         images_per_class: synthetic images per class of every evaluation vocabulary.
         synthesis: :class:`~lightning_unlearn.maths.synthesis.SynthesisConfig` fields (default:
             the published generator's).
@@ -126,6 +148,7 @@ class DeepEdit(TextProjectionEdit):
         image_erasure: bool = True,
         direction: Direction = "text",
         shrinkage: float = 0.1,
+        covariance: Covariance = "synthetic",
         images_per_class: int = 16,
         synthesis: Optional[dict[str, Any]] = None,
         synthesis_seed: int = 0,
@@ -136,6 +159,7 @@ class DeepEdit(TextProjectionEdit):
             raise ConfigError(f"image_erasure must be true or false, got {image_erasure!r}")
         _choice_validation("direction", direction, ("text", "synthetic"))
         _positive_number_validation("shrinkage", shrinkage, allow_zero=True)
+        _choice_validation("covariance", covariance, ("synthetic", "prompts"))
         _positive_int_validation("images_per_class", images_per_class)
         _positive_int_validation("synthesis_seed", synthesis_seed, allow_zero=True)
         if synthesis is not None and not isinstance(synthesis, dict):
@@ -157,21 +181,43 @@ class DeepEdit(TextProjectionEdit):
         if self.image_erasure:
             image_projection_names(module.model)  # an unsupported image tower fails before any work
 
+    @property
+    def synthesises(self) -> bool:
+        """Whether the eraser needs synthetic images (not with prompt covariance and text direction)."""
+        return self.covariance == "synthetic" or self.direction == "synthetic"
+
     def eraser(self, module: "MethodHost") -> tuple[AffineEraser, dict[str, Any]]:
         """The image-side eraser for ``module.spec``'s forgotten classes (no weight changes)."""
         spec = module.spec
         vocabularies = evaluation_vocabularies(module)
+        made = None
+        if self.synthesises:
+            start = time.perf_counter()
+            made = synthetic_features(module, vocabularies, self.images_per_class, self._synthesis_config,
+                                      self.synthesis_seed)
+            self.synthetic = made  # kept for inspection (tests, notebooks)
+            self.timings["synthesis"] = time.perf_counter() - start
         start = time.perf_counter()
-        made = synthetic_features(module, vocabularies, self.images_per_class, self._synthesis_config,
-                                  self.synthesis_seed)
-        self.synthetic = made  # kept for inspection (tests, notebooks)
-        feats, vocab_of, class_of, evaluation = made.features, made.vocabulary, made.label, made.evaluation
-        self.timings["synthesis"] = time.perf_counter() - start
-        start = time.perf_counter()
-        forget_rows = torch.tensor([c in spec.forget_indices for c in class_of.tolist()]) & (vocab_of == 0)
-        if not bool((~forget_rows).sum() > 1):
-            raise ConfigError("the image erasure needs synthetic images of at least one retained class")
-        mean, cov = covariance(feats[~forget_rows])
+        if made is not None:
+            feats, vocab_of, class_of, evaluation = made.features, made.vocabulary, made.label, made.evaluation
+            forget_rows = torch.tensor([c in spec.forget_indices for c in class_of.tolist()]) & (vocab_of == 0)
+            if not bool((~forget_rows).sum() > 1):
+                raise ConfigError("the image erasure needs synthetic images of at least one retained class")
+            mean = feats[~forget_rows].mean(0)
+        else:
+            model = module.model
+            with eval_mode(model):
+                evaluation = [encode_classes(model, module.tokenizer, v.classnames, v.templates[:1],
+                                             next(model.parameters()).device).double().cpu() for v in vocabularies]
+            mean = torch.zeros(evaluation[0].shape[1], dtype=torch.float64)  # the mean hardly matters (docs/edit.md)
+        if self.covariance == "synthetic":
+            _, cov = covariance(feats[~forget_rows])
+        else:
+            prompts, p_vocab, p_class = prompt_embeddings(module, vocabularies)
+            retained = ~(torch.tensor([c in spec.forget_indices for c in p_class.tolist()]) & (p_vocab == 0))
+            if not bool(retained.sum() > 1):
+                raise ConfigError("covariance 'prompts' needs at least two retained prompts (retained classes x templates)")
+            _, cov = covariance(prompts[retained])
         if image_projection_names(module.model) == ["visual.proj"]:
             mean = torch.zeros_like(mean)  # a ViT's projection has no bias: erase around the origin
         if self.direction == "text":
@@ -185,17 +231,22 @@ class DeepEdit(TextProjectionEdit):
             directions = torch.stack([feats[(class_of == c) & (vocab_of == 0)].mean(0) - feats[~forget_rows].mean(0)
                                       for c in spec.forget_indices], dim=1)
         eraser = oblique_eraser(directions, shrunk(cov, self.shrinkage), mean)
-        erased = eraser(feats)
-        shift = 1.0 - F.cosine_similarity(erased[~forget_rows], feats[~forget_rows], dim=-1)
         self.timings["erasure"] = time.perf_counter() - start
-        return eraser, {
+        section: dict[str, Any] = {
             "direction": self.direction,
+            "covariance": self.covariance,
             "shrinkage": self.shrinkage,
             "rank": eraser.rank,
-            "synthetic_images": {"forget": int(forget_rows.sum()), "retain": int((~forget_rows).sum()),
-                                 "vocabularies": [v.name or "vocabulary" for v in vocabularies]},
-            "retain_shift": {"mean_1_minus_cos": float(shift.mean()), "max_1_minus_cos": float(shift.max())},
         }
+        if made is not None:
+            erased = eraser(feats)
+            shift = 1.0 - F.cosine_similarity(erased[~forget_rows], feats[~forget_rows], dim=-1)
+            section["synthetic_images"] = {"forget": int(forget_rows.sum()), "retain": int((~forget_rows).sum()),
+                                           "vocabularies": [v.name or "vocabulary" for v in vocabularies]}
+            section["retain_shift"] = {"mean_1_minus_cos": float(shift.mean()), "max_1_minus_cos": float(shift.max())}
+        else:
+            section["prompts"] = {"retain": int(retained.sum()), "vocabularies": [v.name or "vocabulary" for v in vocabularies]}
+        return eraser, section
 
     def apply(self, module: "MethodHost") -> dict[str, Any]:
         section: dict[str, Any] = {}

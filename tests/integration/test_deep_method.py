@@ -99,7 +99,34 @@ def test_without_image_erasure_it_is_the_text_edit():
     assert {k for k, v in module.model.state_dict().items() if not torch.equal(v, before[k])} == {"text_projection"}
 
 
+def test_prompt_covariance_synthesises_nothing_and_erases_its_readout(monkeypatch):
+    """covariance 'prompts' with the text direction: no image is synthesised, and every image
+    embedding of the edited model reads the erased direction's readout as the same constant."""
+
+    def refuse(*_, **__):
+        raise AssertionError("covariance 'prompts' with direction 'text' must not synthesise")
+
+    monkeypatch.setattr(deep_module_code, "synthesize", refuse)
+    module = deep_module("tiny-rn", covariance="prompts", shrinkage=0.0)
+    eraser, _ = module.method.eraser(module)
+    images = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        read_before = module.model.encode_image(images).double() @ eraser.readout
+    section = module.method.apply(module)
+    with torch.no_grad():
+        read_after = module.model.encode_image(images).double() @ eraser.readout
+    constant = eraser.readout.T @ eraser.mean  # zero here: no synthetic mean to erase around
+    gap_before, gap_after = (read_before - constant).abs().max(), (read_after - constant).abs().max()
+    assert gap_before > 1e-2  # the readout saw something before (random-init features vary little)
+    assert gap_after < 1e-3 * gap_before
+    erasure = section["image_erasure"]
+    assert erasure["covariance"] == "prompts" and "synthetic_images" not in erasure
+    assert erasure["prompts"]["retain"] == (len(VOCAB) - 1) * len(module.spec.vocabulary.templates)
+    assert "synthesis" not in module.method.timings
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
+    ({"covariance": "real"}, "covariance must be one of 'synthetic', 'prompts', got 'real'"),
     ({"direction": "real"}, "direction must be one of 'text', 'synthetic', got 'real'"),
     ({"shrinkage": -0.5}, "shrinkage must be a finite number >= 0, got -0.5"),
     ({"images_per_class": 0}, "images_per_class must be an int >= 1"),

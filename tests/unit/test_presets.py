@@ -101,6 +101,28 @@ def test_training_free_preset_uses_an_evaluation_datamodule(name):
     assert _callbacks(config) == ["UnlearningReport"]
 
 
+def test_deep_preset_is_the_shipped_erasure_and_builds():
+    """`compare --methods deep` runs configs/demo_deep.yaml's erasure (prompt covariance, no
+    synthesis), whatever the fit config's method was."""
+    from pathlib import Path
+
+    import yaml
+
+    from lightning_unlearn.methods import DeepEdit
+
+    config = apply_preset(FIT, get_preset("deep"))
+    method = config["model"]["init_args"]["method"]
+    assert method["class_path"] == "lightning_unlearn.methods.DeepEdit"
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "demo_deep.yaml").read_text())
+    shipped_args = shipped["model"]["init_args"]["method"]["init_args"]
+    for key in ("direction", "covariance", "shrinkage"):
+        assert method["init_args"][key] == shipped_args[key], key
+    built = DeepEdit(**method["init_args"])
+    assert not built.synthesises and not built.trains
+    assert config["data"]["class_path"] == "lightning_unlearn.datamodules.EvaluationDataModule"
+    assert _callbacks(config) == ["UnlearningReport"]
+
+
 def test_missing_method_class_is_a_clear_error():
     with pytest.raises(ConfigError, match=r"method 'x' 'lightning_unlearn.methods.Nope' is not available"):
         import_class("lightning_unlearn.methods.Nope", "method 'x'")
