@@ -154,7 +154,7 @@ def test_wheel_ships_every_config_and_the_demo_config_prints_outside_the_repo(tm
     printed = subprocess.run([sys.executable, "-m", "lightning_unlearn", "fit", "--config", "demo", "--print_config"],
                              capture_output=True, text=True, cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr[-2000:]
-    assert "model_name: demo-clip-rn" in printed.stdout
+    assert "model_name: demo-clip-lit" in printed.stdout
 
 
 def _image_folder(root: Path, classes: list[str]) -> Path:
