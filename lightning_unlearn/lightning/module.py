@@ -162,6 +162,8 @@ class UnlearningModule(pl.LightningModule):
         #: The suite's figures of the last validate/test run: ``{"after": {...}}`` (see ``evaluation.assemble``).
         self.evaluation_results: Optional[dict[str, Any]] = None
         self._captured: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        # the vocabulary's encoder across validations (a Hugging Face tower's unchanged layers reused)
+        self._vocabulary_encoder: Optional[PrefixCachedEncoder] = None
 
     # --- the noise level: one value, saved in checkpoints ------------------------------------
     @property
@@ -230,7 +232,7 @@ class UnlearningModule(pl.LightningModule):
         """Normalised class embeddings ``[C, D]`` of the spec's vocabulary (template-averaged)."""
         # encoded after every optimizer step (the stopping signal): a Hugging Face tower runs only
         # from its lowest changed layer (the same tensors; PrefixCachedEncoder)
-        if getattr(self, "_vocabulary_encoder", None) is None or self._vocabulary_encoder.model is not self.model:
+        if self._vocabulary_encoder is None or self._vocabulary_encoder.model is not self.model:
             self._vocabulary_encoder = PrefixCachedEncoder(self.model)
         with eval_mode(self.model):
             return class_embeddings(self._vocabulary_encoder, self.vocab_tokens)
