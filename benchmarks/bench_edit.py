@@ -1,9 +1,11 @@
 """The text-projection edit: prompt encoding and solve time, and peak memory, on CPU.
 
 Settings:
-- ``demo``: the demo CLIP (``demo-clip-rn``, text width 64, context 16; built and cached on first
-  use), forgetting one object class with the shipped defaults (``TextProjectionEdit()``) against
+- ``demo``: the demo CLIP (``demo-clip-lit``: the packaged MiniLM text tower, width 384, 6 layers,
+  context 32; built and cached on first use), forgetting one object class with the shipped defaults (``TextProjectionEdit()``) against
   the demo's two vocabularies (24 objects, 10 textures) and the ImageNet generic vocabulary.
+  ``demo-rn``: the same on ``demo-clip-rn`` (text width 64, context 16), the demo CLIP until
+  2026-12-07.
 - ``rn50``: a random-init RN50 (``load_clip("RN50", None)``: text width 512, 12 blocks, context
   77), the shipped defaults, one class forgotten from a 100-class vocabulary (the first 100
   ImageNet names under "a photo of a {}.", standing in for an evaluation dataset), plus the
@@ -47,16 +49,16 @@ def peak_rss_mib() -> float:
 
 def setting(name: str) -> tuple[str, str | None, str, list[Vocabulary]]:
     """(model name, pretrained tag, class to forget, vocabularies) of a benchmark setting."""
-    if name == "demo":
+    if name in ("demo", "demo-rn"):
         from lightning_unlearn.demo import world
 
         vocabularies = [Vocabulary(world.OBJECT_CLASSES, world.OBJECT_TEMPLATES, "demo_objects"),
                         Vocabulary(world.TEXTURE_CLASSES, world.TEXTURE_TEMPLATES, "demo_textures")]
-        return "demo-clip-rn", "demo-world", "kite", vocabularies
+        return ("demo-clip-lit" if name == "demo" else "demo-clip-rn"), "demo-world", "kite", vocabularies
     if name == "rn50":
         names = tuple(imagenet_classnames()[:100])
         return "RN50", None, names[0], [Vocabulary(names, ("a photo of a {}.",), "imagenet100")]
-    raise SystemExit(f"unknown model setting {name!r}; known: demo, rn50")
+    raise SystemExit(f"unknown model setting {name!r}; known: demo, demo-rn, rn50")
 
 
 def bench(name: str) -> dict[str, float]:

@@ -14,10 +14,11 @@ The script exits with status 1 if a peak exceeds ``--limit-gib`` (24 by default)
 
 Models:
 
-- ``--model demo``: the pretrained demo CLIP of ``lightning_unlearn.demo`` (``demo-clip-rn``;
-  ``ensure_demo_clip()`` trains it first if the cache lacks it, about 2 minutes on one core);
+- ``--model demo``: the pretrained demo CLIP of ``lightning_unlearn.demo`` (``demo-clip-lit``;
+  ``ensure_demo_clip_lit()`` trains it first if the cache lacks it, 2-4 minutes on one core);
   the 5 classes are ``demo_objects`` classes and the vocabulary is that dataset's (24 classes).
-  Measured 2026-11-28 (1 thread, 2 cores, CLIP cached): 260 images (all reached the target),
+  ``--model demo-rn``: the same with ``demo-clip-rn`` (the demo CLIP until 2026-12-07).
+  Measured on ``demo-clip-rn`` 2026-11-28 (1 thread, 2 cores, CLIP cached): 260 images (all reached the target),
   25 perturbations, 4 optimizer steps: peak RSS 1.02 GiB, synthesis 3 s, unlearning 10 s, whole
   fit 14 s.
 - ``--model tiny-vit`` (the default: needs no pretraining): the random-init tiny
@@ -98,15 +99,16 @@ def demo_world_names() -> tuple[list[str], list[str]]:
     return list(world.CLASSES["objects"]), list(world.CLASSES["textures"])
 
 
-def demo_model(steps: Optional[int] = None) -> tuple[str, str]:
+def demo_model(steps: Optional[int] = None, rn: bool = False) -> tuple[str, str]:
     """(open_clip name, pretrained tag or weights path) of the demo CLIP: the project tag
     ``demo-world`` (built on first use by the module's prepare_data) or, with ``steps``, the cached
     weights of a demo CLIP trained for that many steps."""
-    from lightning_unlearn.demo import DEMO_MODEL_NAME, ensure_demo_clip
+    from lightning_unlearn.demo import DEMO_LIT_MODEL_NAME, DEMO_MODEL_NAME, ensure_demo_clip, ensure_demo_clip_lit
 
+    name, ensure = (DEMO_MODEL_NAME, ensure_demo_clip) if rn else (DEMO_LIT_MODEL_NAME, ensure_demo_clip_lit)
     if not steps:
-        return DEMO_MODEL_NAME, "demo-world"
-    return DEMO_MODEL_NAME, str(ensure_demo_clip(steps=steps, progress=False))
+        return name, "demo-world"
+    return name, str(ensure(steps=steps, progress=False))
 
 
 class PhaseMemory(pl.Callback):
@@ -127,7 +129,7 @@ class PhaseMemory(pl.Callback):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Peak memory and time of a 5-class, 256-image unlearning run.")
-    parser.add_argument("--model", choices=["tiny-vit", "demo"], default="tiny-vit")
+    parser.add_argument("--model", choices=["tiny-vit", "demo", "demo-rn"], default="tiny-vit")
     parser.add_argument("--model-name", default=None, help="override the open_clip name (with --model demo)")
     parser.add_argument("--pretrained", default=None, help="override the pretrained tag/path (with --model demo)")
     parser.add_argument("--demo-steps", type=int, default=None,
@@ -164,10 +166,11 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_load_"))
     cache = workdir / "cache"
 
-    if args.model == "demo":
+    demo = args.model in ("demo", "demo-rn")
+    if demo:
         t_demo = time.perf_counter()
         name, tag = (args.model_name, args.pretrained) if args.model_name and args.pretrained \
-            else demo_model(args.demo_steps)
+            else demo_model(args.demo_steps, rn=args.model == "demo-rn")
         demo_seconds = time.perf_counter() - t_demo
         vocabulary = None  # the demo_objects classes
         synthesis = SynthesisConfig(step_size=10.0, jitter=4, max_iterations=args.max_iterations * 10,
@@ -179,7 +182,7 @@ def main(argv=None) -> int:
         synthesis = SynthesisConfig(target_probability=0.3, min_probability=0.15, step_size=10.0, jitter=4,
                                     max_iterations=args.max_iterations, max_restarts=args.max_restarts)
 
-    goal = args.goal if args.goal is not None else (0.1 if args.model == "demo" else None)
+    goal = args.goal if args.goal is not None else (0.1 if demo else None)
     t0 = time.perf_counter()
     pl.seed_everything(0, verbose=False)
     module = UnlearningModule(model_name=name, pretrained=tag, forget_classes=forget, vocabulary=vocabulary, lr=1e-4,
@@ -187,7 +190,7 @@ def main(argv=None) -> int:
     model_seconds = time.perf_counter() - t0
     evaluation = dict(datasets={"demo_objects": None}, batch_size=128,
                       dataset_kwargs={"demo_objects": {"num_per_class": args.eval_per_class}}) \
-        if args.model == "demo" else {}
+        if demo else {}
     data = SyntheticForgetDataModule(images_per_class=per_class, steps_per_epoch=args.steps_per_epoch,
                                      synthesis=synthesis, cache_dir=str(cache), use_cache=True, progress=False,
                                      **evaluation)

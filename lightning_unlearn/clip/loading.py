@@ -161,6 +161,58 @@ def quiet_random_init() -> Iterator[None]:
         root.removeFilter(notice)
 
 
+#: The rows of transformers' "LOAD REPORT" table: ``<key> | <STATUS> | ...`` (the status maybe coloured).
+_LOAD_REPORT_ROW = re.compile(r"^(\S+)\s*\|\s*(?:\x1b\[[0-9;]*m)*([A-Z_]+)\b", re.MULTILINE)
+#: Checkpoint tensors a Hugging Face tower may leave unread on purpose: BERT-style pooler weights,
+#: which open_clip's HF towers do not build unless they pool with it (``cls_pooler``).
+UNUSED_HF_KEYS = re.compile(r"^(?:[A-Za-z_]+\.)?pooler\.")
+
+
+def expected_hf_load_report(message: str) -> bool:
+    """Whether transformers' load report ``message`` lists only checkpoint tensors the tower does
+    not use (:data:`UNUSED_HF_KEYS`, status ``UNEXPECTED``). Any other row, or a report this
+    cannot read, is not expected (the warning is then shown)."""
+    if "LOAD REPORT" not in message:
+        return False
+    rows = _LOAD_REPORT_ROW.findall(message.split("\n", 1)[-1])
+    rows = [(key, status) for key, status in rows if key != "Key" and not set(key) <= {"-", "+"}]
+    return bool(rows) and all(status == "UNEXPECTED" and UNUSED_HF_KEYS.match(key) for key, status in rows)
+
+
+class _DropExpectedHfLoadNotices(logging.Filter):
+    def __init__(self, model_name: str) -> None:
+        super().__init__()
+        self.partial = f"Model {model_name} initialized partially."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return message != self.partial and not expected_hf_load_report(message)
+
+
+@contextlib.contextmanager
+def quiet_hf_pretrained_load(model_name: str) -> Iterator[None]:
+    """Build ``model_name`` with its Hugging Face text tower's own pretrained weights, without the
+    notices that say exactly that: open_clip's "Model <name> initialized partially." (the text
+    tower loaded, the rest random: what pretraining starts from) and transformers' load report
+    when it lists only the unused pooler (:func:`expected_hf_load_report`), plus its per-tensor
+    "Loading weights" bar. Any other warning, a missing tensor included, is shown."""
+    from transformers.utils import logging as hf_logging
+
+    notice = _DropExpectedHfLoadNotices(model_name)
+    loggers = [logging.getLogger(), logging.getLogger("transformers.modeling_utils")]
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    for logger in loggers:
+        logger.addFilter(notice)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(notice)
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
+
+
 #: open_clip's schema for a model folder (``open_clip_config.json`` and a weights file).
 LOCAL_DIR = "local-dir:"
 #: Weights file names open_clip looks for in a ``local-dir:`` folder, preferred first (its own order).

@@ -30,7 +30,7 @@ from lightning_unlearn.demo.world_datasets import DemoWorldDataset
 from lightning_unlearn.core.io import save_open_clip_weights
 from lightning_unlearn.core.errors import ConfigError
 from lightning_unlearn.maths.metrics import ZeroShotAccuracy
-from lightning_unlearn.clip.loading import check_model_name, eval_mode, quiet_random_init
+from lightning_unlearn.clip.loading import check_model_name, eval_mode, quiet_hf_pretrained_load, quiet_random_init
 from lightning_unlearn.core._validation import (
     _positive_int_validation,
     _positive_number_validation,
@@ -326,7 +326,9 @@ class DemoClipPretraining(L.LightningModule):
         _unit_interval_validation("adv_fraction", adv_fraction)
         self.save_hyperparameters()
         check_model_name(model_name)  # registers a run-time config (demo-clip-lit)
-        with quiet_random_init():
+        # An HF text tower (demo-clip-lit's MiniLM) starts from its own pretrained weights: open_clip's
+        # "initialized partially" and transformers' report of the unused BERT pooler say just that
+        with quiet_random_init(), quiet_hf_pretrained_load(model_name):
             self.model = open_clip.create_model(model_name, output_dict=True)
         self.tokenizer = open_clip.get_tokenizer(model_name)
         if freeze_token_embedding and hasattr(self.model, "token_embedding"):

@@ -21,6 +21,7 @@ from lightning_unlearn.evaluation.suite import EvaluationRunner, EvaluationSuite
 from lightning_unlearn.methods import MultimodalLipschitz, UnlearningMethod, as_method
 from lightning_unlearn.lightning.wiring import connect_callbacks
 from lightning_unlearn.maths.metrics import ZeroShotAccuracy
+from lightning_unlearn.clip.prefix_cache import PrefixCachedEncoder
 from lightning_unlearn.clip.loading import (
     EligibilityPreset,
     build_pretrained,
@@ -161,6 +162,8 @@ class UnlearningModule(pl.LightningModule):
         #: The suite's figures of the last validate/test run: ``{"after": {...}}`` (see ``evaluation.assemble``).
         self.evaluation_results: Optional[dict[str, Any]] = None
         self._captured: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        # the vocabulary's encoder across validations (a Hugging Face tower's unchanged layers reused)
+        self._vocabulary_encoder: Optional[PrefixCachedEncoder] = None
 
     # --- the noise level: one value, saved in checkpoints ------------------------------------
     @property
@@ -227,8 +230,12 @@ class UnlearningModule(pl.LightningModule):
     @torch.no_grad()
     def vocabulary_embeddings(self) -> torch.Tensor:
         """Normalised class embeddings ``[C, D]`` of the spec's vocabulary (template-averaged)."""
+        # encoded after every optimizer step (the stopping signal): a Hugging Face tower runs only
+        # from its lowest changed layer (the same tensors; PrefixCachedEncoder)
+        if self._vocabulary_encoder is None or self._vocabulary_encoder.model is not self.model:
+            self._vocabulary_encoder = PrefixCachedEncoder(self.model)
         with eval_mode(self.model):
-            return class_embeddings(self.model.encode_text, self.vocab_tokens)
+            return class_embeddings(self._vocabulary_encoder, self.vocab_tokens)
 
     def noise_generators(self, indices: torch.Tensor) -> list[torch.Generator]:
         """One generator per image, seeded by (noise_seed, global step, image index)."""

@@ -121,6 +121,19 @@ def test_shipped_configs_parse(config, capsys):
     assert "class_path: lightning_unlearn" in capsys.readouterr().out
 
 
+def test_the_demo_configs_run_on_demo_clip_lit():
+    """`make demo`, demo_compare and the demo configs use the language demo CLIP; only the
+    pretraining config of the tiny one names demo-clip-rn (the fast tests override it per test)."""
+    demo = {p.name: yaml.safe_load(p.read_text())["model"]["init_args"] for p in FIT_CONFIGS
+            if p.name.startswith("demo")}
+    assert {"demo.yaml", "demo_edit.yaml", "demo_deep.yaml"} <= set(demo)
+    for name, args in demo.items():
+        expected = "demo-clip-rn" if name == "demo_pretrain.yaml" else "demo-clip-lit"
+        assert args["model_name"] == expected, name
+        if not name.startswith("demo_pretrain"):
+            assert args["pretrained"] == "demo-world", name
+
+
 def test_packaged_config_names_resolve_and_unknown_ones_say_what_exists(tmp_path, monkeypatch):
     assert Path(resolve_config("demo")) == REPO / "lightning_unlearn" / "configs" / "demo.yaml"
     assert resolve_config(str(SHIPPED[0])) == str(SHIPPED[0])
@@ -154,7 +167,7 @@ def test_wheel_ships_every_config_and_the_demo_config_prints_outside_the_repo(tm
     printed = subprocess.run([sys.executable, "-m", "lightning_unlearn", "fit", "--config", "demo", "--print_config"],
                              capture_output=True, text=True, cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr[-2000:]
-    assert "model_name: demo-clip-rn" in printed.stdout
+    assert "model_name: demo-clip-lit" in printed.stdout
 
 
 def _image_folder(root: Path, classes: list[str]) -> Path:

@@ -1,8 +1,9 @@
 """The demo path end to end on a reduced setting.
 
-A demo CLIP trained for fewer steps (through the real cache, in a temporary folder) forgets one
-object class with ``configs/demo.yaml`` run through the CLI, on smaller synthetic and evaluation
-sets. What is asserted holds on any machine:
+A demo CLIP trained for fewer steps (``demo-clip-rn``, the fast one, through the real cache, in a
+temporary folder) forgets one object class with ``configs/demo.yaml`` run through the CLI, its
+``demo-clip-lit`` swapped for it (pretraining that one is minutes), on smaller synthetic and
+evaluation sets. What is asserted holds on any machine:
 
 - the reduced CLIP is a usable zero-shot classifier, with a margin measured over 5 pretraining
   seeds and 1 and 2 threads (docs/demo_world.md, "Across machines"); this is this suite's check
@@ -59,6 +60,7 @@ def test_demo_config_runs_the_whole_path_and_writes_a_consistent_report(
     per_class = json.dumps({"demo_objects": {"num_per_class": 20}, "demo_textures": {"num_per_class": 20}})
     cli = main([
         "fit", "--config", str(CONFIG), "--seed_everything", str(global_seed),
+        "--model.init_args.model_name", DEMO_MODEL_NAME,  # the shipped config's demo-clip-lit is not for a fast test
         "--model.init_args.pretrained", str(reduced_demo_clip),
         "--model.init_args.forget_classes", '["anchor"]',
         "--model.init_args.method.init_args.num_perturbations", "10",

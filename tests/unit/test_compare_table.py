@@ -260,7 +260,8 @@ def test_shipped_compare_configs_parse(name):
 
     parsed = build_parser().parse_args(["--config", resolve_config(name)]).as_dict()
     s = CompareSettings(**{k: v for k, v in parsed.items() if k in CompareSettings.__dataclass_fields__})
-    assert set(s.methods) <= set(PRESETS) and len(s.methods) == (2 if name == "demo_side_by_side" else 10)
+    assert set(s.methods) <= set(PRESETS) and len(s.methods) == {"demo_side_by_side": 2, "rn50_compare": 10,
+                                                                 "demo_compare": len(PRESETS)}[name]
     assert all(load_fit_config(fit)["model"] for fit in s.fit_configs)
     if name == "demo_side_by_side":  # make demo: the paper's method and the edit, each run shown
         assert s.methods == ["lip", "edit"] and s.show_runs and s.classes == ["anchor"]
@@ -268,6 +269,15 @@ def test_shipped_compare_configs_parse(name):
         from lightning_unlearn.demo.world import CLASSES
 
         assert set(s.classes) <= set(CLASSES["objects"])
+        assert s.methods == list(PRESETS)  # every method compare knows, in the presets' order
+        # every run's overrides name settings the fit config has (a typo would add an unknown key)
+        fit = load_fit_config(s.fit_configs[0])
+        for dotted in s.overrides["*"]:
+            *parents, leaf = dotted.split(".")
+            section = fit
+            for key in parents:
+                section = section[key]
+            assert leaf in section, dotted
     else:  # the paper's 12 classes, each named in the header of exactly one dataset's config
         texts = [Path(resolve_config(fit)).read_text() for fit in s.fit_configs]
         assert len(s.classes) == 12 and all(sum(c in t for t in texts) == 1 for c in s.classes), s.classes

@@ -257,3 +257,137 @@ def test_the_tower_runs_only_up_to_its_batch_s_last_real_token(tiny_hf_clip):
     assert seen == [int((tokens != 0).sum(dim=1).max()), tokens.shape[1]]
     torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-6)
     assert cut_hf_padding(clip.model) is False  # installed once, when the model was built
+
+
+# --- building an HF tower from its own pretrained weights (pretraining demo-clip-lit) -------------
+# transformers' report when the checkpoint's BERT pooler is not built (the text as printed, colours kept)
+POOLER_ONLY_REPORT = (
+    "\x1b[1mBertModel LOAD REPORT\x1b[0m from: /somewhere/model\n"
+    "Key                 | Status     |  | \n"
+    "--------------------+------------+--+-\n"
+    "pooler.dense.bias   | \x1b[38;5;208mUNEXPECTED\x1b[0m |  | \n"
+    "pooler.dense.weight | UNEXPECTED |  | \n\n"
+    "Notes:\n- UNEXPECTED:\tcan be ignored when loading from different task/architecture; not ok if you expect identical arch.")
+
+
+def test_only_a_report_of_the_unused_pooler_is_expected():
+    from lightning_unlearn.clip.loading import expected_hf_load_report
+
+    assert expected_hf_load_report(POOLER_ONLY_REPORT)
+    assert expected_hf_load_report(POOLER_ONLY_REPORT.replace("pooler.dense", "bert.pooler.dense"))
+    missing = POOLER_ONLY_REPORT.replace("Notes:", "encoder.layer.0.output.dense.weight | MISSING |  | \n\nNotes:")
+    assert not expected_hf_load_report(missing)
+    other = POOLER_ONLY_REPORT.replace("pooler.dense.weight", "encoder.layer.0.extra")
+    assert not expected_hf_load_report(other)
+    assert not expected_hf_load_report("BertModel LOAD REPORT from: x\n(a format this cannot read)")
+    assert not expected_hf_load_report("some other warning")
+
+
+def _pretrained_tiny_bert(folder, drop: tuple[str, ...] = ()) -> str:
+    """A tiny BERT saved with its pooler (as MiniLM's checkpoint is) and an open_clip config that
+    builds a mean-pooled tower from it with its weights; ``drop``: tensors removed from the file."""
+    import json
+
+    import open_clip
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=64))
+    bert.save_pretrained(folder / "bert")
+    weights = folder / "bert" / "model.safetensors"
+    tensors = load_file(str(weights))
+    assert any(k.startswith("pooler.") for k in tensors)
+    save_file({k: v for k, v in tensors.items() if k not in drop}, str(weights), metadata={"format": "pt"})
+    name = f"tiny-hf-pretrained-{len(drop)}"
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
+              "text_cfg": {"hf_model_name": str(folder / "bert"), "hf_tokenizer_name": str(folder / "bert"),
+                           "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear", "hf_model_pretrained": True,
+                           "context_length": 16}}
+    (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(str(folder / f"{name}.json"))
+    return name
+
+
+def test_the_expected_notices_of_a_pretrained_hf_tower_are_quiet_and_others_are_not(tmp_path, caplog, capfd):
+    import logging
+
+    import open_clip
+
+    from lightning_unlearn.clip.loading import quiet_hf_pretrained_load
+
+    def notices() -> str:
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        caplog.clear()
+        return text + capfd.readouterr().err  # the records (pytest captures the loggers), the bars
+
+    name = _pretrained_tiny_bert(tmp_path)
+    capfd.readouterr()
+    caplog.set_level(logging.WARNING)
+    open_clip.create_model(name)  # without the context: both notices (the test can fail)
+    text = notices()
+    assert "LOAD REPORT" in text and f"Model {name} initialized partially." in text and "Loading weights" in text
+    with quiet_hf_pretrained_load(name):
+        model = open_clip.create_model(name)
+        logging.getLogger().warning("another warning")
+    text = notices()
+    assert "LOAD REPORT" not in text and "initialized partially" not in text and "Loading weights" not in text
+    assert "another warning" in text
+    # the weights were read: the tower is the saved BERT's
+    saved = open_clip.create_model(name).text.transformer.encoder.layer[0].output.dense.weight
+    assert torch.equal(model.text.transformer.encoder.layer[0].output.dense.weight, saved)
+    # a tensor missing from the checkpoint is reported as before
+    (tmp_path / "b").mkdir()
+    broken = _pretrained_tiny_bert(tmp_path / "b", drop=("encoder.layer.0.output.dense.weight",))
+    notices()
+    with quiet_hf_pretrained_load(broken):
+        open_clip.create_model(broken)
+    assert "LOAD REPORT" in notices()
+
+
+# --- re-encoding the same prompts from the lowest changed layer (PrefixCachedEncoder) --------------
+def test_the_prefix_cache_gives_the_whole_towers_features_and_runs_only_the_changed_layers(tiny_hf_clip):
+    from lightning_unlearn.clip.prefix_cache import PrefixCachedEncoder
+
+    clip = tiny_hf_clip(fresh=True)
+    model, tokens = clip.model.eval(), clip.tokenizer([f"a photo of a {c}." for c in VOCAB] + ["a dog"])
+    encoder = PrefixCachedEncoder(model)
+    assert encoder.active and len(encoder.layers) == 2
+    layer = model.text.transformer.encoder.layer
+
+    def check(expected_layers: int) -> torch.Tensor:
+        with torch.no_grad():
+            got = encoder(tokens)
+            assert torch.equal(got, model.encode_text(tokens))  # bitwise the whole tower's features
+        assert encoder.layers_run == expected_layers
+        return got
+
+    first = check(2)
+    with torch.no_grad():
+        layer[1].output.dense.bias.add_(0.05)  # a change in the top layer: only it runs again
+        assert not torch.equal(check(1), first)
+        check(1)  # nothing changed: the last layer runs (its input still checked)
+        layer[0].attention.self.value.weight.mul_(1.1)  # the bottom layer: both run
+        check(2)
+        model.text.proj.weight.mul_(0.9)  # above the encoder: the last layer only, the new projection
+        check(1)
+        model.text.transformer.embeddings.word_embeddings.weight[:, 0].add_(0.1)  # below: everything
+        check(2)
+        check(1)
+    other = clip.tokenizer(["a photo of a cat."])  # other tokens: the whole tower
+    with torch.no_grad():
+        assert torch.equal(encoder(other), model.encode_text(other)) and encoder.layers_run == 2
+    with torch.enable_grad():  # a call with gradients, or in training mode, is the plain encode
+        assert encoder(tokens).requires_grad
+
+
+def test_the_prefix_cache_passes_other_towers_through(tiny_clip):
+    from lightning_unlearn.clip.prefix_cache import PrefixCachedEncoder
+
+    clip = tiny_clip("tiny-vit")
+    encoder = PrefixCachedEncoder(clip.model)
+    tokens = clip.tokenizer(["a photo of a dog."])
+    assert not encoder.active
+    with torch.no_grad():
+        assert torch.equal(encoder(tokens), clip.model.encode_text(tokens))
