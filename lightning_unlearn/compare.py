@@ -43,12 +43,14 @@ import json
 import logging
 import re
 import shutil
+import signal
 import statistics
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import yaml
 
@@ -470,8 +472,50 @@ def _quiet_runs(quiet: bool = True) -> Iterator[None]:
             lg.setLevel(level)
 
 
-def execute_run(plan: Plan, run: Run, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one fit (in this process) and return its row; a failure becomes a ``failed`` row."""
+class ComparisonStopped(KeyboardInterrupt):
+    """Ctrl+C or SIGTERM arrived during a comparison: stop it, keep the runs finished so far."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[Callable[[], Optional[str]]]:
+    """While the comparison runs, Ctrl+C and SIGTERM stop all of it, not only the run in progress.
+
+    Lightning turns both into the end of the fit it is running (SIGTERM: a ``SIGTERMException`` at the
+    next step; Ctrl+C: ``sys.exit(1)``), which ``execute_run`` would record as a failed run before
+    going on with the next one. The handler notes the signal and interrupts (Lightning chains it
+    into its own SIGTERM handler during a fit), so the run in progress stays unfinished (rerun on
+    resume) and the loop ends. Yields a function returning the signal's name once one arrived.
+    """
+    received: list[str] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        raise ComparisonStopped(received[0])
+
+    watched = (signal.SIGINT, signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield lambda: None
+        return
+    previous = {s: signal.getsignal(s) for s in watched}
+    for s in watched:
+        signal.signal(s, handler)
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def execute_run(plan: Plan, run: Run, config: Mapping[str, Any],
+                stopped: Callable[[], Optional[str]] = lambda: None) -> dict[str, Any]:
+    """Run one fit (in this process) and return its row; a failure becomes a ``failed`` row.
+
+    ``stopped`` tells whether Ctrl+C or SIGTERM arrived (``_stop_on_signals``): then the run is left
+    unfinished, without a row, and :class:`ComparisonStopped` ends the comparison."""
     from lightning_unlearn.trainer_cli import main
 
     if run.directory.exists():
@@ -487,6 +531,8 @@ def execute_run(plan: Plan, run: Run, config: Mapping[str, Any]) -> dict[str, An
         report = json.loads((run.directory / "report.json").read_text())
         row = row_from_report(run, report, plan.other_datasets)
     except (Exception, SystemExit) as err:  # noqa: BLE001 - one run's failure must not end the comparison
+        if stopped() is not None:  # Lightning ended the fit because of the signal: not the run's failure
+            raise ComparisonStopped(stopped()) from err
         row = failed_row(run, _one_line(err) if not isinstance(err, SystemExit) else
                          f"the run's config was rejected (exit {err.code}; see {path})")
     row["seconds"] = round(time.perf_counter() - start, 1)
@@ -652,10 +698,35 @@ def _summary_line(row: Mapping[str, Any]) -> str:
             f"{_pct(row['other_af'])}, {row['steps']} steps, {row['seconds']:.0f} s")
 
 
+def _run_pending(plan: Plan, rows: list[Optional[dict[str, Any]]], pending: Sequence[int],
+                 configs: Sequence[Mapping[str, Any]], skipped: int, console: Any,
+                 stopped: Callable[[], Optional[str]]) -> None:
+    """Run the unfinished runs in order, writing the outputs after each (``rows`` is filled in place)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if plan.settings.show_runs:  # each run's own progress bar and tables (one live display at a time)
+        for i in pending:
+            console.rule(f"[bold]{plan.runs[i].label}")
+            rows[i] = execute_run(plan, plan.runs[i], configs[i], stopped)
+            write_outputs(plan, [r for r in rows if r is not None])
+        return
+    columns = (TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("", total=len(plan.runs), completed=skipped)
+        for i in pending:
+            run = plan.runs[i]
+            progress.update(task, description=run.label)
+            rows[i] = execute_run(plan, run, configs[i], stopped)
+            progress.console.print(f"{run.label}: {_summary_line(rows[i])}")
+            write_outputs(plan, [r for r in rows if r is not None])
+            progress.advance(task)
+        progress.update(task, description="done")
+
+
 def run_comparison(settings: CompareSettings, console: Any = None) -> Path:
     """Check, then run every (method, class, seed) not finished yet; returns the output folder."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     plan = plan_comparison(settings)  # raises before anything is written
     console = console or Console()
@@ -668,24 +739,16 @@ def run_comparison(settings: CompareSettings, console: Any = None) -> Path:
     if skipped:
         console.print(f"Resuming: {skipped} of {len(plan.runs)} runs already finished in {plan.out}")
     pending = [i for i, row in enumerate(rows) if row is None]
-    if settings.show_runs:  # each run's own progress bar and tables (one live display at a time)
-        for i in pending:
-            console.rule(f"[bold]{plan.runs[i].label}")
-            rows[i] = execute_run(plan, plan.runs[i], configs[i])
-            write_outputs(plan, [r for r in rows if r is not None])
-    else:
-        columns = (TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=console, transient=False) as progress:
-            task = progress.add_task("", total=len(plan.runs), completed=skipped)
-            for i in pending:
-                run = plan.runs[i]
-                progress.update(task, description=run.label)
-                rows[i] = execute_run(plan, run, configs[i])
-                progress.console.print(f"{run.label}: {_summary_line(rows[i])}")
-                write_outputs(plan, [r for r in rows if r is not None])
-                progress.advance(task)
-            progress.update(task, description="done")
+    try:
+        with _stop_on_signals() as stopped:
+            _run_pending(plan, rows, pending, configs, skipped, console, stopped)
+    except ComparisonStopped as stop:
+        done = [r for r in rows if r is not None]
+        write_outputs(plan, done, time.perf_counter() - start)
+        console.print(f"[bold red]Comparison stopped by {stop.signal_name}[/] after {len(done)} of "
+                      f"{len(plan.runs)} runs. The finished ones are kept in {plan.out} (compare.csv, "
+                      "compare.md); the run in progress is not. The same command resumes.")
+        raise SystemExit(128 + (signal.SIGINT if stop.signal_name == "SIGINT" else signal.SIGTERM)) from None
     seconds = time.perf_counter() - start
     write_outputs(plan, [r for r in rows if r is not None], seconds)
     failed = sum(r is not None and r.get("status") == "failed" for r in rows)

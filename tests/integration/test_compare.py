@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import re
+import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -107,3 +109,40 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(world, args, message, c
     assert len(err) == 1 and err[0].startswith("lightning-unlearn: error: ")
     assert re.search(message, err[0]), err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_whole_comparison_and_resume_reruns_the_interrupted_run(world, monkeypatch, capsys, signum):
+    """Ctrl+C / SIGTERM during a run used to become that run's "failed" row (Lightning ends the fit
+    with an exit) and the comparison went on; now it stops, keeping the runs finished before."""
+    import lightning_unlearn.trainer_cli as trainer_cli
+
+    out = world / f"stopped_{signum.name}"
+    settings = compare.CompareSettings(methods=["amns", "one_iter", "lip"], classes=["Pekinese"], seeds=[0],
+                                       out=str(out), fit_configs=[str(world / "fit.yaml")], export=False)
+    calls: list[str] = []
+
+    def fit_that_is_signalled(args, quiet=False):
+        calls.append(Path(args[2]).parent.parent.parent.name)  # the method's folder
+        if len(calls) == 1:
+            raise ValueError("the first run fails by itself")
+        try:  # what Lightning does with the signal: it ends the fit with an exit of its own
+            signal.raise_signal(signum)
+        except KeyboardInterrupt:
+            sys.exit(1)
+        pytest.fail("the signal did not interrupt the run")
+
+    before = signal.getsignal(signum)
+    monkeypatch.setattr(trainer_cli, "main", fit_that_is_signalled)
+    with pytest.raises(SystemExit) as stop:
+        compare.run_comparison(settings)
+    assert stop.value.code == 128 + signum and calls == ["amns", "one_iter"]  # lip never started
+    assert signal.getsignal(signum) is before
+    assert f"Comparison stopped by {signum.name} after 1 of 3 runs" in capsys.readouterr().out
+    assert [(r["method"], r["status"]) for r in _rows(out)] == [("amns", "failed")]
+    assert not (out / "one_iter" / "pekinese" / "seed0" / compare.RUN_FILE).exists()  # unfinished, not failed
+
+    calls.clear()
+    monkeypatch.setattr(trainer_cli, "main", lambda args, quiet=False: calls.append(args) or sys.exit(2))
+    compare.run_comparison(settings)  # resume: every run not finished ok runs again, to the end
+    assert len(calls) == 3 and [r["status"] for r in _rows(out)] == ["failed"] * 3

@@ -261,7 +261,7 @@ def test_shipped_compare_configs_parse(name):
     parsed = build_parser().parse_args(["--config", resolve_config(name)]).as_dict()
     s = CompareSettings(**{k: v for k, v in parsed.items() if k in CompareSettings.__dataclass_fields__})
     assert set(s.methods) <= set(PRESETS) and len(s.methods) == {"demo_side_by_side": 2, "rn50_compare": 10,
-                                                                 "demo_compare": len(PRESETS)}[name]
+                                                                 "demo_compare": len(PRESETS)}[name]  # every method
     assert all(load_fit_config(fit)["model"] for fit in s.fit_configs)
     if name == "demo_side_by_side":  # make demo: the paper's method and the edit, each run shown
         assert s.methods == ["lip", "edit"] and s.show_runs and s.classes == ["anchor"]
