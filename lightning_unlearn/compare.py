@@ -41,6 +41,7 @@ import csv
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import signal
@@ -443,15 +444,35 @@ def failed_row(run: Run, error: str) -> dict[str, Any]:
             "forget_dataset": run.spec.dataset, "status": "failed", "error": error}
 
 
+def _run_dir_placeholder(value: Any, spellings: Sequence[str]) -> Any:
+    """``value`` with every path inside the run's folder written as ``<run>/...``, however spelt."""
+    if isinstance(value, dict):
+        return {k: _run_dir_placeholder(v, spellings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_run_dir_placeholder(v, spellings) for v in value]
+    if isinstance(value, str):
+        for spelling in spellings:
+            if value == spelling or value.startswith(spelling + os.sep):
+                return "<run>" + value[len(spelling):]
+    return value
+
+
 def finished_row(run: Run, config: Mapping[str, Any]) -> Optional[dict[str, Any]]:
-    """The saved row of ``run`` if it finished with this very config, else None."""
+    """The saved row of ``run`` if it finished with this very config, else None.
+
+    The run's own folder is compared as a place, not as a spelling: ``--out runs/x`` and
+    ``--out /abs/path/runs/x`` name the same runs, so a resume with either finds them."""
     try:
         row = json.loads((run.directory / RUN_FILE).read_text())
         saved = yaml.safe_load((run.directory / RUN_CONFIG).read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return None
     ok = isinstance(row, dict) and row.get("status") == "ok" and (run.directory / "report.json").is_file()
-    return row if ok and saved == json.loads(json.dumps(config)) else None
+    absolute = run.directory.resolve()
+    spellings = sorted({str(run.directory), str(absolute), os.path.relpath(absolute)}, key=len, reverse=True)
+    same = (_run_dir_placeholder(saved, spellings)
+            == _run_dir_placeholder(json.loads(json.dumps(config)), spellings))
+    return row if ok and same else None
 
 
 @contextlib.contextmanager

@@ -300,3 +300,24 @@ def test_run_config_seeds_a_method_that_takes_a_seed(world):
     config = run_config(s, run)
     assert config["model"]["init_args"]["method"]["init_args"]["seed"] == 4
     assert config["data"]["class_path"].endswith("EvaluationDataModule")
+
+
+def test_resume_finds_runs_whether_out_was_given_relative_or_absolute(world, tmp_path, monkeypatch):
+    """A comparison started with ``--out runs/x`` and resumed with its absolute path (or the other
+    way round) used to run everything again: the saved configs spell the run folder differently."""
+    from lightning_unlearn.compare import RUN_CONFIG, RUN_FILE, finished_row, plan_comparison, run_config
+
+    monkeypatch.chdir(tmp_path)
+    relative = settings(world, out="runs/x", methods=["lip"], classes=["Pekinese"], seeds=[0])
+    absolute = settings(world, out=str(tmp_path / "runs" / "x"), methods=["lip"], classes=["Pekinese"], seeds=[0])
+    for first, then in ((relative, absolute), (absolute, relative)):
+        run = plan_comparison(first).runs[0]
+        run.directory.mkdir(parents=True, exist_ok=True)
+        (run.directory / RUN_CONFIG).write_text(yaml.safe_dump(json.loads(json.dumps(run_config(first, run)))))
+        (run.directory / RUN_FILE).write_text(json.dumps({"status": "ok", "method": "lip"}))
+        (run.directory / "report.json").write_text("{}")
+        again = plan_comparison(then).runs[0]
+        assert finished_row(again, run_config(then, again)) == {"status": "ok", "method": "lip"}
+        changed = settings(world, out=then.out, methods=["lip"], classes=["Pekinese"], seeds=[0],
+                           overrides={"lip": {"model.init_args.lr": 1.0e-3}})
+        assert finished_row(again, run_config(changed, again)) is None  # another config: run again
