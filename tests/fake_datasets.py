@@ -208,6 +208,29 @@ def make_image_folder(root: Path, classes: list[str], per_class: int = 2,
             Image.new("RGB", (size, size), colour(c, i)).save(root / name / f"{i}.png")
     return root
 
+
+def training_free_fit_config(model_name: str, pretrained: str | None, method: str, method_args: dict,
+                             image_folder: Path, runs: Path, **trainer: object) -> dict:
+    """A fit config for a training-free method (``lightning_unlearn.methods.<method>``) on an
+    ``image_folder`` dataset (:func:`make_image_folder`): forget ``dog``, no validation, the report
+    written quietly under ``runs``; ``trainer`` adds Trainer arguments."""
+    return {
+        "seed_everything": 0,
+        "model": {"class_path": "lightning_unlearn.UnlearningModule",
+                  "init_args": {"model_name": model_name, "pretrained": pretrained, "forget_classes": ["dog"],
+                                "method": {"class_path": f"lightning_unlearn.methods.{method}",
+                                           "init_args": method_args}}},
+        "data": {"class_path": "lightning_unlearn.datamodules.EvaluationDataModule",
+                 "init_args": {"datasets": {"image_folder": str(image_folder)}, "batch_size": 8}},
+        "trainer": {"accelerator": "cpu", "max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0,
+                    "enable_checkpointing": False, **trainer,
+                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                               "init_args": {"save_dir": str(runs)}},
+                    "callbacks": [{"class_path": "lightning_unlearn.callbacks.UnlearningReport",
+                                   "init_args": {"print_table": False}}]},
+    }
+
+
 def fit_config(root: Path) -> dict:
     """A fit config in the shape of configs/demo.yaml on the fake Stanford Dogs and Caltech101 under
     ``root`` (:func:`make_dogs`, :func:`make_caltech`), reduced to seconds."""

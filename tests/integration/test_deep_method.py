@@ -21,7 +21,7 @@ from lightning_unlearn.maths.synthesis import SynthesisConfig, SyntheticSet
 from lightning_unlearn.methods import DeepEdit
 from lightning_unlearn.methods import deep as deep_module_code
 
-from fake_datasets import make_image_folder
+from fake_datasets import make_image_folder, training_free_fit_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = ["cat", "dog", "car", "tree", "boat", "house", "bird", "chair"]
@@ -141,21 +141,8 @@ def test_bad_deep_arguments(kwargs, message):
 
 def test_fit_deep_writes_report_and_an_open_clip_export(tmp_path):
     data = make_image_folder(tmp_path / "pets", VOCAB, 2, colour=lambda c, i: ((30 * c + 20 * i) % 255, 80, 160))
-    config = {
-        "seed_everything": 0,
-        "model": {"class_path": "lightning_unlearn.UnlearningModule",
-                  "init_args": {"model_name": "tiny-rn", "pretrained": None, "forget_classes": ["dog"],
-                                "method": {"class_path": "lightning_unlearn.methods.DeepEdit",
-                                           "init_args": {**FAST, "images_per_class": 4, "synthesis": EASY}}}},
-        "data": {"class_path": "lightning_unlearn.datamodules.EvaluationDataModule",
-                 "init_args": {"datasets": {"image_folder": str(data)}, "batch_size": 8}},
-        "trainer": {"accelerator": "cpu", "max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0,
-                    "enable_checkpointing": False,
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                               "init_args": {"save_dir": str(tmp_path / "runs")}},
-                    "callbacks": [{"class_path": "lightning_unlearn.callbacks.UnlearningReport",
-                                   "init_args": {"print_table": False}}]},
-    }
+    config = training_free_fit_config("tiny-rn", None, "DeepEdit", {**FAST, "images_per_class": 4, "synthesis": EASY},
+                                      data, tmp_path / "runs")
     path = tmp_path / "deep.yaml"
     path.write_text(yaml.safe_dump(config))
     cli = main(["fit", "--config", str(path), "--model.init_args.forget_classes", "[cat]"])

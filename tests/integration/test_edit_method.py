@@ -23,7 +23,7 @@ from lightning_unlearn.methods.edit import build_edit_problem, solve_edit
 from lightning_unlearn.clip.text_projection import locate_text_projection, pooled_text_features
 from lightning_unlearn.maths.textedit import cosine_rows
 
-from fake_datasets import make_image_folder
+from fake_datasets import make_image_folder, training_free_fit_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 VOCAB = ["cat", "dog", "car", "tree", "boat", "house", "bird", "chair"]
@@ -364,21 +364,7 @@ def test_fit_edit_writes_report_and_an_open_clip_export(tmp_path, tiny_clip):
     save_file({k: v.contiguous() for k, v in tiny_clip("tiny-vit").model.state_dict().items()}, str(source))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     data = _image_folder(tmp_path / "pets", VOCAB)
-    config = {
-        "seed_everything": 0,
-        "model": {"class_path": "lightning_unlearn.UnlearningModule",
-                  "init_args": {"model_name": "tiny-vit", "pretrained": str(source), "forget_classes": ["dog"],
-                                "method": {"class_path": "lightning_unlearn.methods.TextProjectionEdit",
-                                           "init_args": FAST}}},
-        "data": {"class_path": "lightning_unlearn.datamodules.EvaluationDataModule",
-                 "init_args": {"datasets": {"image_folder": str(data)}, "batch_size": 8}},
-        "trainer": {"accelerator": "cpu", "max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0,
-                    "enable_checkpointing": False,
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                               "init_args": {"save_dir": str(tmp_path / "runs")}},
-                    "callbacks": [{"class_path": "lightning_unlearn.callbacks.UnlearningReport",
-                                   "init_args": {"print_table": False}}]},
-    }
+    config = training_free_fit_config("tiny-vit", str(source), "TextProjectionEdit", FAST, data, tmp_path / "runs")
     path = tmp_path / "edit.yaml"
     path.write_text(yaml.safe_dump(config))
     cli = main(["fit", "--config", str(path), "--model.init_args.forget_classes", "[cat]"])

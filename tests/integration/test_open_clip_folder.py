@@ -18,7 +18,7 @@ import yaml
 
 from lightning_unlearn.cli import main
 
-from fake_datasets import make_image_folder
+from fake_datasets import make_image_folder, training_free_fit_config
 
 pytestmark = pytest.mark.usefixtures("one_thread", "tiny_hf_models")
 VOCAB = ["cat", "dog", "car", "tree", "boat", "house"]
@@ -49,21 +49,8 @@ MODELS = {"tiny-vit": ("SimpleTokenizer", "CLIP"), "tiny-hf": ("HFTokenizer", "H
 
 def fit_edit(tmp_path: Path, model_name: str) -> object:
     data = make_image_folder(tmp_path / "pets", VOCAB, 1)
-    config = {
-        "seed_everything": 0,
-        "model": {"class_path": "lightning_unlearn.UnlearningModule",
-                  "init_args": {"model_name": model_name, "pretrained": None, "forget_classes": ["dog"],
-                                "method": {"class_path": "lightning_unlearn.methods.TextProjectionEdit",
-                                           "init_args": FAST}}},
-        "data": {"class_path": "lightning_unlearn.datamodules.EvaluationDataModule",
-                 "init_args": {"datasets": {"image_folder": str(data)}, "batch_size": 8}},
-        "trainer": {"accelerator": "cpu", "max_epochs": 1, "limit_val_batches": 0, "num_sanity_val_steps": 0,
-                    "enable_checkpointing": False, "enable_model_summary": False,
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                               "init_args": {"save_dir": str(tmp_path / "runs")}},
-                    "callbacks": [{"class_path": "lightning_unlearn.callbacks.UnlearningReport",
-                                   "init_args": {"print_table": False}}]},
-    }
+    config = training_free_fit_config(model_name, None, "TextProjectionEdit", FAST, data, tmp_path / "runs",
+                                      enable_model_summary=False)
     path = tmp_path / "edit.yaml"
     path.write_text(yaml.safe_dump(config))
     return main(["fit", "--config", str(path)])
