@@ -69,10 +69,15 @@ TINY_SEED = 0
 open_clip.add_model_config(MODEL_CONFIGS)  # every *.json in the folder, named by its file stem
 
 
+#: The tiny Hugging Face tower models: name -> open_clip ``hf_proj_type``.
+TINY_HF_MODELS = {"tiny-hf": "linear", "tiny-hf-mlp": "mlp"}
+
+
 def build_tiny_clip(name: str = "tiny-vit", seed: int = TINY_SEED) -> LoadedClip:
-    """A tiny model with random weights from ``seed``; the global RNG is left untouched."""
-    if name not in TINY_MODELS:
-        raise ValueError(f"unknown tiny model {name!r}; shipped: {TINY_MODELS}")
+    """A tiny model with random weights from ``seed``; the global RNG is left untouched (a
+    :data:`TINY_HF_MODELS` name needs the ``tiny_hf_models`` fixture, which registers it)."""
+    if name not in TINY_MODELS and name not in TINY_HF_MODELS:
+        raise ValueError(f"unknown tiny model {name!r}; shipped: {TINY_MODELS}, test HF towers: {list(TINY_HF_MODELS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return load_clip(name, pretrained=None)
@@ -91,10 +96,6 @@ def tiny_clip() -> Callable[..., LoadedClip]:
         return shared[name]
 
     return factory
-
-
-#: The tiny Hugging Face tower models: name -> open_clip ``hf_proj_type``.
-TINY_HF_MODELS = {"tiny-hf": "linear", "tiny-hf-mlp": "mlp"}
 
 
 def write_tiny_hf_models(folder: Path) -> dict[str, str]:
@@ -128,24 +129,13 @@ def tiny_hf_models(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_hf_clip(tiny_hf_models) -> Callable[..., LoadedClip]:
+def tiny_hf_clip(tiny_hf_models, tiny_clip) -> Callable[..., LoadedClip]:
     """Factory ``tiny_hf_clip(proj_type="linear", fresh=False) -> LoadedClip``: the tiny Hugging
     Face tower model, random weights from ``TINY_SEED`` (shared read-only unless ``fresh``)."""
-    shared: dict[str, LoadedClip] = {}
     names = {proj: name for name, proj in TINY_HF_MODELS.items()}
 
-    def build(name: str) -> LoadedClip:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(TINY_SEED)
-            return load_clip(name, pretrained=None)
-
     def factory(proj_type: str = "linear", fresh: bool = False) -> LoadedClip:
-        name = names[proj_type]
-        if fresh:
-            return build(name)
-        if name not in shared:
-            shared[name] = build(name)
-        return shared[name]
+        return tiny_clip(names[proj_type], fresh)
 
     return factory
 
