@@ -198,22 +198,20 @@ class DeepEdit(TextProjectionEdit):
             self.synthetic = made  # kept for inspection (tests, notebooks)
             self.timings["synthesis"] = time.perf_counter() - start
         start = time.perf_counter()
+        if self.covariance == "prompts":
+            prompts, p_vocab, p_class = prompt_embeddings(module, vocabularies)
         if made is not None:
             feats, vocab_of, class_of, evaluation = made.features, made.vocabulary, made.label, made.evaluation
             forget_rows = torch.tensor([c in spec.forget_indices for c in class_of.tolist()]) & (vocab_of == 0)
             if not bool((~forget_rows).sum() > 1):
                 raise ConfigError("the image erasure needs synthetic images of at least one retained class")
             mean = feats[~forget_rows].mean(0)
-        else:
-            model = module.model
-            with eval_mode(model):
-                evaluation = [encode_classes(model, module.tokenizer, v.classnames, v.templates[:1],
-                                             next(model.parameters()).device).double().cpu() for v in vocabularies]
+        else:  # prompt covariance: each vocabulary's evaluation embeddings are its first template's rows
+            evaluation = [prompts[p_vocab == v][: len(vocabulary.classnames)] for v, vocabulary in enumerate(vocabularies)]
             mean = torch.zeros(evaluation[0].shape[1], dtype=torch.float64)  # the mean hardly matters (docs/edit.md)
         if self.covariance == "synthetic":
             _, cov = covariance(feats[~forget_rows])
         else:
-            prompts, p_vocab, p_class = prompt_embeddings(module, vocabularies)
             retained = ~(torch.tensor([c in spec.forget_indices for c in p_class.tolist()]) & (p_vocab == 0))
             if not bool(retained.sum() > 1):
                 raise ConfigError("covariance 'prompts' needs at least two retained prompts (retained classes x templates)")
