@@ -639,7 +639,8 @@ def eligible_groups(
 ) -> dict[str, list[tuple[str, nn.Parameter]]]:
     """The parameters of each tower that may be updated.
 
-    ``include`` replaces the preset's patterns of a tower; ``exclude`` removes matches. The
+    ``include`` replaces the preset's patterns of a tower (an empty list leaves that tower out: it
+    is then not in the result, and nothing of it is updated); ``exclude`` removes matches. The
     logit scale/bias and every BatchNorm parameter are never eligible (changing the temperature
     would "forget" everything at once; BatchNorm statistics come from real data).
     """
@@ -657,12 +658,18 @@ def eligible_groups(
             continue
         if any(p.search(name) for p in compiled[tower]) and not any(p.search(name) for p in excluded[tower]):
             groups[tower].append((name, param))
-    for tower, params in groups.items():
-        if not params:
-            raise ConfigError(
-                f"no eligible parameters in the {tower} tower with patterns {patterns[tower]} (preset {preset!r});"
-                " check the include/exclude patterns"
-            )
+    for tower, params in list(groups.items()):
+        if params:
+            continue
+        if not patterns[tower]:
+            del groups[tower]  # `include: {tower: []}`: this tower is left as it is, on purpose
+            continue
+        raise ConfigError(
+            f"no eligible parameters in the {tower} tower with patterns {patterns[tower]} (preset {preset!r});"
+            f" check the include/exclude patterns (`include: {{{tower}: []}}` leaves the tower out on purpose)"
+        )
+    if not groups:
+        raise ConfigError(f"include leaves no tower to update ({dict(include or {})}); give at least one tower patterns")
     return groups
 
 

@@ -102,6 +102,13 @@ class SynthesisConfig:
             is blurred too (published: ``t % blur_every == 0``); False counts from 1.
         batch_size: images optimised at once (None: all). Results per image follow the same
             procedure at any size (module docstring), but the target's decay does not.
+        min_iterations: iterations an attempt runs before its image may be kept (published: 1,
+            kept as soon as it passes the target). On a small model the target is often passed
+            within a few iterations, while the image is still mostly its starting noise; more
+            iterations (with a blur) let the ascent draw the image.
+        init_std: standard deviation of the noise each image starts from, in the optimised space
+            (published: 1.0, standard-normal noise). Smaller starts leave more of the final image
+            to the ascent, and less to the noise it started from.
         mode: ``"batched"``: up to ``batch_size`` images at once; ``"sequential"`` (published):
             one image at a time, in order, each attempt judged against the target that every
             earlier failure left (:mod:`lightning_unlearn.maths.synthesis_schedule`).
@@ -131,6 +138,8 @@ class SynthesisConfig:
     blur_from_first_iteration: bool = True
     batch_size: Optional[int] = None
     mode: Literal["batched", "sequential"] = "batched"
+    init_std: float = 1.0
+    min_iterations: int = 1
 
     def __post_init__(self) -> None:
         """Check every field (:class:`~lightning_unlearn.core.errors.ConfigError` naming the field and value)."""
@@ -182,6 +191,10 @@ def _check_ascent(cfg: SynthesisConfig) -> None:
     if not isinstance(cfg.blur_from_first_iteration, bool):
         raise ConfigError(f"blur_from_first_iteration must be True or False, got {cfg.blur_from_first_iteration!r}")
     _positive_int_validation("batch_size", cfg.batch_size, allow_none=True)
+    _positive_number_validation("init_std", cfg.init_std, allow_zero=True)
+    _positive_int_validation("min_iterations", cfg.min_iterations)
+    if cfg.min_iterations > cfg.max_iterations:
+        raise ConfigError(f"min_iterations must be <= max_iterations ({cfg.max_iterations}), got {cfg.min_iterations!r}")
 
 
 def resolve_class_targets(config: SynthesisConfig, classnames: Sequence[str]) -> dict[int, float]:
@@ -388,8 +401,10 @@ class _Run:
         return self.record
 
     def _fresh(self, n: int) -> torch.Tensor:
-        """``n`` new images from standard-normal noise (drawn on the CPU: same images on any device)."""
+        """``n`` new images from noise of std ``init_std`` (drawn on the CPU: same images on any device)."""
         noise = torch.randn((n, *self.shape), generator=self.generator).to(self.device)
+        if self.cfg.init_std != 1.0:
+            noise = noise * self.cfg.init_std
         return self.space.start(noise)
 
     def _logits(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -416,7 +431,7 @@ class _Run:
         active.x = _blur(stepped, active.step, self.cfg)
         candidates, p_own, is_top = self._judge(evaluated, logits, active.x, own)
         judged = self.targets.current(active.index)
-        success = is_top & (p_own > judged)
+        success = is_top & (p_own > judged) & (active.step >= self.cfg.min_iterations)
         timeout = ~success & (active.step >= self.cfg.max_iterations)
         keep = self._retire(candidates, p_own, judged, success, timeout)
         if not bool(keep.all()) and self.progress is not None:

@@ -26,7 +26,7 @@ from lightning_unlearn.core.errors import ConfigError, UnknownNameError
 MODES = ("batched", "sequential")
 
 #: Fields whose default leaves the cache key of a set made before they existed unchanged.
-_KEY_DEFAULTS: dict[str, Any] = {"class_probability_decay": None, "mode": "batched"}
+_KEY_DEFAULTS: dict[str, Any] = {"class_probability_decay": None, "mode": "batched", "init_std": 1.0, "min_iterations": 1}
 
 
 def check_schedule(cfg: Any) -> None:

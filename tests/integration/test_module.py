@@ -153,6 +153,34 @@ def test_fit_end_to_end_writes_outputs(tmp_path, global_seed, classes_noise_lean
     assert not list(out.glob(".*tmp")), "temporary files left behind"
 
 
+def test_an_empty_include_updates_the_image_tower_alone(tmp_path, global_seed, classes_noise_leans_to):
+    """`include: {text: []}` leaves the text tower out: selection and escalation then know one
+    group (vision), the run steps, and no text tensor moves."""
+    pl.seed_everything(global_seed)
+    clip = load_clip("tiny-vit")
+    source = tmp_path / "input.pt"
+    torch.save(clip.model.state_dict(), source)
+    forget = classes_noise_leans_to(clip.model, VOCAB)[0]
+    module = tiny_module(pretrained=str(source), lr=5e-3, forget_classes=[forget], include={"text": []})
+    assert list(module.parameter_groups()) == ["vision"]
+    data = SyntheticForgetDataModule(images_per_class=8, steps_per_epoch=2, synthesis=EASY_SYNTHESIS, progress=False)
+    out = tmp_path / "out"
+    callbacks = [GradientLayerSelection(k={"vision": 4}), SyntheticAccuracyStopping(goal=0.1),
+                 NoiseLayerEscalation(sigma_schedule=[0.5, 1.0], k_schedules={"vision": [4, 8]}),
+                 UnlearningReport(output_dir=str(out), print_table=False)]
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=2, val_check_interval=1, num_sanity_val_steps=0,
+                         callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, data)
+    weights = torch.load(source)
+    text = [n for n in weights if not n.startswith("visual.") and n != "logit_scale"]
+    assert text and all(torch.equal(module.model.state_dict()[n], weights[n]) for n in text)
+    assert trainer.global_step > 0
+    assert any(not torch.equal(module.model.state_dict()[n], weights[n]) for n in weights if n.startswith("visual."))
+    report = json.loads((out / "report.json").read_text())
+    selected = report["selected_parameters"]  # name -> how many steps updated it
+    assert selected and all(name.startswith("model.visual.") for name in selected)
+
+
 class ZeroTextProjection(UnlearningMethod):
     """A training-free method for the contract test: it zeroes the text projection."""
 

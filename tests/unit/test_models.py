@@ -13,6 +13,7 @@ from lightning_unlearn.clip.loading import (
     build_pretrained,
     eligible_groups,
     eval_mode,
+    freeze_ineligible,
     load_clip,
     load_pending_weights,
     register_pretrained,
@@ -135,8 +136,18 @@ def test_include_exclude_patterns_and_bad_values():
         eligible_groups(model, "paper", include={"audio": ["x"]})
     with pytest.raises(ConfigError, match="no eligible parameters in the vision tower"):
         eligible_groups(model, "paper", include={"vision": ["does-not-match"]})
+    with pytest.raises(ConfigError, match="no tower to update"):
+        eligible_groups(model, "paper", include={"vision": [], "text": []})
     with pytest.raises(ConfigError, match=r"eligibility must be one of 'paper', 'blocks', 'all', got 'some'"):
         eligible_groups(model, "some")
+
+
+def test_an_empty_include_leaves_a_tower_out():
+    model = load_clip("tiny-vit").model
+    groups = eligible_groups(model, "paper", include={"text": []})
+    assert list(groups) == ["vision"] and groups["vision"]
+    assert freeze_ineligible(model, groups) == len(groups["vision"])
+    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith("visual."))
 
 
 def test_towers_of_custom_text_clip():

@@ -480,3 +480,48 @@ def test_config_defaults_are_the_published_generators():
 def test_bad_class_index_raises(clip, classes, index, message):
     with pytest.raises(ConfigError, match=message):
         run(clip, classes, index=index)
+
+
+# ------------------------------------------------------------- the start and the least iterations
+
+
+def test_min_iterations_keeps_no_image_before_it(clip, classes, result):
+    """Images that pass the target early keep ascending until ``min_iterations``, then are judged."""
+    early = int(result.iterations.min())
+    late = dataclasses.replace(CFG, min_iterations=early + 5)
+    res = run(clip, classes, config=late)
+    assert_valid(clip, classes, res)
+    assert bool((res.iterations >= early + 5).all())
+
+
+def test_init_std_scales_the_noise_each_image_starts_from(clip, classes):
+    """The first input the ascent evaluates is the first noise draw times ``init_std``, clamped."""
+    seen = []
+
+    def encode(x):
+        seen.append(x.detach().clone())
+        return clip.model.encode_image(x)
+
+    config = dataclasses.replace(CFG, jitter=0, init_std=0.25)
+    synthesize(encode, classes, INDEX, SIZE, clip.mean, clip.std, config, seed=0)
+    lo, hi = pixel_bounds(clip.mean, clip.std)
+    noise = torch.randn((len(INDEX), 3, SIZE, SIZE), generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(seen[0], torch.maximum(torch.minimum(0.25 * noise, hi), lo), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("min_iterations", 0, "min_iterations must be an int >= 1, got 0"),
+    ("min_iterations", 61, r"min_iterations must be <= max_iterations \(60\), got 61"),
+    ("init_std", -1.0, r"init_std must be a finite number >= 0, got -1.0"),
+])
+def test_bad_start_settings_are_refused(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        SynthesisConfig(**{**GOAL, **LEGACY, field: value})
+
+
+def test_start_settings_enter_the_cache_key_only_when_changed():
+    from lightning_unlearn.maths.synthesis_schedule import cache_key_fields
+
+    assert {"init_std", "min_iterations"}.isdisjoint(cache_key_fields(SynthesisConfig()))
+    changed = cache_key_fields(SynthesisConfig(init_std=0.5, min_iterations=10))
+    assert changed["init_std"] == 0.5 and changed["min_iterations"] == 10
