@@ -402,9 +402,7 @@ class _Run:
 
     def _fresh(self, n: int) -> torch.Tensor:
         """``n`` new images from noise of std ``init_std`` (drawn on the CPU: same images on any device)."""
-        noise = torch.randn((n, *self.shape), generator=self.generator).to(self.device)
-        if self.cfg.init_std != 1.0:
-            noise = noise * self.cfg.init_std
+        noise = torch.randn((n, *self.shape), generator=self.generator).to(self.device) * self.cfg.init_std
         return self.space.start(noise)
 
     def _logits(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -134,6 +134,29 @@ def test_the_demo_configs_run_on_demo_clip_lit():
             assert args["pretrained"] == "demo-world", name
 
 
+def test_demo_lip_tuned_is_demo_yaml_with_its_named_changes_only():
+    """configs/demo_lip_tuned.yaml is a full copy of demo.yaml (compare reads one file per fit
+    config): it may differ only in the settings its header names, so the copy cannot drift."""
+    configs = REPO / "lightning_unlearn" / "configs"
+    demo = yaml.safe_load((configs / "demo.yaml").read_text())
+    tuned = yaml.safe_load((configs / "demo_lip_tuned.yaml").read_text())
+    model, data = tuned["model"]["init_args"], tuned["data"]["init_args"]
+    assert model.pop("include") == {"text": []} and model.pop("lr") == 1.0e-3
+    assert data["synthesis"].pop("min_iterations") == 100
+    demo["model"]["init_args"].pop("lr")
+    callbacks = {c["class_path"].rsplit(".", 1)[1]: c for c in tuned["trainer"]["callbacks"]}
+    assert callbacks["GradientLayerSelection"]["init_args"]["k"] == {"vision": 5}
+    escalation = callbacks["NoiseLayerEscalation"]["init_args"]["k_schedules"]
+    demo_callbacks = {c["class_path"].rsplit(".", 1)[1]: c for c in demo["trainer"]["callbacks"]}
+    assert escalation == {"vision": demo_callbacks["NoiseLayerEscalation"]["init_args"]["k_schedules"]["vision"]}
+    for cfg in (demo, tuned):  # the k settings were checked above; the logger folder is its own
+        for c in cfg["trainer"]["callbacks"]:
+            c.get("init_args", {}).pop("k", None)
+            c.get("init_args", {}).pop("k_schedules", None)
+        cfg["trainer"]["logger"]["init_args"].pop("name")
+    assert tuned == demo
+
+
 def test_packaged_config_names_resolve_and_unknown_ones_say_what_exists(tmp_path, monkeypatch):
     assert Path(resolve_config("demo")) == REPO / "lightning_unlearn" / "configs" / "demo.yaml"
     assert resolve_config(str(SHIPPED[0])) == str(SHIPPED[0])
