@@ -79,7 +79,8 @@ def evaluation_rows(evaluation: Mapping[str, Any]) -> list[Row]:
     if paraphrases:
         rows.append(("target @ paraphrases (mean)", _per_state(states, lambda s: paraphrases["mean"][s]["target"])))
         held_out = paraphrases.get("held_out")
-        if held_out and any((paraphrases.get("in_bank") or {}).values()):  # else the same as the mean
+        # no bank: the same as the mean; every paraphrase in the bank: nothing held out to show
+        if held_out and held_out.get("prompts") and any((paraphrases.get("in_bank") or {}).values()):
             rows.append((f"target @ held-out paraphrases ({held_out['prompts']})",
                          _per_state(states, lambda s: held_out[s]["target"])))
         retained = paraphrases.get("retained")

@@ -176,6 +176,20 @@ def test_paraphrases_in_a_methods_forget_bank_are_marked_and_held_out_averages_t
     assert rows["other classes @ their paraphrases (2 classes)"] == ["70.0", "65.0"]
 
 
+def test_with_every_paraphrase_in_the_bank_none_is_held_out_and_no_held_out_row_is_shown():
+    # configs/demo_edit.yaml puts all of a class's paraphrases in the bank (held_out_paraphrases: 0)
+    bank = {"dog": ["a pup.", "a hound."]}
+    ev = assemble(EvaluationSuite(), {"before": _paraphrased_state(0.9, 0.7, bank), "after": _paraphrased_state(0.0, 0.1, bank)})
+    section = ev["recovery"]["paraphrases"]
+    assert section["held_out"]["prompts"] == 0 and section["held_out"]["after"]["target"] is None
+    assert section["mean"]["after"]["target"] == pytest.approx(0.05)
+    from lightning_unlearn.evaluation.render import evaluation_rows
+
+    rows = dict(evaluation_rows(ev))
+    assert rows["target @ paraphrases (mean)"] == ["80.0", "5.0"]
+    assert not [name for name in rows if "held-out" in name]
+
+
 def test_without_a_bank_every_paraphrase_is_held_out():
     ev = assemble(EvaluationSuite(), {"before": _paraphrased_state(0.9, 0.7, {}), "after": _paraphrased_state(0.1, 0.3, {})})
     section = ev["recovery"]["paraphrases"]
