@@ -149,6 +149,8 @@ def test_demo_lip_tuned_is_demo_yaml_with_its_named_changes_only():
     escalation = callbacks["NoiseLayerEscalation"]["init_args"]["k_schedules"]
     demo_callbacks = {c["class_path"].rsplit(".", 1)[1]: c for c in demo["trainer"]["callbacks"]}
     assert escalation == {"vision": demo_callbacks["NoiseLayerEscalation"]["init_args"]["k_schedules"]["vision"]}
+    assert callbacks["SyntheticAccuracyStopping"]["init_args"].pop("goal") == 0.3
+    demo_callbacks["SyntheticAccuracyStopping"]["init_args"].pop("goal")
     for cfg in (demo, tuned):  # the k settings were checked above; the logger folder is its own
         for c in cfg["trainer"]["callbacks"]:
             c.get("init_args", {}).pop("k", None)
