@@ -53,16 +53,10 @@ class StepTrace(pl.Callback):
         name, dataset = self._forget_dataset(trainer, pl_module)
         loader = trainer.datamodule.evaluation_loaders()[name]  # one process: the whole split
         targets = set(pl_module.spec.targets[name])
-        summary = pl_module.evaluate_datasets({name: loader})[name]
-        embeddings = pl_module.dataset_embeddings(dataset)
-        was_training = pl_module.training
-        pl_module.eval()
-        labels, predictions = [], []
-        for images, y in loader:
-            predictions.append((pl_module.encode_image(images.to(pl_module.device)) @ embeddings.T).argmax(-1).cpu())
-            labels.append(y.cpu())
-        pl_module.train(was_training)
-        y, p = torch.cat(labels), torch.cat(predictions)
+        shards: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the same pass's image features
+        summary = pl_module.evaluate_datasets({name: loader}, shards=shards)[name]
+        features, y = shards[name]
+        p = (features @ pl_module.dataset_embeddings(dataset).float().cpu().T).argmax(-1)
         names = list(dataset.classnames)
         per_class = {names[c]: (p[y == c] == c).float().mean().item() for c in range(len(names)) if (y == c).any()}
         misread = p[(p != y) & torch.tensor([int(v) not in targets for v in y.tolist()])]
@@ -85,8 +79,10 @@ def _run(folder: str) -> tuple[list[dict], list[float], bool]:
     traces = glob.glob(os.path.join(folder, "**", "step_trace.jsonl"), recursive=True)
     if len(reports) != 1 or len(traces) != 1:
         raise SystemExit(f"{folder}: expected one report.json and one step_trace.jsonl, found {len(reports)} and {len(traces)}")
-    report = json.load(open(reports[0]))
-    trace = [json.loads(line) for line in open(traces[0])]
+    with open(reports[0]) as handle:
+        report = json.load(handle)
+    with open(traces[0]) as handle:
+        trace = [json.loads(line) for line in handle]
     return trace, report["synthetic_acc_history"], bool(report["restored_epochs"])
 
 
