@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: install test test-unit test-slow test-perturbed demo bench clean
 
 $(STAMP): pyproject.toml
+	@# The venv (torch with its CUDA wheels) takes about 6 GiB: say so before pip fails half-way.
+	@$(PY) -c 'import shutil, sys; free = shutil.disk_usage(".").free / 2**30; free < 8 and print(f"make: warning: {free:.1f} GiB free on this disk; .venv needs about 6 GiB (torch and its CUDA wheels)", file=sys.stderr)'
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q "torch==2.14.1" "torchvision==0.29.1" || $(BIN)/pip install -q torch torchvision
