@@ -684,32 +684,59 @@ def write_outputs(plan: Plan, rows: Sequence[Mapping[str, Any]], seconds: Option
     render_plot(plan, rows, plan.out / "compare.png")
 
 
-def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]]) -> Any:
+def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]], width: Optional[int] = None) -> Any:
     """The console's summary: per method (and forget dataset) the target, the other classes and
     every other dataset, before -> after, then (when the paraphrases section ran) the target and
-    the other classes named by paraphrases, and the seconds per run (compare.md has every column)."""
+    the other classes named by paraphrases, and the seconds per run (compare.md has every column).
+
+    With ``width`` (the console's), a table wider than that is laid out long instead: one row per
+    method and measure, with before and after in two columns, so a narrow terminal or a log file
+    (80 columns) shows every number rather than cutting cells to "96.0 -> 4…".
+    """
+    from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     other = f"; other domain: {plan.other_datasets[0]}" if len(plan.other_datasets) == 1 else ""
-    table = Table(title=f"Unlearning comparison: zero-shot accuracy (%), before -> after, mean over runs{other}")
+    title = f"Unlearning comparison: zero-shot accuracy (%), before -> after, mean over runs{other}"
     several = len({r.spec.dataset for r in plan.runs}) > 1
     groups = summarise(plan, rows)
     paraphrased = any(g["target_paraphrased_af"] is not None or g["other_paraphrased_af"] is not None for g in groups)
-    heads = ((["forget dataset"] if several else []) + ["method", "target", "other classes"] + plan.other_datasets
-             + (["target paraphrased", "other paraphrased"] if paraphrased else []) + ["s"])
-    for i, head in enumerate(heads):
-        table.add_column(head, justify="left" if i < 1 + several else "right", no_wrap=i >= 1 + several)
+    measures = ([("target", "target"), ("other", "other classes")] + [(ds, ds) for ds in plan.other_datasets]
+                + ([("target_paraphrased", "target paraphrased"), ("other_paraphrased", "other paraphrased")]
+                   if paraphrased else []))
     both = lambda g, key: f"{_pct(g[key + '_bf'])} -> {_pct(g[key + '_af'])}" if g[key + "_af"] is not None else ""  # noqa: E731
-    for g in groups:
+
+    def method_cell(g: Mapping[str, Any]) -> str:
         done = "" if g["done"] == g["runs"] else f", {g['done']}/{g['runs']} runs"
-        cells = ([str(g["dataset"])] if several else []) + [f"{g['method']} ({g['zero_shot']}{done})",
-                                                            both(g, "target"), both(g, "other")]
-        cells += [both(g, ds) for ds in plan.other_datasets]
-        if paraphrased:
-            cells += [both(g, "target_paraphrased"), both(g, "other_paraphrased")]
-        cells += ["" if g["seconds"] is None else f"{g['seconds']:.0f}"]
-        table.add_row(*cells)
-    return table
+        return f"{g['method']} ({g['zero_shot']}{done})"
+
+    seconds = lambda g: "" if g["seconds"] is None else f"{g['seconds']:.0f}"  # noqa: E731
+    table = Table(title=title)
+    heads = (["forget dataset"] if several else []) + ["method"] + [head for _, head in measures] + ["s"]
+    for i, head in enumerate(heads):
+        table.add_column(head, justify="left" if i < 1 + several else "right", no_wrap=True)
+    for g in groups:
+        table.add_row(*([str(g["dataset"])] if several else []), method_cell(g),
+                      *[both(g, key) for key, _ in measures], seconds(g))
+    unbounded = Console(width=10_000)
+    if width is None or Measurement.get(unbounded, unbounded.options, table).maximum <= width:
+        return table
+    long = Table(title=title.replace(", before -> after", ""))
+    for head in (["forget dataset"] if several else []) + ["method", "measure", "before", "after"]:
+        long.add_column(head, justify="right" if head in ("before", "after") else "left")
+    for g in groups:
+        for j, (key, head) in enumerate(measures + [("seconds", "seconds per run")]):
+            first = j == 0
+            if key == "seconds":
+                cells = ["", seconds(g)]
+            elif g[key + "_af"] is None:
+                continue
+            else:
+                cells = [_pct(g[key + "_bf"]), _pct(g[key + "_af"])]
+            long.add_row(*([str(g["dataset"]) if first else ""] if several else []),
+                         method_cell(g) if first else "", head, *cells, end_section=key == "seconds")
+    return long
 
 
 def _summary_line(row: Mapping[str, Any]) -> str:
@@ -773,7 +800,7 @@ def run_comparison(settings: CompareSettings, console: Any = None) -> Path:
     seconds = time.perf_counter() - start
     write_outputs(plan, [r for r in rows if r is not None], seconds)
     failed = sum(r is not None and r.get("status") == "failed" for r in rows)
-    console.print(summary_table(plan, [r for r in rows if r is not None]))
+    console.print(summary_table(plan, [r for r in rows if r is not None], width=console.width))
     fingerprints = fingerprint_line(rows)
     if fingerprints:
         console.print(fingerprints)

@@ -142,6 +142,18 @@ def test_rows_csv_and_markdown(world):
     console = Console(width=250, record=True)
     console.print(summary_table(plan, rows[1:]))
     assert "paraphrased" not in console.export_text()
+    # a console too narrow for the wide layout (a log file: 80 columns) gets the long one, every number whole
+    console = Console(width=80, record=True)
+    console.print(summary_table(plan, rows, width=80))
+    text = console.export_text()
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+    assert "lip (ZS)" in text and "target paraphrased" in text and "caltech101" in text
+    cells = [[c.strip() for c in line.split("│")[-3:-1]] for line in text.splitlines() if "target paraphrased" in line]
+    assert cells == [["40.0", "30.0"]]
+    assert "seconds per run" in text and " 15 " in text
+    console = Console(width=250, record=True)
+    console.print(summary_table(plan, rows, width=250))
+    assert "40.0 -> 30.0" in console.export_text()
     rows[1] = {**failed_row(second, "ConfigError: boom"), "seconds": 1.0}
     markdown = render_markdown(plan, rows)
     assert "| 1/2 | 80.0 | 20.0 | 90.0 |" in markdown and "- lip / toy poodle / seed 0: ConfigError: boom" in markdown
