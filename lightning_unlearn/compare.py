@@ -698,7 +698,7 @@ def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]], width: Optional
     from rich.table import Table
 
     other = f"; other domain: {plan.other_datasets[0]}" if len(plan.other_datasets) == 1 else ""
-    title = f"Unlearning comparison: zero-shot accuracy (%), before -> after, mean over runs{other}"
+    title = "Unlearning comparison: zero-shot accuracy (%){}, mean over runs" + other
     several = len({r.spec.dataset for r in plan.runs}) > 1
     groups = summarise(plan, rows)
     paraphrased = any(g["target_paraphrased_af"] is not None or g["other_paraphrased_af"] is not None for g in groups)
@@ -712,7 +712,7 @@ def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]], width: Optional
         return f"{g['method']} ({g['zero_shot']}{done})"
 
     seconds = lambda g: "" if g["seconds"] is None else f"{g['seconds']:.0f}"  # noqa: E731
-    table = Table(title=title)
+    table = Table(title=title.format(", before -> after"))
     heads = (["forget dataset"] if several else []) + ["method"] + [head for _, head in measures] + ["s"]
     for i, head in enumerate(heads):
         table.add_column(head, justify="left" if i < 1 + several else "right", no_wrap=True)
@@ -722,20 +722,15 @@ def summary_table(plan: Plan, rows: Sequence[Mapping[str, Any]], width: Optional
     unbounded = Console(width=10_000)
     if width is None or Measurement.get(unbounded, unbounded.options, table).maximum <= width:
         return table
-    long = Table(title=title.replace(", before -> after", ""))
+    long = Table(title=title.format(""))
     for head in (["forget dataset"] if several else []) + ["method", "measure", "before", "after"]:
         long.add_column(head, justify="right" if head in ("before", "after") else "left")
     for g in groups:
-        for j, (key, head) in enumerate(measures + [("seconds", "seconds per run")]):
-            first = j == 0
-            if key == "seconds":
-                cells = ["", seconds(g)]
-            elif g[key + "_af"] is None:
-                continue
-            else:
-                cells = [_pct(g[key + "_bf"]), _pct(g[key + "_af"])]
-            long.add_row(*([str(g["dataset"]) if first else ""] if several else []),
-                         method_cell(g) if first else "", head, *cells, end_section=key == "seconds")
+        lines = [(head, _pct(g[key + "_bf"]), _pct(g[key + "_af"])) for key, head in measures
+                 if g[key + "_af"] is not None] + [("seconds per run", "", seconds(g))]
+        for j, cells in enumerate(lines):  # the method (and dataset) named on its first line, even if all runs failed
+            labels = ([str(g["dataset"])] if several else []) + [method_cell(g)]
+            long.add_row(*(labels if j == 0 else [""] * len(labels)), *cells, end_section=j == len(lines) - 1)
     return long
 
 

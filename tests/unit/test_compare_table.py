@@ -154,6 +154,9 @@ def test_rows_csv_and_markdown(world):
     console = Console(width=250, record=True)
     console.print(summary_table(plan, rows, width=250))
     assert "40.0 -> 30.0" in console.export_text()
+    console = Console(width=80, record=True)  # a method whose runs all failed is still named in the long layout
+    console.print(summary_table(plan, [{**failed_row(r, "boom"), "seconds": 1.0} for r in (first, second)], width=30))
+    assert "lip (ZS, 0/2 runs)" in console.export_text()
     rows[1] = {**failed_row(second, "ConfigError: boom"), "seconds": 1.0}
     markdown = render_markdown(plan, rows)
     assert "| 1/2 | 80.0 | 20.0 | 90.0 |" in markdown and "- lip / toy poodle / seed 0: ConfigError: boom" in markdown
